@@ -1,0 +1,5 @@
+"""API routes: alertmanager."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: customers."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: incidents."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: metrics."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: signals."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: status."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

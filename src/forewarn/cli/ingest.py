@@ -1,0 +1,7 @@
+"""`forewarn ingest`."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""

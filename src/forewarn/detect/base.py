@@ -1,0 +1,68 @@
+"""What every trip wire shares: the findings frame it returns and the contract it keeps.
+
+A trip wire is a pure function ``(frames, params, as_of) -> findings``:
+
+- ``frames`` maps a signal kind to a Polars frame of that kind (see ``forewarn.signals.schema``) for a set of
+  customers (one bucket at a time when run at scale);
+- it uses only rows with ``ts <= as_of`` (point-in-time: data added later never changes a finding at ``as_of``);
+- it scores from trailing windows and returns a frame with ``FINDINGS_SCHEMA``: one row per
+  (customer, condition) that is firing at ``as_of``.
+
+The same function serves live runs (recent tail), backtests (every ``as_of`` over history) and scale-out
+(Spark's ``applyInArrow`` per customer bucket).
+
+>>> empty_findings().columns[:4]
+['customer_id', 'kind', 'condition', 'ts']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import polars as pl
+
+FINDINGS_SCHEMA = pl.Schema(
+    {
+        "customer_id": pl.String(),
+        "kind": pl.String(),  # the trip wire: usage, cadence, billing, devices, schedule, opportunity
+        "condition": pl.String(),  # what exactly, stable across runs: "usage:drop:data_gb", "device:D1"
+        "ts": pl.Datetime("us", "UTC"),  # as_of of the detection (the data time, not wall-clock)
+        "score": pl.Float64(),  # how far outside normal, detector-specific but monotone
+        "confidence": pl.Float64(),  # 0..1, how sure (history length, consistency)
+        "severity": pl.String(),  # info, warning, critical
+        "topic": pl.String(),  # consent / ticket topic: usage, billing, device, account, shipping, offer
+        "explanation": pl.String(),  # one sentence a customer could read
+        "evidence": pl.String(),  # JSON object with the numbers behind it
+    }
+)
+
+
+def empty_findings() -> pl.DataFrame:
+    return pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def as_findings(frame: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast ``frame`` to ``FINDINGS_SCHEMA`` (raises if a column is missing)."""
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in FINDINGS_SCHEMA.items()])
+
+
+def point_in_time(frame: pl.DataFrame, as_of: datetime, column: str = "ts") -> pl.DataFrame:
+    """Only the rows known at ``as_of``: the one filter every trip wire applies first."""
+    return frame.filter(pl.col(column) <= as_of)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base for a trip wire's parameters: a frozen dataclass with documented, sensible defaults."""
+
+
+class TripWire(Protocol):
+    """A detector. ``kinds`` names the signal kinds it reads; ``detect`` is pure."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+
+    def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame: ...

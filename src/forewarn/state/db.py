@@ -1,0 +1,124 @@
+"""Connecting to the state store: engines, sessions, and the schema-version check.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on; PostgreSQL is used as configured.
+``open_store`` refuses an out-of-date schema instead of silently using it.
+
+>>> import tempfile, os
+>>> url = f"sqlite:///{tempfile.mkdtemp()}/state.db"
+>>> upgrade(url)
+>>> engine = open_store(url)
+>>> schema_status(engine).current
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database's schema is not the one this version of forewarn expects."""
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; creates the SQLite file's folder and turns on WAL and foreign keys."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (creating it when new)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    database: str | None  # revision in the database, None when never migrated
+    expected: str  # head revision of this code
+
+    @property
+    def current(self) -> bool:
+        return self.database == self.expected
+
+    def describe(self) -> str:
+        if self.current:
+            return f"schema is current (revision {self.expected})"
+        if self.database is None:
+            return "the database has no forewarn schema yet; run `forewarn db upgrade`"
+        return (
+            f"the database schema is at revision {self.database} but this forewarn expects {self.expected}; "
+            "run `forewarn db upgrade`"
+        )
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    assert head is not None
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return SchemaStatus(database=current, expected=head)
+
+
+def open_store(url: str, *, check: bool = True, **kwargs: Any) -> Engine:
+    """An engine on a migrated store; raises ``SchemaOutOfDate`` when the schema is not current."""
+    engine = make_engine(url, **kwargs)
+    if check:
+        status = schema_status(engine)
+        if not status.current:
+            engine.dispose()
+            raise SchemaOutOfDate(status.describe())
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error: changes apply whole or not at all."""
+    with session_factory(engine)() as session, session.begin():
+        yield session

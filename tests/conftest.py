@@ -1,0 +1,71 @@
+"""Shared fixtures: a fresh embedded home per test, and fresh state stores on SQLite and PostgreSQL.
+
+PostgreSQL tests use ``FOREWARN_TEST_PG_URL`` (default: the local server at 127.0.0.1:5432, trust auth) and
+skip with the reason when no server answers there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from forewarn.config import Settings
+from forewarn.context import Context
+from forewarn.state.db import upgrade
+
+PG_URL = os.environ.get("FOREWARN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin() -> sa.Engine | None:
+    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return engine
+    except sa.exc.OperationalError:
+        engine.dispose()
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    engine = _pg_admin()
+    if engine is None:
+        pytest.skip(f"no PostgreSQL server at {PG_URL} (set FOREWARN_TEST_PG_URL to run the PostgreSQL suite)")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"fw_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    """Settings for an embedded store under the test's own temporary folder."""
+    upgrade(sqlite_url)
+    return Settings(home=tmp_path, database_url=sqlite_url)
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Context]:
+    context = Context(settings)
+    yield context
+    context.close()
