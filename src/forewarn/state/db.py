@@ -74,6 +74,18 @@ def upgrade(url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` back to ``revision`` (``base`` removes forewarn's schema)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
 @dataclass(frozen=True)
 class SchemaStatus:
     database: str | None  # revision in the database, None when never migrated

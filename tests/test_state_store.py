@@ -1,0 +1,209 @@
+"""The state store contract: one suite, run on every backend (SQLite here, PostgreSQL below).
+
+Each backend subclasses ``StateStoreContract`` and provides the ``url`` fixture, so both pass the very
+same tests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from forewarn.state.db import SchemaOutOfDate, downgrade, make_engine, open_store, schema_status, transaction, upgrade
+from forewarn.state.models import (
+    AffectedCustomer,
+    Consent,
+    Customer,
+    Dependency,
+    Finding,
+    Incident,
+    IncidentScope,
+    IncidentUpdate,
+    OutboxMessage,
+    Service,
+    Ticket,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class StateStoreContract:
+    @pytest.fixture
+    def url(self) -> str:  # pragma: no cover - overridden per backend
+        raise NotImplementedError
+
+    @pytest.fixture
+    def engine(self, url: str):
+        upgrade(url)
+        engine = open_store(url)
+        yield engine
+        engine.dispose()
+
+    def _customer(self, session, cid: str = "c1", **kw) -> Customer:
+        c = Customer(id=cid, name="Ada", email=f"{cid}@example.com", timezone="Europe/Berlin", **kw)
+        session.add(c)
+        return c
+
+    def test_fresh_database_is_reported_not_used(self, url: str) -> None:
+        engine = make_engine(url)
+        status = schema_status(engine)
+        engine.dispose()
+        assert status.database is None and not status.current
+        with pytest.raises(SchemaOutOfDate, match="forewarn db upgrade"):
+            open_store(url)
+
+    def test_upgrade_makes_schema_current_and_is_repeatable(self, url: str) -> None:
+        upgrade(url)
+        upgrade(url)  # a second upgrade is a no-op
+        engine = open_store(url)
+        assert schema_status(engine).current
+        engine.dispose()
+
+    def test_out_of_date_schema_is_refused(self, url: str) -> None:
+        upgrade(url)
+        upgrade_engine = make_engine(url)
+        with upgrade_engine.begin() as conn:  # pretend the database is at an older revision
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
+        upgrade_engine.dispose()
+        with pytest.raises(SchemaOutOfDate, match="revision older"):
+            open_store(url)
+
+    def test_customer_roundtrip_with_consent_and_attributes(self, engine) -> None:
+        with transaction(engine) as s:
+            c = self._customer(s, attributes={"plan_limit_gb": 200, "tags": ["vip"]}, channels=["sms", "email"])
+            c.consents.append(Consent(channel="email", topic="*", granted=True))
+            c.consents.append(Consent(channel="email", topic="marketing", granted=False))
+        with transaction(engine) as s:
+            c = s.get(Customer, "c1")
+            assert c.attributes == {"plan_limit_gb": 200, "tags": ["vip"]}
+            assert c.channels == ["sms", "email"]
+            assert {(x.topic, x.granted) for x in c.consents} == {("*", True), ("marketing", False)}
+            assert c.created_at.tzinfo is not None
+
+    def test_times_come_back_utc_aware(self, engine) -> None:
+        with transaction(engine) as s:
+            s.add(Incident(title="x", started_at=T0))
+        with transaction(engine) as s:
+            inc = s.scalars(sa.select(Incident)).one()
+            assert inc.started_at == T0 and inc.started_at.utcoffset() == timedelta(0)
+
+    def test_foreign_keys_are_enforced(self, engine) -> None:
+        with pytest.raises(IntegrityError), transaction(engine) as s:
+            s.add(Dependency(customer_id="nobody", service_id="nothing", region="north"))
+        with transaction(engine) as s:  # nothing half-applied
+            assert s.scalar(sa.select(sa.func.count()).select_from(Dependency)) == 0
+
+    def test_deleting_a_customer_cascades(self, engine) -> None:
+        with transaction(engine) as s:
+            self._customer(s)
+            s.add(Service(id="broadband", name="Broadband"))
+            s.flush()
+            s.add(Dependency(customer_id="c1", service_id="broadband", region="north"))
+            s.add(Consent(customer_id="c1", channel="sms", topic="*", granted=True))
+        with transaction(engine) as s:
+            s.execute(sa.delete(Customer).where(Customer.id == "c1"))
+        with transaction(engine) as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Dependency)) == 0
+            assert s.scalar(sa.select(sa.func.count()).select_from(Consent)) == 0
+
+    def test_incident_with_scopes_updates_and_affected(self, engine) -> None:
+        with transaction(engine) as s:
+            self._customer(s)
+            s.add(Service(id="broadband", name="Broadband"))
+            s.flush()
+            inc = Incident(title="Broadband down in north", started_at=T0)
+            inc.scopes.append(IncidentScope(service_id="broadband", region="north"))
+            inc.updates.append(IncidentUpdate(seq=1, status="identified", message="fibre cut"))
+            inc.updates.append(IncidentUpdate(seq=0, status="investigating", message="looking"))
+            s.add(inc)
+            s.flush()
+            s.add(AffectedCustomer(incident_id=inc.id, customer_id="c1", service_id="broadband", region="north"))
+        with transaction(engine) as s:
+            inc = s.scalars(sa.select(Incident)).one()
+            assert [u.seq for u in inc.updates] == [0, 1]
+            assert [(x.service_id, x.region) for x in inc.scopes] == [("broadband", "north")]
+        with pytest.raises(IntegrityError), transaction(engine) as s:  # seq is unique per incident
+            s.add(IncidentUpdate(incident_id=inc.id, seq=1, status="monitoring", message="dup"))
+
+    def test_one_open_finding_per_condition(self, engine) -> None:
+        def finding(status: str = "open") -> Finding:
+            return Finding(
+                customer_id="c1",
+                kind="usage",
+                condition="usage:drop:data_gb",
+                status=status,
+                score=5.0,
+                confidence=0.9,
+                explanation="Your usage dropped.",
+                first_detected_at=T0,
+                last_detected_at=T0,
+            )
+
+        with transaction(engine) as s:
+            self._customer(s)
+            s.flush()
+            s.add(finding("closed"))
+            s.add(finding("closed"))  # history may hold many closed ones
+            s.add(finding("open"))
+        with pytest.raises(IntegrityError), transaction(engine) as s:
+            s.add(finding("open"))
+
+    def test_outbox_idempotency_key_is_unique(self, engine) -> None:
+        def msg() -> OutboxMessage:
+            return OutboxMessage(
+                idempotency_key="incident:1:u0:c1:email",
+                customer_id="c1",
+                channel="email",
+                topic="outage",
+                thread_key="incident:1:c1",
+            )
+
+        with transaction(engine) as s:
+            self._customer(s)
+            s.flush()
+            s.add(msg())
+        with pytest.raises(IntegrityError), transaction(engine) as s:
+            s.add(msg())
+        with transaction(engine) as s:
+            m = s.scalars(sa.select(OutboxMessage)).one()
+            assert (m.status, m.attempts, m.priority) == ("pending", 0, "normal")
+
+    def test_ticket_external_id_is_unique(self, engine) -> None:
+        with transaction(engine) as s:
+            self._customer(s)
+            s.flush()
+            s.add(Ticket(external_id="e1", customer_id="c1", channel="phone", opened_at=T0))
+        with pytest.raises(IntegrityError), transaction(engine) as s:
+            s.add(Ticket(external_id="e1", customer_id="c1", channel="email", opened_at=T0))
+
+    def test_downgrade_to_base_and_back(self, url: str) -> None:
+        upgrade(url)
+        downgrade(url, "base")
+        engine = make_engine(url)
+        assert schema_status(engine).database is None
+        engine.dispose()
+        upgrade(url)
+        engine = open_store(url)
+        assert schema_status(engine).current
+        engine.dispose()
+
+
+class TestSqliteStateStore(StateStoreContract):
+    @pytest.fixture
+    def url(self, sqlite_url: str) -> str:
+        return sqlite_url
+
+    def test_sqlite_runs_in_wal_mode_with_foreign_keys(self, engine) -> None:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+@pytest.mark.postgres
+class TestPostgresStateStore(StateStoreContract):
+    @pytest.fixture
+    def url(self, pg_url: str) -> str:
+        return pg_url
