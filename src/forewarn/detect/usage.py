@@ -1,0 +1,395 @@
+"""The usage trip wire: a metered value far from the customer's own baseline.
+
+Four conditions per (customer, metric), judged against the trailing robust baseline of
+``forewarn.detect.baseline`` (weekly-seasonal for daily data), silent until the series has enough history:
+
+- ``spike``: today is ``z_threshold`` robust z-scores above the usual level and at least ``min_ratio`` x it;
+- ``drop``: today is ``z_threshold`` below and at most ``max_drop_ratio`` x the usual level;
+- ``level_shift``: the median of the last ``shift_window`` periods has moved ``shift_z`` spreads (and at least
+  ``shift_min_change`` of the level) away from the baseline before them: a sustained change, not one odd day;
+- ``silent``: zero (or no reading) for ``silent_periods`` periods in a row after a non-zero baseline.
+
+The generic core, :func:`score_series` / :func:`detect_series`, works on any (keys, ts, value) frame, so the
+same detector runs on service-level series (``service_metric``: per service, region and metric) for outage
+detection.
+
+>>> from datetime import datetime, timedelta, UTC
+>>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+>>> days = 70
+>>> f = pl.DataFrame({"customer_id": ["c1"] * days, "metric": ["data_gb"] * days,
+...     "ts": [t0 + timedelta(days=i) for i in range(days)],
+...     "value": [7.0 + (i % 3) * 0.2 for i in range(days - 1)] + [41.2]})
+>>> out = UsageTripWire().detect({"usage": f}, t0 + timedelta(days=days - 1))
+>>> out.select("condition", "severity").row(0)
+('usage:spike:data_gb', 'warning')
+>>> print(out["explanation"][0])
+Your data use on 2026-03-11 was 41.2 GB, about 5.7x your usual 7.2 GB a day.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.baseline import lag, latest_rows, sort_series, trailing_baseline, with_positions
+
+PERIOD_EVERY = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo"}
+PERIOD_SEASON = {"hour": 24, "day": 7, "week": None, "month": None}
+PERIOD_WORD = {"hour": "an hour", "day": "a day", "week": "a week", "month": "a month"}
+METRIC_LABEL = {
+    "data_gb": "data use",
+    "minutes": "call minutes",
+    "api_calls": "API calls",
+    "sms": "text messages",
+}
+METRIC_UNIT = {"data_gb": "GB", "minutes": "min"}
+
+
+@dataclass(frozen=True)
+class UsageParams(Params):
+    """Parameters of the usage detector; the defaults suit daily usage of consumer services."""
+
+    window: int = 28  # periods in the trailing median (the customer's usual level)
+    scale_window: int = 14  # periods of one-step residuals averaged for the spread
+    season: int | None = 7  # season length in periods (7 = weekly for daily data); None: no seasonality
+    z_threshold: float = 4.0  # robust z beyond which one period is a spike / drop
+    min_ratio: float = 1.5  # a spike is also at least this many times the usual level
+    max_drop_ratio: float = 0.5  # a drop is also at most this fraction of the usual level
+    min_abs_change: float = 0.0  # and differs from the usual level by at least this much (in value units)
+    shift_window: int = 7  # periods whose median must have moved for a level shift
+    shift_z: float = 3.0  # ... by this many spreads
+    shift_min_change: float = 0.3  # ... and by at least this fraction of the old level
+    silent_periods: int = 3  # zero / missing periods in a row that make "went silent"
+    fill_gaps: bool = True  # a missing period counts as zero usage (needs a regular ``every``)
+    every: str = "1d"  # the period length of the series (a Polars duration string)
+    min_scale_rel: float = 0.05  # spread floor as a fraction of the level
+
+
+def _fill_gaps(
+    frame: pl.DataFrame, keys: Sequence[str], value: str, every: str, end: datetime | None
+) -> pl.DataFrame:
+    """Missing periods become value-0 rows, from each series' first period to ``end`` (default: frame max)."""
+    if frame.height == 0:
+        return frame
+    end_ts = frame["ts"].max() if end is None else end
+    spans = frame.group_by(keys).agg(first=pl.col("ts").min(), n=pl.len())
+    # cheap exit when every series is already complete (the common case for a daily feed)
+    expected_n = spans.select(
+        pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every).list.len()
+    ).to_series()
+    if (expected_n == spans["n"]).all():
+        return frame
+    grid = spans.select(
+        *keys, ts=pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every)
+    ).explode("ts")
+    out = grid.join(frame, on=[*keys, "ts"], how="left", maintain_order="left")
+    return out.with_columns(pl.col(value).fill_null(0.0))
+
+
+def score_series(
+    frame: pl.DataFrame,
+    key_cols: Sequence[str],
+    value_col: str = "value",
+    params: UsageParams | None = None,
+    *,
+    ts_col: str = "ts",
+    end: datetime | None = None,
+) -> pl.DataFrame:
+    """Score every (series, time) of ``frame`` from trailing windows: one row per (keys, ts) with
+
+    ``expected``, ``scale``, ``z``, ``seasonal``, ``recent_median``/``shift_base``/``shift_z`` (level shift),
+    ``zero_run``/``silent_base`` (went silent), ``history`` (periods seen before) and ``signal`` (spike, drop,
+    level_shift, silent or null) with ``direction`` (up/down) and ``score`` (how far outside normal).
+    Duplicate (keys, ts) rows are summed first. Rows at time t depend only on rows at or before t.
+    """
+    p = params or UsageParams()
+    keys = list(key_cols)
+    df = frame.select([*keys, pl.col(ts_col).alias("ts"), pl.col(value_col).cast(pl.Float64).alias("value")])
+    df = sort_series(df, keys)
+    dup = df.select(
+        pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in [*keys, "ts"]]).any()
+    ).item()
+    if dup:
+        df = df.group_by([*keys, "ts"]).agg(pl.col("value").sum()).sort([*keys, "ts"])
+    if p.fill_gaps:
+        df = _fill_gaps(df, keys, "value", p.every, end)
+    df = with_positions(df, keys)
+    df = trailing_baseline(
+        df,
+        keys,
+        "value",
+        window=p.window,
+        scale_window=p.scale_window,
+        season=p.season,
+        min_scale_rel=p.min_scale_rel,
+    )
+    n = df.height
+    idx = pl.Series("_idx", np.arange(n, dtype=np.int64))
+    L = p.shift_window
+    df = df.with_columns(idx).with_columns(
+        z=(pl.col("value") - pl.col("expected")) / pl.col("scale"),
+        recent_median=pl.when(pl.col("_pos") >= L - 1).then(pl.col("value").rolling_median(L, min_samples=L)),
+        shift_base=lag("base_median", L - 1),
+        shift_scale=lag("base_scale", L - 1),
+        # index of the last non-zero row at or before this one (group start - 1 if none): zero runs
+        _nz=pl.when(pl.col("value") != 0)
+        .then(pl.col("_idx"))
+        .when(pl.col("_start"))
+        .then(pl.col("_idx") - 1)
+        .forward_fill(),
+    )
+    first_zero = (pl.col("_nz") + 1).clip(0, max(n - 1, 0))
+    df = df.with_columns(
+        shift_z=(pl.col("recent_median") - pl.col("shift_base"))
+        / pl.max_horizontal(
+            pl.col("shift_scale"), pl.col("shift_base").abs() * p.min_scale_rel, pl.lit(1e-9)
+        ),
+        zero_run=pl.col("_idx") - pl.col("_nz"),
+        silent_base=pl.col("base_median").gather(first_zero),
+    )
+    change = pl.col("value") - pl.col("expected")
+    silent = (pl.col("zero_run") >= p.silent_periods) & (pl.col("silent_base") > 0)
+    shifted = (pl.col("shift_z").abs() >= p.shift_z) & (
+        (pl.col("recent_median") - pl.col("shift_base")).abs()
+        >= p.shift_min_change * pl.col("shift_base").abs()
+    )
+    spike = (
+        (pl.col("z") >= p.z_threshold)
+        & (pl.col("value") >= p.min_ratio * pl.col("expected"))
+        & (change >= p.min_abs_change)
+    )
+    drop = (
+        (pl.col("z") <= -p.z_threshold)
+        & (pl.col("value") <= p.max_drop_ratio * pl.col("expected"))
+        & (-change >= p.min_abs_change)
+    )
+    signal = (
+        pl.when(silent.fill_null(False))
+        .then(pl.lit("silent"))
+        .when(shifted.fill_null(False))
+        .then(pl.lit("level_shift"))
+        .when(spike.fill_null(False))
+        .then(pl.lit("spike"))
+        .when(drop.fill_null(False))
+        .then(pl.lit("drop"))
+    )
+    df = df.with_columns(signal=signal)
+    direction = (
+        pl.when(pl.col("signal") == "silent")
+        .then(pl.lit("down"))
+        .when(pl.col("signal") == "level_shift")
+        .then(pl.when(pl.col("shift_z") > 0).then(pl.lit("up")).otherwise(pl.lit("down")))
+        .when(pl.col("signal").is_not_null())
+        .then(pl.when(pl.col("z") > 0).then(pl.lit("up")).otherwise(pl.lit("down")))
+    )
+    score = (
+        pl.when(pl.col("signal") == "silent")
+        .then(pl.col("zero_run").cast(pl.Float64) / p.silent_periods * p.z_threshold)
+        .when(pl.col("signal") == "level_shift")
+        .then(pl.col("shift_z").abs())
+        .otherwise(pl.col("z").abs())
+    )
+    return df.with_columns(direction=direction, score=score, history=pl.col("_pos")).drop(
+        "_idx", "_nz", "_start", "shift_scale"
+    )
+
+
+def detect_series(
+    frame: pl.DataFrame,
+    key_cols: Sequence[str],
+    value_col: str,
+    as_of: datetime,
+    params: UsageParams | None = None,
+    *,
+    ts_col: str = "ts",
+) -> pl.DataFrame:
+    """The series of ``frame`` whose latest row at or before ``as_of`` fires (see :func:`score_series`).
+
+    For outage detection on service health: ``detect_series(metrics.filter(pl.col("metric") == "error_rate"),
+    ["service_id", "region", "metric"], "value", as_of, UsageParams(every="5m", season=None))`` and keep
+    ``direction == "up"`` (for ``requests`` keep ``"down"``).
+    """
+    known = point_in_time(frame, as_of, ts_col)
+    scored = score_series(known, key_cols, value_col, params, ts_col=ts_col)
+    return latest_rows(scored, list(key_cols)).filter(pl.col("signal").is_not_null())
+
+
+def _fmt(expr: pl.Expr) -> pl.Expr:
+    """A number for people: one decimal under 100, whole numbers above."""
+    return (
+        pl.when(expr.abs() >= 100)
+        .then(expr.round(0).cast(pl.Int64).cast(pl.String))
+        .otherwise(expr.round(1).cast(pl.String))
+    )
+
+
+class UsageTripWire:
+    """Usage spikes, drops, level shifts and silence against each customer's own baseline."""
+
+    name: ClassVar[str] = "usage"
+    kinds: ClassVar[tuple[str, ...]] = ("usage",)
+    Params: ClassVar[type[UsageParams]] = UsageParams
+
+    def __init__(self, **overrides: Any) -> None:
+        known = {f.name for f in fields(UsageParams)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(
+                f"usage trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
+            )
+        self.params = replace(UsageParams(), **overrides)
+
+    def _prepare(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Series values plus per-series descriptors (unit, period) for the explanations."""
+        cols = frame.columns
+        desc = frame.group_by("customer_id", "metric").agg(
+            unit=pl.col("unit").drop_nulls().first() if "unit" in cols else pl.lit(None, pl.String),
+            period=pl.col("period").drop_nulls().first() if "period" in cols else pl.lit(None, pl.String),
+        )
+        return frame.select("customer_id", "metric", "ts", "value"), desc
+
+    def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
+        """Every (customer, time) the trip wire would fire at, in ``FINDINGS_SCHEMA`` (``ts`` = that time)."""
+        usage = frames.get("usage")
+        if usage is None or usage.height == 0:
+            return empty_findings()
+        values, desc = self._prepare(usage)
+        scored = score_series(values, ["customer_id", "metric"], "value", self.params)
+        return self._findings(scored.filter(pl.col("signal").is_not_null()), desc)
+
+    def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
+        usage = frames.get("usage")
+        if usage is None or usage.height == 0:
+            return empty_findings()
+        values, desc = self._prepare(point_in_time(usage, as_of))
+        if values.height == 0:
+            return empty_findings()
+        scored = score_series(values, ["customer_id", "metric"], "value", self.params)
+        latest = latest_rows(scored, ["customer_id", "metric"]).filter(pl.col("signal").is_not_null())
+        return self._findings(latest, desc).with_columns(ts=pl.lit(as_of).cast(pl.Datetime("us", "UTC")))
+
+    def _findings(self, fired: pl.DataFrame, desc: pl.DataFrame) -> pl.DataFrame:
+        if fired.height == 0:
+            return empty_findings()
+        p = self.params
+        need = p.window + p.scale_window
+        df = fired.join(desc, on=["customer_id", "metric"], how="left").with_columns(
+            unit=pl.coalesce(
+                pl.col("unit"),
+                pl.col("metric").replace_strict(METRIC_UNIT, default=None, return_dtype=pl.String),
+            ).fill_null(""),
+            period=pl.col("period").fill_null("day"),
+            label=pl.col("metric").replace_strict(
+                METRIC_LABEL, default=pl.col("metric").str.replace_all("_", " "), return_dtype=pl.String
+            ),
+        )
+        unit = pl.when(pl.col("unit") == "").then(pl.lit("")).otherwise(pl.lit(" ") + pl.col("unit"))
+        per = pl.col("period").replace_strict(PERIOD_WORD, default="a period", return_dtype=pl.String)
+        when = (
+            pl.when(pl.col("period") == "hour")
+            .then(pl.col("ts").dt.strftime("%Y-%m-%d %H:00 UTC"))
+            .otherwise(pl.col("ts").dt.strftime("%Y-%m-%d"))
+        )
+        ratio = pl.col("value") / pl.col("expected")
+        n_periods = pl.col("period").replace_strict(
+            {"hour": "hours", "day": "days", "week": "weeks", "month": "months"}, default="periods"
+        )
+        text = (
+            pl.when(pl.col("signal") == "spike")
+            .then(
+                pl.format(
+                    "Your {} on {} was {}{}, about {}x your usual {}{} {}.",
+                    "label",
+                    when,
+                    _fmt(pl.col("value")),
+                    unit,
+                    _fmt(ratio),
+                    _fmt(pl.col("expected")),
+                    unit,
+                    per,
+                )
+            )
+            .when(pl.col("signal") == "drop")
+            .then(
+                pl.format(
+                    "Your {} on {} was {}{}, well below your usual {}{} {}.",
+                    "label",
+                    when,
+                    _fmt(pl.col("value")),
+                    unit,
+                    _fmt(pl.col("expected")),
+                    unit,
+                    per,
+                )
+            )
+            .when(pl.col("signal") == "level_shift")
+            .then(
+                pl.format(
+                    "Your {} has been about {}{} {} for the last {} {}, {} from your usual {}{}.",
+                    "label",
+                    _fmt(pl.col("recent_median")),
+                    unit,
+                    per,
+                    pl.lit(p.shift_window),
+                    n_periods,
+                    pl.when(pl.col("direction") == "up").then(pl.lit("up")).otherwise(pl.lit("down")),
+                    _fmt(pl.col("shift_base")),
+                    unit,
+                )
+            )
+            .otherwise(
+                pl.format(
+                    "We have seen no {} from you for {} {}; you usually use about {}{} {}.",
+                    "label",
+                    pl.col("zero_run"),
+                    n_periods,
+                    _fmt(pl.col("silent_base")),
+                    unit,
+                    per,
+                )
+            )
+        )
+        evidence = pl.struct(
+            metric=pl.col("metric"),
+            value=pl.col("value"),
+            expected=pl.col("expected").round(4),
+            scale=pl.col("scale").round(4),
+            z=pl.col("z").round(3),
+            ratio=ratio.round(3),
+            seasonal=pl.col("seasonal"),
+            recent_median=pl.col("recent_median").round(4),
+            shift_base=pl.col("shift_base").round(4),
+            shift_z=pl.col("shift_z").round(3),
+            zero_run=pl.col("zero_run"),
+            silent_base=pl.col("silent_base").round(4),
+            history=pl.col("history"),
+            direction=pl.col("direction"),
+        ).struct.json_encode()
+        severity = (
+            pl.when((pl.col("signal") == "silent") | ((pl.col("signal") == "spike") & (ratio >= 3)))
+            .then(pl.lit("warning"))
+            .otherwise(pl.lit("info"))
+        )
+        out = df.with_columns(
+            kind=pl.lit(self.name),
+            condition=pl.format("usage:{}:{}", "signal", "metric"),
+            confidence=(0.5 + 0.5 * ((pl.col("history") - need) / need)).clip(0.5, 1.0),
+            severity=severity,
+            topic=pl.lit("usage"),
+            explanation=text,
+            evidence=evidence,
+            score=pl.col("score").clip(0, 1e6),
+        )
+        return as_findings(out)
+
+
+def parse_evidence(findings: pl.DataFrame) -> list[dict[str, Any]]:
+    """The evidence JSON of each finding as dicts (for tests and reports)."""
+    return [json.loads(e) for e in findings["evidence"]]
