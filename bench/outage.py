@@ -1,0 +1,321 @@
+"""Outage fan-out benchmark: time from incident open to every notice in the outbox.
+
+Seeds N customers (M of them depending on the broken service in the broken region), opens one incident through
+``forewarn.incidents.service.open_incident`` (impact as INSERT..SELECT, notices as INSERT..SELECT, one
+transaction) and times it to commit. The reference, measured in the same run, bulk-inserts the very same rows
+(affected customers and outbox rows) plainly: executemany on SQLite, COPY on PostgreSQL.
+
+    python bench/outage.py --customers 200000 --affected 100000
+    python bench/outage.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+Targets (issue 3): < 10 s on SQLite, < 15 s on PostgreSQL for 2M customers / 1M affected, peak memory < 2 GB.
+The last line printed is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from forewarn.incidents.service import open_incident
+from forewarn.state.db import open_store, transaction, upgrade
+
+REGIONS_OTHER = ("south", "east", "west")
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CHUNK = 100_000
+
+
+def customers_rows(n: int, m: int) -> Iterator[tuple]:
+    for i in range(n):
+        cid = f"C{i:08d}"
+        channels = '["sms", "email"]' if i % 3 else '["email"]'
+        region = "north" if i < m else REGIONS_OTHER[i % 3]
+        yield (
+            cid,
+            f"Customer {i}",
+            f"c{i}@example.test",
+            f"+3161{i:07d}",
+            "Europe/Amsterdam",
+            "en",
+            region,
+            channels,
+        )
+
+
+def dependency_rows(n: int, m: int) -> Iterator[tuple]:
+    for i in range(n):
+        region = "north" if i < m else REGIONS_OTHER[i % 3]
+        yield (f"C{i:08d}", "internet", region)
+        if i % 4 == 0:
+            yield (f"C{i:08d}", "tv", region)
+
+
+def consent_rows(n: int) -> Iterator[tuple]:
+    # 1 in 20 customers withheld consent for outage texts (sms), a few for everything
+    now = T0.replace(tzinfo=None).isoformat(sep=" ")
+    for i in range(1, n, 20):
+        yield (f"C{i:08d}", "sms", "outage", False, "import", now)
+    for i in range(7, n, 1000):
+        yield (f"C{i:08d}", "email", "*", False, "import", now)
+
+
+def chunks(rows: Iterator[tuple], size: int = CHUNK) -> Iterator[list[tuple]]:
+    batch: list[tuple] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+CUSTOMER_COLS = "id, name, email, phone, timezone, locale, region, channels"
+
+
+def seed(engine: sa.Engine, n: int, m: int) -> None:
+    now = T0.replace(tzinfo=None)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cur.copy("COPY services (id, name, public) FROM STDIN") as cp:
+                cp.write_row(("internet", "Internet", True))
+                cp.write_row(("tv", "TV", True))
+            with cur.copy(
+                f"COPY customers ({CUSTOMER_COLS}, attributes, created_at, updated_at) FROM STDIN"
+            ) as cp:
+                for row in customers_rows(n, m):
+                    cp.write_row((*row, "{}", now, now))
+            with cur.copy("COPY dependencies (customer_id, service_id, region) FROM STDIN") as cp:
+                for row in dependency_rows(n, m):
+                    cp.write_row(row)
+            with cur.copy(
+                "COPY consents (customer_id, channel, topic, granted, source, updated_at) FROM STDIN"
+            ) as cp:
+                for row in consent_rows(n):
+                    cp.write_row(row)
+            raw.commit()
+            cur.execute("ANALYZE")
+        else:
+            cur.execute(
+                "INSERT INTO services (id, name, public) VALUES ('internet','Internet',1),('tv','TV',1)"
+            )
+            ts = now.isoformat(sep=" ")
+            for batch in chunks(customers_rows(n, m)):
+                cur.executemany(
+                    f"INSERT INTO customers ({CUSTOMER_COLS}, attributes, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,'{}',?,?)",
+                    [(*r, ts, ts) for r in batch],
+                )
+            for batch in chunks(dependency_rows(n, m)):
+                cur.executemany(
+                    "INSERT INTO dependencies (customer_id, service_id, region) VALUES (?,?,?)", batch
+                )
+            cur.executemany(
+                "INSERT INTO consents (customer_id, channel, topic, granted, source, updated_at) VALUES (?,?,?,?,?,?)",
+                list(consent_rows(n)),
+            )
+            raw.commit()
+            cur.execute("ANALYZE")
+            raw.commit()
+    finally:
+        raw.close()
+
+
+def time_open(engine: sa.Engine) -> tuple[float, int]:
+    start = time.perf_counter()
+    with transaction(engine) as s:
+        inc = open_incident(
+            s,
+            title="Internet outage in north",
+            services=["internet"],
+            regions=["north"],
+            now=T0,
+            severity="major",
+        )
+        incident_id = inc.id
+    return time.perf_counter() - start, incident_id
+
+
+OUTBOX_COLS = (
+    "idempotency_key, customer_id, channel, address, topic, thread_key, priority, subject, body, payload, "
+    "status, reason, attempts, next_attempt_at, incident_id, created_at"
+)
+
+
+def reference(engine: sa.Engine, incident_id: int) -> tuple[float, int]:
+    """Read the rows the fan-out wrote, delete them, and time inserting the same rows plainly."""
+    with engine.connect() as conn:
+        affected = conn.exec_driver_sql(
+            f"SELECT incident_id, customer_id, service_id, region, added_at FROM affected_customers "
+            f"WHERE incident_id = {incident_id}"
+        ).fetchall()
+        outbox = conn.exec_driver_sql(
+            f"SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = {incident_id}"
+        ).fetchall()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM outbox WHERE incident_id = {incident_id}")
+        conn.exec_driver_sql(f"DELETE FROM affected_customers WHERE incident_id = {incident_id}")
+    if engine.dialect.name == "sqlite":
+        conn_ = engine.raw_connection()
+        conn_.execute("VACUUM") if False else None
+        conn_.close()
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        start = time.perf_counter()
+        if engine.dialect.name == "postgresql":
+            with cur.copy(
+                "COPY affected_customers (incident_id, customer_id, service_id, region, added_at) FROM STDIN"
+            ) as cp:
+                for row in affected:
+                    cp.write_row(tuple(row))
+            with cur.copy(f"COPY outbox ({OUTBOX_COLS}) FROM STDIN") as cp:
+                for row in outbox:
+                    r = list(row)
+                    r[9] = json.dumps(r[9]) if not isinstance(r[9], str) else r[9]
+                    cp.write_row(r)
+        else:
+            cur.executemany(
+                "INSERT INTO affected_customers (incident_id, customer_id, service_id, region, added_at) "
+                "VALUES (?,?,?,?,?)",
+                [tuple(r) for r in affected],
+            )
+            cur.executemany(
+                f"INSERT INTO outbox ({OUTBOX_COLS}) VALUES ({','.join('?' * 16)})",
+                [tuple(r) for r in outbox],
+            )
+        raw.commit()
+        elapsed = time.perf_counter() - start
+    finally:
+        raw.close()
+    return elapsed, len(outbox)
+
+
+def delivery_figures(args: argparse.Namespace) -> dict:
+    """Delivery throughput from the deliver benchmark when it is present (bench/delivery.py)."""
+    here = Path(__file__).parent
+    if not (here / "delivery.py").exists():
+        return {"delivery": "bench/delivery.py not present; run it separately"}
+    sys.path.insert(0, str(here))
+    try:
+        import delivery  # type: ignore[import-not-found]
+
+        for name in ("run", "measure", "main_figures"):
+            fn = getattr(delivery, name, None)
+            if callable(fn):
+                return {"delivery": fn(messages=args.delivery_messages)}
+        return {"delivery": "bench/delivery.py exposes no run(messages=...) function"}
+    except Exception as exc:  # the figures here must not depend on the other benchmark working
+        return {"delivery_error": f"{type(exc).__name__}: {exc}"}
+
+
+def fresh_db(args: argparse.Namespace) -> tuple[str, callable]:
+    if args.db.startswith("postgresql"):
+        admin = sa.create_engine(args.db, isolation_level="AUTOCOMMIT")
+        name = f"fw_bench_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.engine.make_url(args.db).set(database=name).render_as_string(hide_password=False)
+
+        def drop() -> None:
+            with admin.connect() as c:
+                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+
+        return url, drop
+    folder = tempfile.mkdtemp(prefix="fw-outage-")
+    return f"sqlite:///{folder}/state.db", lambda: None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--customers", type=int, default=2_000_000)
+    p.add_argument("--affected", type=int, default=1_000_000)
+    p.add_argument("--db", default="sqlite", help="'sqlite' (a temp file) or a postgresql:// URL (admin db)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="open this many incidents (fresh db each) for a median"
+    )
+    p.add_argument("--delivery-messages", type=int, default=20_000)
+    p.add_argument("--no-delivery", action="store_true")
+    args = p.parse_args()
+    if args.db.startswith("postgresql://"):
+        args.db = "postgresql+psycopg://" + args.db[len("postgresql://") :]
+    assert args.affected <= args.customers, "--affected must be <= --customers"
+
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {platform.python_version()}")
+    opens, refs, seeds = [], [], []
+    outbox_rows = 0
+    for run in range(args.repeat):
+        url, drop = fresh_db(args)
+        try:
+            upgrade(url)
+            engine = open_store(url)
+            t = time.perf_counter()
+            seed(engine, args.customers, args.affected)
+            seeds.append(time.perf_counter() - t)
+            print(
+                f"[run {run}] seeded {args.customers:,} customers in {seeds[-1]:.1f} s ({engine.dialect.name})"
+            )
+            elapsed, incident_id = time_open(engine)
+            with engine.connect() as c:
+                outbox_rows = c.exec_driver_sql("SELECT COUNT(*) FROM outbox").scalar_one()
+                suppressed = c.exec_driver_sql(
+                    "SELECT COUNT(*) FROM outbox WHERE status='suppressed'"
+                ).scalar_one()
+            assert outbox_rows == args.affected, (outbox_rows, args.affected)
+            opens.append(elapsed)
+            print(
+                f"[run {run}] incident open -> {outbox_rows:,} notices in the outbox ({suppressed:,} suppressed): "
+                f"{elapsed:.2f} s"
+            )
+            ref, _ = reference(engine, incident_id)
+            refs.append(ref)
+            print(f"[run {run}] reference: same rows bulk-inserted plainly: {ref:.2f} s")
+            engine.dispose()
+        finally:
+            drop()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    target = 15.0 if args.db.startswith("postgresql") else 10.0
+    figures = {
+        "bench": "outage",
+        "db": "postgresql" if args.db.startswith("postgresql") else "sqlite",
+        "customers": args.customers,
+        "affected": args.affected,
+        "notices": outbox_rows,
+        "open_to_outbox_s_median": round(statistics.median(opens), 3),
+        "reference_bulk_insert_s_median": round(statistics.median(refs), 3),
+        "ratio_vs_reference": round(statistics.median(opens) / statistics.median(refs), 3),
+        "notices_per_s": round(outbox_rows / statistics.median(opens)),
+        "target_s": target,
+        "meets_target": statistics.median(opens) < target,
+        "seed_s": round(statistics.median(seeds), 1),
+        "peak_rss_mb": round(peak_mb),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    if not args.no_delivery:
+        figures.update(delivery_figures(args))
+    print(
+        f"open->outbox median {figures['open_to_outbox_s_median']} s, reference {figures['reference_bulk_insert_s_median']} s, "
+        f"ratio {figures['ratio_vs_reference']}, peak RSS {figures['peak_rss_mb']} MB"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

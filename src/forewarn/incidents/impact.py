@@ -1,0 +1,116 @@
+"""Who an incident affects, derived from data: customers depending on a scoped service in a scoped region.
+
+The set is computed by one ``INSERT .. SELECT`` into ``affected_customers`` (no loop over customers), and only
+customers not already recorded are added, so widening an incident returns exactly the newly affected ones.
+A scope's region ``*`` means every region. Optionally only customers active recently count: pass their ids
+(``active_customer_ids`` reads them from the signal store) and they are joined through a temporary table.
+
+>>> from forewarn.incidents._db import utc
+>>> IMPACT_SQL.count("INSERT INTO affected_customers")
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from forewarn.incidents._db import dialect, sql, utc
+
+if TYPE_CHECKING:
+    from forewarn.context import Context
+
+# The primary key (incident, customer) drops customers already affected, and a customer reached through two
+# scopes once: ON CONFLICT is the set difference, so no GROUP BY or NOT EXISTS pass is needed.
+IMPACT_SQL = """
+INSERT INTO affected_customers (incident_id, customer_id, service_id, region, added_at)
+SELECT :incident_id, d.customer_id, d.service_id, d.region, :now
+FROM incident_scopes s
+JOIN dependencies d
+  ON d.service_id = s.service_id AND (s.region = '*' OR d.region = s.region)
+{active_join}
+WHERE s.incident_id = :incident_id
+ON CONFLICT (incident_id, customer_id) DO NOTHING
+"""
+
+ACTIVE_TABLE = "fw_active_customers"
+
+
+def compute_affected(
+    session: Session,
+    incident_id: int,
+    *,
+    active_customers: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Add the customers the incident's scopes now reach and were not affected before; return how many.
+
+    ``active_customers``, when given, restricts the impact to those ids (e.g. active in the last N days).
+    Everything added here gets ``added_at = now``, which is how widening finds whom to catch up.
+    """
+    now = utc(now)
+    active_join = ""
+    if active_customers is not None:
+        _load_active(session, active_customers)
+        active_join = f"JOIN {ACTIVE_TABLE} act ON act.customer_id = d.customer_id"
+    result = session.execute(
+        sql(IMPACT_SQL.format(active_join=active_join), "now"), {"incident_id": incident_id, "now": now}
+    )
+    return max(result.rowcount or 0, 0)
+
+
+def _load_active(session: Session, ids: Iterable[str]) -> None:
+    """Fill a per-connection temporary table with the active customer ids."""
+    if dialect(session) == "postgresql":
+        session.execute(
+            text(f"CREATE TEMP TABLE IF NOT EXISTS {ACTIVE_TABLE} (customer_id VARCHAR(128) PRIMARY KEY)")
+        )
+    else:
+        session.execute(
+            text(
+                f"CREATE TEMP TABLE IF NOT EXISTS {ACTIVE_TABLE} (customer_id TEXT PRIMARY KEY) WITHOUT ROWID"
+            )
+        )
+    session.execute(text(f"DELETE FROM {ACTIVE_TABLE}"))
+    batch: list[dict[str, str]] = []
+    stmt = text(f"INSERT INTO {ACTIVE_TABLE} (customer_id) VALUES (:c) ON CONFLICT DO NOTHING")
+    for cid in ids:
+        batch.append({"c": cid})
+        if len(batch) >= 50_000:
+            session.execute(stmt, batch)
+            batch = []
+    if batch:
+        session.execute(stmt, batch)
+
+
+def active_customer_ids(ctx: Context, days: int, now: datetime | None = None) -> list[str]:
+    """Customers with any usage signal in the ``days`` before ``now`` (point in time: nothing after ``now``).
+
+    Reads the signal store's ``signal_usage`` table; returns ``[]`` when there is no usage history yet.
+    """
+    now = utc(now)
+    since = now - timedelta(days=days)
+    store = ctx.signals
+    con = getattr(store, "con", None) or getattr(store, "connection", None) or getattr(store, "_con", None)
+    if con is None:
+        raise RuntimeError("the signal store exposes no DuckDB connection (expected .con)")
+    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "signal_usage" not in tables:
+        return []
+    rows = con.execute(
+        "SELECT DISTINCT customer_id FROM signal_usage WHERE ts > ? AND ts <= ?", [since, now]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def affected_count(session: Session, incident_id: int) -> int:
+    """How many customers an incident affects so far."""
+    return int(
+        session.execute(
+            text("SELECT COUNT(*) FROM affected_customers WHERE incident_id = :i"), {"i": incident_id}
+        ).scalar_one()
+    )
