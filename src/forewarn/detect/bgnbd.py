@@ -232,8 +232,11 @@ def summarize(
 
     Columns: customer_id, frequency, recency, T, first_day, last_day, days_since_last (in days).
     """
-    day = pl.col(ts_col).dt.date() if events.schema[ts_col] != pl.Date() else pl.col(ts_col)
+    is_date = events.schema[ts_col] == pl.Date()
+    day = pl.col(ts_col) if is_date else pl.col(ts_col).dt.date()
     cutoff = as_of.date() if isinstance(as_of, datetime) else as_of
+    if isinstance(as_of, datetime) and not is_date:
+        events = events.filter(pl.col(ts_col) <= as_of)  # later the same day is still the future
     days = (
         events.lazy()
         .select(pl.col(customer_col).alias("customer_id"), day.alias("day"))
