@@ -37,6 +37,8 @@ class WebhookSettings(BaseSettings):
     url: str | None = None
     secret: str = "change-me"
     timeout_s: float = 5.0
+    # webhook-style gateways by channel name, e.g. {"sms": "https://sms.example/send", "chat": "..."}
+    gateways: dict[str, str] = Field(default_factory=dict)
 
 
 class DeliverySettings(BaseSettings):

@@ -1,0 +1,293 @@
+"""The transactional outbox: producers enqueue in their own transaction; workers claim, send, complete.
+
+Life of a message (``outbox.status``)::
+
+    pending ──claim──> sending ──sent──> sent
+       ^                  │ ├─ retryable failure ──> failed ──(backoff due)──> claimed again
+       │                  │ ├─ permanent failure, or attempts used up ──> dead   (last_error kept)
+       │                  │ └─ no consent / no address ──> suppressed            (reason kept)
+       └── quiet hours / rate limit: back to pending with next_attempt_at = when it may go (reason kept)
+
+A claim sets ``status='sending'`` and ``next_attempt_at`` = lease expiry and counts an attempt. A worker that
+dies holding a claim leaves rows whose lease runs out; any worker then claims them again (at-least-once
+delivery; receivers drop the duplicates by ``idempotency_key``). Claims are one ``UPDATE .. WHERE id IN
+(SELECT .. LIMIT n) RETURNING ..`` statement: on PostgreSQL the sub-select takes ``FOR UPDATE SKIP LOCKED`` so
+workers share the outbox without waiting for or double-claiming each other's rows; on SQLite the statement
+runs under SQLite's single-writer lock, which makes it atomic across processes.
+
+Per-thread order: a message is not claimed while an earlier message (lower id) of the same ``thread_key`` is
+still pending, failed or sending, so a customer's notice series arrives in order even across retries.
+
+>>> from forewarn.state.db import upgrade, open_store, transaction
+>>> import tempfile
+>>> url = f"sqlite:///{tempfile.mkdtemp()}/s.db"; upgrade(url); engine = open_store(url)
+>>> with transaction(engine) as s:
+...     _ = s.execute(Customer.__table__.insert(), [{"id": "c1", "channels": [], "attributes": {}}])
+...     enqueue(s, [dict(idempotency_key="k1", customer_id="c1", channel="console", topic="outage",
+...                      thread_key="inc1:c1", subject="Hi", body="Outage")])
+1
+>>> with transaction(engine) as s:   # a replay is a no-op
+...     enqueue(s, [dict(idempotency_key="k1", customer_id="c1", channel="console", topic="outage",
+...                      thread_key="inc1:c1", subject="Hi", body="Outage")])
+0
+>>> with engine.begin() as conn:
+...     [(r.idempotency_key, r.status, r.attempts) for r in claim(conn, "w1", limit=10)]
+[('k1', 'sending', 1)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from forewarn.state.models import Customer, OutboxMessage
+
+TABLE = OutboxMessage.__table__
+PRIORITIES = ("critical", "high", "normal", "low")
+# statuses a worker may claim, in the order it looks: expired leases first (they are the oldest work)
+CLAIMABLE = ("sending", "failed", "pending")
+# statuses that hold back later messages of the same thread
+IN_FLIGHT = ("pending", "sending", "failed")
+_REQUIRED = ("idempotency_key", "customer_id", "channel", "topic", "thread_key")
+_COLUMNS = [c.name for c in TABLE.columns if c.name != "id"]
+
+__all__ = ["Customer", "enqueue", "claim", "Outcomes", "apply_outcomes", "counts_by_status", "TABLE"]
+
+
+def _now(now: datetime | None) -> datetime:
+    return (now or datetime.now(UTC)).astimezone(UTC)
+
+
+def _row(i: int, m: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    for key in _REQUIRED:
+        if not m.get(key):
+            raise ValueError(
+                f"outbox message #{i}: field {key!r} is required (a non-empty string), got {m.get(key)!r}"
+            )
+    unknown = set(m) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(
+            f"outbox message #{i}: unknown field(s) {sorted(unknown)}; expected some of {_COLUMNS}"
+        )
+    priority = m.get("priority") or "normal"
+    if priority not in PRIORITIES:
+        raise ValueError(
+            f"outbox message #{i}: field 'priority' must be one of {PRIORITIES}, got {priority!r}"
+        )
+    payload = m.get("payload") or {}
+    if not m.get("body") and not payload.get("template"):
+        raise ValueError(f"outbox message #{i}: give either 'body' or payload={{'template': '<name>', ...}}")
+    next_at = m.get("next_attempt_at") or now
+    return {
+        "idempotency_key": m["idempotency_key"],
+        "customer_id": m["customer_id"],
+        "channel": m["channel"],
+        "address": m.get("address"),
+        "topic": m["topic"],
+        "thread_key": m["thread_key"],
+        "priority": priority,
+        "subject": m.get("subject") or "",
+        "body": m.get("body") or "",
+        "payload": payload,
+        "status": m.get("status") or "pending",
+        "reason": m.get("reason"),
+        "attempts": 0,
+        "last_error": None,
+        "next_attempt_at": next_at.astimezone(UTC),
+        "incident_id": m.get("incident_id"),
+        "finding_id": m.get("finding_id"),
+        "ticket_id": m.get("ticket_id"),
+        "playbook": m.get("playbook"),
+        "created_at": (m.get("created_at") or now).astimezone(UTC),
+        "sent_at": None,
+    }
+
+
+def _insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported stores
+        raise NotImplementedError(f"outbox enqueue supports sqlite and postgresql, not {dialect}")
+    return insert(TABLE).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
+
+def enqueue(
+    session: Session | Connection, messages: Sequence[Mapping[str, Any]], now: datetime | None = None
+) -> int:
+    """Insert messages (``status='pending'``) in the caller's transaction; returns how many were new.
+
+    Replays are no-ops: a message whose ``idempotency_key`` exists is skipped (``ON CONFLICT DO NOTHING``).
+    Each message needs ``idempotency_key, customer_id, channel, topic, thread_key`` and either ``subject`` /
+    ``body`` or ``payload={"template": name, ...}``; ``address`` may be left out (resolved at send time).
+    Bad input raises ``ValueError`` naming the message's position and field.
+    """
+    if not messages:
+        return 0
+    t = _now(now)
+    rows = [_row(i, m, t) for i, m in enumerate(messages)]
+    dialect = session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
+    inserted = 0
+    for start in range(0, len(rows), 5000):
+        result = session.execute(_insert(dialect).returning(TABLE.c.id), rows[start : start + 5000])
+        inserted += len(result.all())
+    return inserted
+
+
+def _claim_stmt(
+    dialect: str,
+    status: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    worker_id: str,
+    channels: Sequence[str] | None,
+) -> Any:
+    cand = TABLE.alias("cand")
+    earlier = TABLE.alias("earlier")
+    held_back = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.thread_key == cand.c.thread_key,
+            earlier.c.id < cand.c.id,
+            earlier.c.status.in_(IN_FLIGHT),
+        )
+        .exists()
+    )
+    sub = select(cand.c.id).where(cand.c.status == status, cand.c.next_attempt_at <= now, ~held_back)
+    if channels is not None:
+        sub = sub.where(cand.c.channel.in_(list(channels)))
+    sub = sub.order_by(cand.c.next_attempt_at).limit(limit)
+    if dialect == "postgresql":
+        sub = sub.with_for_update(skip_locked=True, of=cand)
+    return (
+        update(TABLE)
+        .where(TABLE.c.id.in_(sub.scalar_subquery()), TABLE.c.status == status)
+        .values(
+            status="sending",
+            next_attempt_at=lease_until,
+            attempts=TABLE.c.attempts + 1,
+            reason=f"claimed by {worker_id}"[:256],
+        )
+        .returning(*TABLE.c)
+    )
+
+
+def claim(
+    conn: Connection,
+    worker_id: str,
+    limit: int = 200,
+    lease_s: float = 300.0,
+    now: datetime | None = None,
+    channels: Sequence[str] | None = None,
+) -> list[Any]:
+    """Claim up to ``limit`` due messages for ``worker_id`` in the caller's transaction; returns their rows.
+
+    Rows come back with ``status='sending'``, ``attempts`` already counting this attempt, and
+    ``next_attempt_at`` = the lease expiry. ``channels`` restricts the claim to those channels.
+    Commit promptly: on SQLite the claim holds the write lock until then.
+    """
+    t = _now(now)
+    lease_until = t + timedelta(seconds=lease_s)
+    dialect = conn.dialect.name
+    rows: list[Any] = []
+    for status in CLAIMABLE:
+        if len(rows) >= limit:
+            break
+        stmt = _claim_stmt(dialect, status, t, lease_until, limit - len(rows), worker_id, channels)
+        rows.extend(conn.execute(stmt).all())
+    rows.sort(key=lambda r: r.id)
+    return rows
+
+
+@dataclass
+class Outcomes:
+    """What happened to a batch, applied in one transaction by :func:`apply_outcomes`."""
+
+    sent: list[int] = field(default_factory=list)
+    # (id, next_attempt_at, last_error)
+    failed: list[tuple[int, datetime, str]] = field(default_factory=list)
+    # (id, last_error)
+    dead: list[tuple[int, str]] = field(default_factory=list)
+    # (id, reason)
+    suppressed: list[tuple[int, str]] = field(default_factory=list)
+    # (id, next_attempt_at, reason): back to pending without using up an attempt
+    deferred: list[tuple[int, datetime, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.failed) + len(self.dead) + len(self.suppressed) + len(self.deferred)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("sent", "failed", "dead", "suppressed", "deferred")}
+
+
+def _chunks(ids: Sequence[int], size: int = 900) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def apply_outcomes(conn: Connection, outcomes: Outcomes, now: datetime | None = None) -> None:
+    """Record a batch's outcomes with a handful of set-based statements (not one round trip per message).
+
+    Only rows still ``sending`` are changed, so a worker whose lease ran out cannot overwrite the outcome a
+    later claimant recorded.
+    """
+    t = _now(now)
+    still_mine = TABLE.c.status == "sending"
+    for ids in _chunks(outcomes.sent):
+        conn.execute(
+            update(TABLE)
+            .where(TABLE.c.id.in_(ids), still_mine)
+            .values(status="sent", sent_at=t, reason=None, last_error=None)
+        )
+    by_id = TABLE.c.id == bindparam("_id")
+    if outcomes.failed:
+        conn.execute(
+            update(TABLE)
+            .where(by_id, still_mine)
+            .values(
+                status="failed",
+                next_attempt_at=bindparam("_next"),
+                last_error=bindparam("_err"),
+                reason="retrying after error",
+            ),
+            [{"_id": i, "_next": n, "_err": e[:4000]} for i, n, e in outcomes.failed],
+        )
+    if outcomes.dead:
+        conn.execute(
+            update(TABLE)
+            .where(by_id, still_mine)
+            .values(status="dead", last_error=bindparam("_err"), reason="dead letter"),
+            [{"_id": i, "_err": e[:4000]} for i, e in outcomes.dead],
+        )
+    if outcomes.suppressed:
+        conn.execute(
+            update(TABLE).where(by_id, still_mine).values(status="suppressed", reason=bindparam("_why")),
+            [{"_id": i, "_why": r[:256]} for i, r in outcomes.suppressed],
+        )
+    if outcomes.deferred:
+        conn.execute(
+            update(TABLE)
+            .where(by_id, still_mine)
+            .values(
+                status="pending",
+                next_attempt_at=bindparam("_next"),
+                reason=bindparam("_why"),
+                attempts=TABLE.c.attempts - 1,
+            ),
+            [{"_id": i, "_next": n, "_why": r[:256]} for i, n, r in outcomes.deferred],
+        )
+
+
+def counts_by_status(conn: Connection | Session) -> dict[str, int]:
+    """How many outbox messages are in each status."""
+    from sqlalchemy import func
+
+    rows = conn.execute(select(TABLE.c.status, func.count()).group_by(TABLE.c.status)).all()
+    return {status: n for status, n in rows}

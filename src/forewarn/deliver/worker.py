@@ -1,0 +1,361 @@
+"""The delivery worker: claim due outbox messages, check consent, quiet hours and rate limits, render, send,
+record outcomes — a batch at a time, with a few set-based statements per batch.
+
+Several workers may run at once (threads, processes, machines): on PostgreSQL they share the outbox through
+``FOR UPDATE SKIP LOCKED`` claims; on SQLite claims serialise on the single writer. A worker killed mid-batch
+loses nothing: its claimed rows are claimed again once their lease expires (:mod:`forewarn.deliver.outbox`).
+
+Checks at send time, in this order: consent (an explicit ``granted = false`` for the channel and the message's
+topic, or for topic ``*`` when the topic has no row of its own, suppresses the message with reason
+``no consent: <channel>/<topic>``; no row at all means no objection), an address (stored on the message, else
+the customer's for that channel), quiet hours in the customer's time zone (critical messages skip them when
+``settings.delivery.critical_overrides_quiet_hours``), the channel's rate limit, then rendering.
+
+>>> import tempfile, io
+>>> from forewarn.config import Settings
+>>> from forewarn.context import Context
+>>> from forewarn.state.db import upgrade, transaction
+>>> from forewarn.deliver.channels.console import ConsoleChannel
+>>> home = tempfile.mkdtemp(); s = Settings(home=home); upgrade(s.database_url); ctx = Context(s)
+>>> with transaction(ctx.engine) as db:
+...     _ = db.execute(Customer.__table__.insert(), [{"id": "c1", "channels": [], "attributes": {}}])
+...     _ = enqueue(db, [dict(idempotency_key="k1", customer_id="c1", channel="console", topic="outage",
+...                           thread_key="t", priority="critical", subject="Outage", body="We are on it.")])
+>>> out = io.StringIO()
+>>> w = Worker(ctx, channels={"console": ConsoleChannel(stream=out)}, worker_id="doc")
+>>> w.run_once()
+1
+>>> w.stats["sent"], "We are on it." in out.getvalue()
+(1, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jinja2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from forewarn.decide.quiet_hours import next_allowed
+from forewarn.deliver import outbox, retry
+from forewarn.deliver.channels.base import Channel, CustomerView, Delivery, SendResult, create_channel
+from forewarn.deliver.outbox import Outcomes, apply_outcomes, claim, enqueue  # noqa: F401 (doctest)
+from forewarn.deliver.ratelimit import RateLimiter
+from forewarn.deliver.render import (
+    Renderer,
+    TemplateMissing,
+    clear_batch_cache,
+    default_renderer,
+    render_message,
+)
+from forewarn.state.models import Consent, Customer
+
+log = logging.getLogger(__name__)
+
+_CUSTOMER_COLS = [
+    Customer.__table__.c[n]
+    for n in ("id", "name", "email", "phone", "timezone", "locale", "segment", "plan", "region", "attributes")
+]
+
+
+def consent_allows(rules: Mapping[tuple[str, str], bool], channel: str, topic: str) -> bool:
+    """Whether a customer's consent rows ``{(channel, topic): granted}`` allow ``topic`` on ``channel``.
+
+    A topic-specific row wins over the ``*`` row; with neither, nothing objects.
+
+    >>> rules = {("email", "*"): False, ("email", "outage"): True, ("sms", "marketing"): False}
+    >>> consent_allows(rules, "email", "outage"), consent_allows(rules, "email", "billing")
+    (True, False)
+    >>> consent_allows(rules, "sms", "outage"), consent_allows(rules, "sms", "marketing")
+    (True, False)
+    """
+    specific = rules.get((channel, topic))
+    if specific is not None:
+        return specific
+    return rules.get((channel, "*"), True)
+
+
+class Worker:
+    """Drains the outbox. ``channels`` maps short names to channels; when given, only those channels are
+    claimed, otherwise every registered channel is available and built on first use from settings.
+    """
+
+    def __init__(
+        self,
+        ctx: Any,
+        channels: Mapping[str, Channel] | None = None,
+        worker_id: str | None = None,
+        *,
+        batch_size: int | None = None,
+        concurrency: int = 1,
+        lease_s: float = 300.0,
+        renderer: Renderer | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.delivery = self.settings.delivery
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10000}"
+        self.batch_size = batch_size or self.delivery.batch_size
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.renderer = renderer or default_renderer()
+        self.rng = rng or random.Random()
+        self.only_channels = None if channels is None else list(channels)
+        self.channels: dict[str, Channel] = dict(channels or {})
+        self.limiter = RateLimiter(self.delivery.rate_limits)
+        self.stats: dict[str, int] = defaultdict(int)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Claim and process one batch; returns how many messages it claimed (0: nothing was due)."""
+        t = (now or datetime.now(UTC)).astimezone(UTC)
+        engine = self.ctx.engine
+        with engine.begin() as conn:
+            rows = claim(
+                conn, self.worker_id, self.batch_size, self.lease_s, now=t, channels=self.only_channels
+            )
+        if not rows:
+            return 0
+        outcomes = self.process(rows, t)
+        with engine.begin() as conn:
+            apply_outcomes(conn, outcomes, now=now or datetime.now(UTC))
+        for k, v in outcomes.counts().items():
+            self.stats[k] += v
+        self.stats["claimed"] += len(rows)
+        self.stats["batches"] += 1
+        return len(rows)
+
+    def drain(self, now: datetime | None = None, max_batches: int | None = None) -> int:
+        """Run batches until nothing is due (or ``max_batches``); returns messages processed."""
+        total, batches = 0, 0
+        while max_batches is None or batches < max_batches:
+            n = self.run_once(now)
+            if n == 0:
+                break
+            total += n
+            batches += 1
+        return total
+
+    def run_forever(self, stop_event: threading.Event, poll_s: float = 1.0) -> None:
+        """Process batches until ``stop_event`` is set, sleeping ``poll_s`` when nothing is due.
+
+        A database or channel error in one batch is logged and retried after ``poll_s``: claimed rows that did
+        not get an outcome return after their lease.
+        """
+        try:
+            while not stop_event.is_set():
+                try:
+                    n = self.run_once()
+                except Exception:
+                    log.exception("delivery batch failed; retrying in %.1fs", poll_s)
+                    n = 0
+                if n == 0:
+                    stop_event.wait(poll_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for ch in self.channels.values():
+            try:
+                ch.close()
+            except Exception:  # closing is best effort
+                log.exception("closing channel %s", ch.name)
+
+    # ---- one batch -----------------------------------------------------------------------------------
+
+    def channel(self, name: str) -> Channel | None:
+        ch = self.channels.get(name)
+        if ch is None and self.only_channels is None:
+            opts: dict[str, Any] = {}
+            if name in ("email", "webhook", "sms", "chat"):
+                opts["concurrency"] = self.concurrency
+            try:
+                ch = self.channels[name] = create_channel(name, self.settings, **opts)
+            except ValueError:
+                return None
+        return ch
+
+    def _load_people(
+        self, session: Session, customer_ids: Sequence[str]
+    ) -> tuple[dict[str, CustomerView], dict[str, dict[tuple[str, str], bool]]]:
+        people: dict[str, CustomerView] = {}
+        rules: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+        ids = list(set(customer_ids))
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            for r in session.execute(select(*_CUSTOMER_COLS).where(Customer.id.in_(chunk))):
+                people[r.id] = CustomerView(
+                    r.id,
+                    r.name,
+                    r.email,
+                    r.phone,
+                    r.timezone or "UTC",
+                    r.locale or "en",
+                    r.segment,
+                    r.plan,
+                    r.region,
+                    r.attributes or {},
+                )
+            for r in session.execute(
+                select(Consent.customer_id, Consent.channel, Consent.topic, Consent.granted).where(
+                    Consent.customer_id.in_(chunk)
+                )
+            ):
+                rules[r.customer_id][(r.channel, r.topic)] = bool(r.granted)
+        return people, rules
+
+    def process(self, rows: Sequence[Any], now: datetime) -> Outcomes:
+        """Decide, render and send claimed rows; returns their outcomes (not yet written)."""
+        out = Outcomes()
+        ready: dict[str, list[Delivery]] = defaultdict(list)
+        attempts: dict[int, int] = {}
+        waiting: dict[str, int] = defaultdict(int)
+        critical_skips = self.delivery.critical_overrides_quiet_hours
+        max_attempts = self.delivery.max_attempts
+        with Session(self.ctx.engine) as session:
+            people, rules = self._load_people(session, [r.customer_id for r in rows])
+            for row in rows:
+                attempts[row.id] = row.attempts
+                if row.attempts > max_attempts:
+                    # claimed again after leases ran out too often: a message that kills its worker
+                    out.dead.append((row.id, row.last_error or f"lease expired {row.attempts - 1} times"))
+                    continue
+                customer = people.get(row.customer_id) or CustomerView(row.customer_id)
+                if not consent_allows(rules.get(row.customer_id, {}), row.channel, row.topic):
+                    out.suppressed.append((row.id, f"no consent: {row.channel}/{row.topic}"))
+                    continue
+                ch = self.channel(row.channel)
+                if ch is None:
+                    out.dead.append((row.id, f"unknown channel {row.channel!r}"))
+                    continue
+                address = row.address or ch.address_for(customer)
+                if ch.requires_address and not address:
+                    out.suppressed.append((row.id, f"no address: {row.channel}"))
+                    continue
+                if row.priority != "critical" or not critical_skips:
+                    resume = next_allowed(now, customer.timezone, self.delivery)
+                    if resume is not None:
+                        out.deferred.append((row.id, resume, f"quiet hours until {resume.isoformat()}"))
+                        continue
+                if not self.limiter.try_acquire(row.channel):
+                    waiting[row.channel] += 1
+                    wait = self.limiter.wait_time(row.channel, waiting[row.channel])
+                    out.deferred.append((row.id, now + timedelta(seconds=wait), f"rate limit: {row.channel}"))
+                    continue
+                try:
+                    rendered = render_message(
+                        session, row, customer, renderer=self.renderer, public_url=self.settings.public_url
+                    )
+                except (TemplateMissing, jinja2.TemplateError) as exc:
+                    out.dead.append((row.id, f"template: {type(exc).__name__}: {exc}"))
+                    continue
+                except Exception as exc:  # a loader's database hiccup: try again later
+                    self._fail(out, row.id, row.attempts, f"render: {type(exc).__name__}: {exc}", now)
+                    continue
+                payload = row.payload or {}
+                ready[row.channel].append(
+                    Delivery(
+                        id=row.id,
+                        idempotency_key=row.idempotency_key,
+                        channel=row.channel,
+                        address=address,
+                        subject=rendered.subject,
+                        body=rendered.body,
+                        customer_id=row.customer_id,
+                        topic=row.topic,
+                        thread_key=row.thread_key,
+                        priority=row.priority,
+                        attempt=row.attempts,
+                        incident_id=row.incident_id,
+                        data={k: v for k, v in payload.items() if k != "template"},
+                    )
+                )
+            clear_batch_cache(session)
+        for name, deliveries in ready.items():
+            ch = self.channels[name]
+            try:
+                results = ch.send_batch(deliveries)
+            except Exception as exc:  # a channel bug: retry the whole group later
+                log.exception("channel %s failed a batch", name)
+                results = [
+                    SendResult(d.id, ok=False, error=f"{type(exc).__name__}: {exc}") for d in deliveries
+                ]
+            for r in results:
+                if r.ok:
+                    out.sent.append(r.id)
+                elif r.permanent:
+                    out.dead.append((r.id, r.error or "permanent failure"))
+                else:
+                    self._fail(out, r.id, attempts[r.id], r.error or "failed", now, r.retry_after)
+        return out
+
+    def _fail(
+        self,
+        out: Outcomes,
+        msg_id: int,
+        attempt: int,
+        error: str,
+        now: datetime,
+        retry_after: float | None = None,
+    ) -> None:
+        if retry.should_dead_letter(attempt, self.delivery):
+            out.dead.append((msg_id, f"{error} (gave up after {attempt} attempts)"))
+            return
+        when = retry.next_attempt_at(now, attempt, self.delivery, self.rng)
+        if retry_after:
+            when = max(when, now + timedelta(seconds=retry_after))
+        out.failed.append((msg_id, when, error))
+
+
+class BackgroundWorker:
+    """A :class:`Worker` running in a daemon thread (``forewarn serve`` starts one); ``stop()`` ends it."""
+
+    def __init__(self, ctx: Any, poll_s: float = 1.0, **worker_options: Any) -> None:
+        self.worker = Worker(ctx, **worker_options)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=self.worker.run_forever,
+            args=(self.stop_event, poll_s),
+            name="forewarn-worker",
+            daemon=True,
+        )
+
+    def start(self) -> BackgroundWorker:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+def start_background_worker(ctx: Any, poll_s: float = 1.0, **worker_options: Any) -> BackgroundWorker:
+    """Start delivering in a background thread of this process; returns the handle to ``stop()`` it.
+
+    >>> # in an app's startup:  bg = start_background_worker(ctx);  at shutdown:  bg.stop()
+    """
+    return BackgroundWorker(ctx, poll_s=poll_s, **worker_options).start()
+
+
+def wait_until_drained(ctx: Any, timeout_s: float = 30.0, poll_s: float = 0.05) -> bool:
+    """Block until no message is pending, failed or sending (for tests and demos)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with ctx.engine.connect() as conn:
+            counts = outbox.counts_by_status(conn)
+        if not any(counts.get(s) for s in outbox.IN_FLIGHT):
+            return True
+        time.sleep(poll_s)
+    return False
