@@ -1,5 +1,180 @@
-"""API routes: incidents."""
+"""API routes: incidents (open, update, widen, resolve, list, show, metrics)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+
+from forewarn.context import Context
+from forewarn.api.deps import get_ctx
+from forewarn.incidents import service
+from forewarn.incidents.context import incident_view
+from forewarn.incidents.impact import affected_count
+from forewarn.incidents.metrics import incident_metrics
+from forewarn.state.db import transaction
+from forewarn.state.models import Incident
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+Status = Literal["investigating", "identified", "monitoring", "resolved"]
+
+
+class ScopeIn(BaseModel):
+    service_id: str
+    region: str = "*"
+
+
+class IncidentIn(BaseModel):
+    title: str = Field(min_length=1, max_length=512)
+    services: list[str] = Field(default_factory=list, description="service ids; each in every listed region")
+    regions: list[str] = Field(default_factory=list, description="regions; empty means every region ('*')")
+    scopes: list[ScopeIn] = Field(
+        default_factory=list, description="explicit (service, region) pairs instead"
+    )
+    message: str | None = None
+    status: Literal["investigating", "identified", "monitoring"] = "investigating"
+    severity: Literal["minor", "major", "critical"] = "major"
+    eta: datetime | None = None
+    started_at: datetime | None = None
+    external_key: str | None = None
+    now: datetime | None = Field(None, description="event time (for replaying history); default: now")
+
+
+class UpdateIn(BaseModel):
+    message: str = Field(min_length=1)
+    status: Status | None = None
+    eta: datetime | None = None
+    now: datetime | None = None
+
+
+class WidenIn(BaseModel):
+    services: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    scopes: list[ScopeIn] = Field(default_factory=list)
+    now: datetime | None = None
+
+
+def _view(session: Any, inc: Incident, *, full: bool = False) -> dict[str, Any]:
+    view = incident_view(session, inc.id)
+    view["scopes"] = [{"service_id": s.service_id, "region": s.region} for s in inc.scopes]
+    view["affected"] = affected_count(session, inc.id)
+    if full:
+        view["updates"] = [
+            {"seq": u.seq, "status": u.status, "message": u.message, "eta": u.eta, "created_at": u.created_at}
+            for u in inc.updates
+        ]
+    return view
+
+
+def _scopes(services: list[str], regions: list[str], scopes: list[ScopeIn]) -> list[service.Scope]:
+    if scopes:
+        return [service.Scope(s.service_id, s.region) for s in scopes]
+    return service.scopes_of(services, regions)
+
+
+@router.post("", status_code=201)
+def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """Open an incident; its affected customers are computed and their opening notices queued."""
+    try:
+        with transaction(ctx.engine) as s:
+            inc = service.open_incident(
+                s,
+                title=body.title,
+                scopes=_scopes(body.services, body.regions, body.scopes),
+                message=body.message,
+                status=body.status,
+                severity=body.severity,
+                eta=body.eta,
+                started_at=body.started_at,
+                external_key=body.external_key,
+                now=body.now,
+            )
+            return _view(s, inc, full=True)
+    except service.IncidentError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.post("/{incident_id}/updates", status_code=201)
+def post_update(incident_id: int, body: UpdateIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """A public update (status ``resolved`` sends the all-clear)."""
+    try:
+        with transaction(ctx.engine) as s:
+            step = service.post_update(
+                s, incident_id, message=body.message, status=body.status, eta=body.eta, now=body.now
+            )
+            return {
+                "incident": _view(s, service.get_incident(s, incident_id), full=True),
+                "seq": step.seq,
+                "queued": step.queued,
+            }
+    except service.IncidentError as exc:
+        raise HTTPException(404 if "no incident" in str(exc) else 409, str(exc)) from None
+
+
+@router.post("/{incident_id}/resolve")
+def resolve(
+    incident_id: int, body: UpdateIn | None = None, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
+    try:
+        with transaction(ctx.engine) as s:
+            step = service.resolve_incident(
+                s, incident_id, message=body.message if body else None, now=body.now if body else None
+            )
+            return {
+                "incident": _view(s, service.get_incident(s, incident_id)),
+                "seq": step.seq,
+                "queued": step.queued,
+            }
+    except service.IncidentError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.post("/{incident_id}/scopes")
+def widen(incident_id: int, body: WidenIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """Widen to more services/regions; only the newly affected are caught up."""
+    try:
+        with transaction(ctx.engine) as s:
+            step = service.widen(
+                s, incident_id, _scopes(body.services, body.regions, body.scopes), now=body.now
+            )
+            return {
+                "incident": _view(s, service.get_incident(s, incident_id)),
+                "newly_affected": step.newly_affected,
+                "queued": step.queued,
+            }
+    except service.IncidentError as exc:
+        raise HTTPException(404 if "no incident" in str(exc) else 409, str(exc)) from None
+
+
+@router.get("")
+def list_incidents(
+    status: str | None = None, limit: int = 100, ctx: Context = Depends(get_ctx)
+) -> list[dict]:
+    """Incidents, most recent first; ``status=open`` for all unresolved ones."""
+    try:
+        with transaction(ctx.engine) as s:
+            return [_view(s, inc) for inc in service.list_incidents(s, status=status, limit=limit)]
+    except service.IncidentError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.get("/{incident_id}")
+def show(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        with transaction(ctx.engine) as s:
+            return _view(s, service.get_incident(s, incident_id), full=True)
+    except service.IncidentError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/{incident_id}/metrics")
+def metrics(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """Affected, notified, time to first notice (p50/p95), contacts before and after the notice."""
+    try:
+        with transaction(ctx.engine) as s:
+            return incident_metrics(s, incident_id).as_dict()
+    except service.IncidentError as exc:
+        raise HTTPException(404, str(exc)) from None

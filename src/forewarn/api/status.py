@@ -1,5 +1,56 @@
-"""API routes: status."""
+"""API routes: the public status page (``/status``, ``/status/{service_id}``) and its JSON (``/status.json``)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import HTMLResponse
+
+from forewarn.api.deps import get_ctx
+from forewarn.context import Context
+from forewarn.incidents.status import status_data
+from forewarn.state.db import transaction
+
+router = APIRouter(tags=["status"])
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "incidents" / "templates")),
+    autoescape=True,  # incident titles and messages are user input
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _data(ctx: Context, service_id: str | None) -> dict[str, Any]:
+    try:
+        with transaction(ctx.engine) as s:
+            return status_data(s, service_id)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/status.json")
+def status_json(ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """Every public service: state, current incidents, incidents of the last 90 days."""
+    return _data(ctx, None)
+
+
+@router.get("/status", response_class=HTMLResponse)
+def status_page(ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    data = _data(ctx, None)
+    return HTMLResponse(_ENV.get_template("status.html").render(data=data, title="Service status", base=""))
+
+
+@router.get("/status/{service_id}.json")
+def service_status_json(service_id: str, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    return _data(ctx, service_id)
+
+
+@router.get("/status/{service_id}", response_class=HTMLResponse)
+def service_status_page(service_id: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    data = _data(ctx, service_id)
+    name = data["services"][0]["name"]
+    return HTMLResponse(_ENV.get_template("status.html").render(data=data, title=f"{name} status", base=""))

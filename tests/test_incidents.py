@@ -1,0 +1,185 @@
+"""Incidents: impact from data, the notice series, widening, consent; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+import pytest
+from incident_helpers import T0, outbox, seed_isp, store
+from sqlalchemy import select
+
+from forewarn.incidents import service
+from forewarn.incidents.impact import affected_count
+from forewarn.incidents.metrics import incident_metrics
+from forewarn.state.db import transaction
+from forewarn.state.models import AffectedCustomer
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest):
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    eng = store(url)
+    seed_isp(eng)
+    yield eng
+    eng.dispose()
+
+
+def affected(engine, incident_id: int) -> set[str]:
+    with transaction(engine) as s:
+        return set(
+            s.scalars(select(AffectedCustomer.customer_id).where(AffectedCustomer.incident_id == incident_id))
+        )
+
+
+def test_impact_is_the_dependents_in_the_region(engine) -> None:
+    with transaction(engine) as s:
+        north = service.open_incident(s, title="Down", services=["internet"], regions=["north"], now=T0).id
+        tv_all = service.open_incident(s, title="TV", services=["tv"], now=T0).id
+        both = service.open_incident(
+            s, title="Both", services=["internet", "tv"], regions=["south"], now=T0
+        ).id
+    assert affected(engine, north) == {f"C{i:02d}" for i in range(6)}
+    assert affected(engine, tv_all) == {f"C{i:02d}" for i in range(0, 12, 2)}
+    # a customer on two scoped services is affected once
+    assert affected(engine, both) == {"C06", "C07", "C08"}
+
+
+def test_active_customers_only(engine) -> None:
+    with transaction(engine) as s:
+        inc = service.open_incident(
+            s,
+            title="Down",
+            services=["internet"],
+            regions=["north"],
+            active_customers=["C00", "C02", "C09"],
+            now=T0,
+        )
+    assert affected(engine, inc.id) == {"C00", "C02"}
+
+
+def test_notice_series_three_per_consenting_customer_in_order(engine) -> None:
+    with transaction(engine) as s:
+        inc = service.open_incident(
+            s, title="Internet down", services=["internet"], regions=["north"], now=T0
+        )
+    with transaction(engine) as s:
+        service.post_update(
+            s,
+            inc.id,
+            status="identified",
+            message="A cut fibre.",
+            eta=T0 + timedelta(hours=3),
+            now=T0 + timedelta(minutes=30),
+        )
+    with transaction(engine) as s:
+        service.resolve_incident(s, inc.id, message="Repaired.", now=T0 + timedelta(hours=2))
+    rows = outbox(engine, inc.id)
+    sent = [r for r in rows if r.status == "pending"]
+    per_customer: dict[str, list] = defaultdict(list)
+    for r in sent:
+        per_customer[r.customer_id].append(r)
+    # C03 withheld consent everywhere, C05 has no channel: suppressed, not sent
+    assert set(per_customer) == {"C00", "C01", "C02", "C04"}
+    for cid, msgs in per_customer.items():
+        assert [m.payload["template"] for m in msgs] == [
+            "incident_open",
+            "incident_update",
+            "incident_resolved",
+        ]
+        assert [m.payload["seq"] for m in msgs] == [0, 1, 2]
+        assert {m.thread_key for m in msgs} == {f"incident:{inc.id}:{cid}"}
+        assert all(m.priority == "critical" and m.topic == "outage" for m in msgs)
+        assert msgs[0].idempotency_key == f"incident:{inc.id}:u0:{cid}:{msgs[0].channel}"
+    # C01 prefers sms but refused it for outages: email; C04 refused email in general but allowed it for outages
+    assert {per_customer["C01"][0].channel, per_customer["C04"][0].channel} == {"email"}
+    assert per_customer["C01"][0].address == "c01@example.test"
+    with transaction(engine) as s:
+        assert service.get_incident(s, inc.id).resolved_at == T0 + timedelta(hours=2)
+
+
+def test_consent_off_is_recorded_as_suppressed_with_reason(engine) -> None:
+    with transaction(engine) as s:
+        inc = service.open_incident(s, title="Down", services=["internet"], regions=["north"], now=T0)
+    rows = {r.customer_id: r for r in outbox(engine, inc.id)}
+    assert rows["C03"].status == "suppressed"
+    assert "consent withheld" in rows["C03"].reason and "outage" in rows["C03"].reason
+    assert rows["C05"].status == "suppressed" and rows["C05"].reason == "no contact channel on file"
+    assert all(r.reason is None for cid, r in rows.items() if cid not in ("C03", "C05"))
+
+
+def test_widening_catches_up_only_the_new_customers(engine) -> None:
+    with transaction(engine) as s:
+        inc = service.open_incident(s, title="Down", services=["internet"], regions=["north"], now=T0)
+    with transaction(engine) as s:
+        service.post_update(
+            s, inc.id, status="identified", message="Cause found.", now=T0 + timedelta(minutes=20)
+        )
+    before = {r.idempotency_key for r in outbox(engine, inc.id)}
+    with transaction(engine) as s:
+        step = service.widen(
+            s,
+            inc.id,
+            [service.Scope("internet", "south"), service.Scope("internet", "north")],
+            now=T0 + timedelta(minutes=40),
+        )
+    assert step.newly_affected == 3
+    new = [r for r in outbox(engine, inc.id) if r.idempotency_key not in before]
+    assert sorted(r.customer_id for r in new) == ["C06", "C07", "C08"]
+    # they get the latest status (update seq 1) as their first message in the thread
+    assert {r.payload["seq"] for r in new} == {1}
+    assert {r.payload["template"] for r in new} == {"incident_open"}
+    # widening again is a no-op, and the next update reaches everybody exactly once
+    with transaction(engine) as s:
+        assert (
+            service.widen(s, inc.id, [service.Scope("internet", "south")], now=T0 + timedelta(hours=1)).queued
+            == 0
+        )
+        service.post_update(s, inc.id, message="Still working.", now=T0 + timedelta(hours=1))
+    keys = Counter((r.customer_id, r.payload["seq"]) for r in outbox(engine, inc.id))
+    assert max(keys.values()) == 1
+    assert {cid for cid, seq in keys if seq == 2} == {f"C{i:02d}" for i in range(9)}
+
+
+def test_fan_out_is_idempotent_and_machine_incidents_are_deduplicated(engine) -> None:
+    from forewarn.incidents.notices import fan_out
+
+    with transaction(engine) as s:
+        a = service.open_incident(s, title="X", services=["internet"], external_key="monitor:web", now=T0)
+        b = service.open_incident(
+            s, title="X again", services=["internet"], external_key="monitor:web", now=T0
+        )
+        assert a.id == b.id
+        assert fan_out(s, a.id, 0, template="incident_open", now=T0) == 0
+    assert len(outbox(engine, a.id)) == 12
+
+
+def test_errors_are_clear(engine) -> None:
+    with transaction(engine) as s, pytest.raises(service.IncidentError, match="unknown service"):
+        service.open_incident(s, title="X", services=["nope"], now=T0)
+    with transaction(engine) as s, pytest.raises(service.IncidentError, match="status 'broken'"):
+        service.open_incident(s, title="X", services=["internet"], status="broken", now=T0)
+    with transaction(engine) as s:
+        inc = service.open_incident(s, title="X", services=["internet"], now=T0)
+        service.resolve_incident(s, inc.id, now=T0 + timedelta(hours=1))
+        with pytest.raises(service.IncidentError, match="resolved"):
+            service.post_update(s, inc.id, message="late", now=T0 + timedelta(hours=2))
+
+
+def test_metrics(engine) -> None:
+    with transaction(engine) as s:
+        inc = service.open_incident(
+            s,
+            title="Down",
+            services=["internet"],
+            regions=["north"],
+            started_at=T0 - timedelta(minutes=10),
+            now=T0,
+        )
+    with transaction(engine) as s:
+        m = incident_metrics(s, inc.id, now=T0 + timedelta(minutes=5))
+        assert affected_count(s, inc.id) == 6
+    assert m.affected == 6
+    assert m.notified == {"queued": 4, "sent": 0, "suppressed": 2, "dead": 0, "total": 6}
+    assert m.time_to_first_queued_s["p50"] == 600.0
+    assert m.time_to_first_delivered_s["n"] == 0
