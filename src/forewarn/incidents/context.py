@@ -1,4 +1,5 @@
-"""What incident templates see: the incident, the update a message belongs to, its ETA and the status page link.
+"""What incident templates see: the incident, the update a message belongs to and its ETA
+(the renderer adds ``public_url``; templates link the status page from it).
 
 Registered with the delivery renderer for templates named ``incident*`` (see ``register``), so notices are
 rendered at delivery from ids in the outbox payload. Lookups are memoised per worker batch: a batch of a
@@ -10,7 +11,6 @@ thousand notices of one update reads the incident and the update once.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -117,7 +117,6 @@ def incident_context(session: Session, message: Any) -> dict[str, Any]:
         "incident": incident,
         "update": update,
         "eta": update.get("eta") or incident.get("eta"),
-        "status_url": _status_url(session, incident),
     }
     if payload.get("ticket_id") or getattr(message, "ticket_id", None):
         ticket = session.get(Ticket, int(payload.get("ticket_id") or message.ticket_id))
@@ -127,13 +126,6 @@ def incident_context(session: Session, message: Any) -> dict[str, Any]:
     else:
         context["ticket"] = {}
     return context
-
-
-def _status_url(session: Session, incident: dict[str, Any]) -> str:
-    base = session.info.get("forewarn_public_url", "")
-    if not base or not incident["services"]:
-        return ""
-    return f"{base.rstrip('/')}/status/{incident['services'][0]}"
 
 
 def register() -> None:

@@ -106,8 +106,11 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str
     any_consent = f"EXISTS (SELECT 1 FROM {elements_p} WHERE {consent('p.customer_id', 'j.value')})"
     chosen = "COALESCE(p.channel, p.first_channel, 'none')"
     added = "AND a.added_at >= :since" if new_since else ""
-    # MATERIALIZED: computed once per row; a flattened subquery would repeat the channel pick per use
+    # MATERIALIZED: computed once per row; a flattened subquery would repeat the channel pick per use.
+    # The WITH follows INSERT so drivers that detect DML by its first word report the rowcount.
     return f"""
+INSERT INTO outbox (idempotency_key, customer_id, channel, address, topic, thread_key, priority, subject,
+                    body, payload, status, reason, attempts, next_attempt_at, incident_id, created_at)
 WITH p AS MATERIALIZED (
     SELECT q.*, CASE WHEN {first_ok} THEN q.first_channel ELSE {walk} END AS channel
     FROM (
@@ -117,8 +120,6 @@ WITH p AS MATERIALIZED (
         WHERE a.incident_id = {incident_id} {added}
     ) q
 )
-INSERT INTO outbox (idempotency_key, customer_id, channel, address, topic, thread_key, priority, subject,
-                    body, payload, status, reason, attempts, next_attempt_at, incident_id, created_at)
 SELECT 'incident:{incident_id}:u{seq}:' || p.customer_id || ':' || {chosen},
        p.customer_id, {chosen}, {_address_case("p.channel", "p")}, :topic,
        'incident:{incident_id}:' || p.customer_id, :priority, '', '', {payload},

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from forewarn.incidents._db import utc
 from forewarn.incidents.impact import compute_affected
@@ -285,7 +285,12 @@ def widen(
 
 def list_incidents(session: Session, *, status: str | None = None, limit: int = 100) -> list[Incident]:
     """Most recent first; ``status="open"`` means anything not resolved."""
-    q = select(Incident).order_by(Incident.started_at.desc(), Incident.id.desc()).limit(limit)
+    q = (
+        select(Incident)
+        .options(selectinload(Incident.scopes))
+        .order_by(Incident.started_at.desc(), Incident.id.desc())
+        .limit(limit)
+    )
     if status == "open":
         q = q.where(Incident.status != "resolved")
     elif status:
