@@ -1,7 +1,71 @@
-"""`forewarn detect`."""
+"""`forewarn detect`: run the enabled trip wires and write their findings to the state store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    """An ISO-8601 time (no zone means UTC), or None.
+
+    >>> parse_as_of("2026-03-01T12:00:00").isoformat()
+    '2026-03-01T12:00:00+00:00'
+    """
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"--as-of {value!r} is not a time; expected ISO-8601 such as 2026-01-31T12:00:00Z"
+        ) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def detect_cmd(
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="detect as of this time (default: the latest signal time in the store)"
+    ),
+    wire: list[str] | None = typer.Option(None, "--wire", help="run only this trip wire (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
+) -> None:
+    """Run the trip wires at --as-of and write findings (an ongoing condition stays one finding, updated)."""
+    from forewarn.context import Context
+    from forewarn.detect.registry import TRIP_WIRES
+    from forewarn.detect.runner import run_detection
+
+    for name in wire or []:
+        if name not in TRIP_WIRES:
+            raise typer.BadParameter(f"--wire {name!r} is unknown; expected one of {', '.join(TRIP_WIRES)}")
+    ctx = Context()
+    try:
+        report = run_detection(ctx, parse_as_of(as_of), wire or None)
+    finally:
+        ctx.close()
+    if as_json:
+        console.print_json(report.to_json())
+        return
+    table = Table(title=f"trip wires as of {report.as_of.isoformat()} ({report.seconds:.2f} s)")
+    for col in ("wire", "status", "firing", "opened", "updated", "closed", "seconds"):
+        table.add_column(col, justify="right" if col not in ("wire", "status") else "left")
+    for w in report.wires:
+        status = w.status if not w.message else f"{w.status}: {w.message}"
+        counts = (w.firing, w.opened, w.updated, w.closed, w.seconds)
+        table.add_row(w.name, status, *(str(c) for c in counts))
+    console.print(table)
+    for w in report.wires:
+        for text in w.examples:
+            console.print(f"  [bold]{w.name}[/]: {text}")
+    if any(w.status == "error" for w in report.wires):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command("detect")(detect_cmd)

@@ -38,6 +38,9 @@ import polars as pl
 
 SEASON_LAGS = 4  # how many past seasons the seasonal median looks at
 MEAN_ABS_TO_SIGMA = 1.2533  # sqrt(pi/2): mean |x - mu| of a normal is sigma * sqrt(2/pi)
+# rolling means over the flat column carry float error from rows of *other* series before them; rounding
+# makes a series' baseline independent of what else is in the frame (so live == history, bit for bit)
+DIGITS = 9
 
 
 def sort_series(frame: pl.DataFrame, keys: Sequence[str], ts: str = "ts") -> pl.DataFrame:
@@ -112,7 +115,9 @@ def trailing_baseline(
     resid = (pl.col(value) - pl.col("base_median")).abs()
     exprs = {
         "base_scale": pl.when(pl.col("_pos") >= window + scale_window).then(
-            MEAN_ABS_TO_SIGMA * lag(resid, 1).rolling_mean(scale_window, min_samples=scale_window)
+            (MEAN_ABS_TO_SIGMA * lag(resid, 1).rolling_mean(scale_window, min_samples=scale_window)).round(
+                DIGITS
+            )
         )
     }
     if season:
@@ -121,7 +126,9 @@ def trailing_baseline(
         s_resid = (pl.col(value) - pl.col("season_median")).abs()
         need = max(window, season * SEASON_LAGS) + scale_window
         exprs["season_scale"] = pl.when(pl.col("_pos") >= need).then(
-            MEAN_ABS_TO_SIGMA * lag(s_resid, 1).rolling_mean(scale_window, min_samples=scale_window)
+            (MEAN_ABS_TO_SIGMA * lag(s_resid, 1).rolling_mean(scale_window, min_samples=scale_window)).round(
+                DIGITS
+            )
         )
     frame = frame.with_columns(**exprs)
     if season:

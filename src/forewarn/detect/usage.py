@@ -152,7 +152,8 @@ def score_series(
             pl.col("shift_scale"), pl.col("shift_base").abs() * p.min_scale_rel, pl.lit(1e-9)
         ),
         zero_run=pl.col("_idx") - pl.col("_nz"),
-        silent_base=pl.col("base_median").gather(first_zero),
+        # the baseline just before the zero run began (only rows inside a run have one: no peeking ahead)
+        silent_base=pl.when(pl.col("_idx") > pl.col("_nz")).then(pl.col("base_median").gather(first_zero)),
     )
     change = pl.col("value") - pl.col("expected")
     silent = (pl.col("zero_run") >= p.silent_periods) & (pl.col("silent_base") > 0)

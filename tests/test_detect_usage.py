@@ -1,0 +1,167 @@
+"""The usage trip wire: spikes, drops, level shifts, silence, seasonality, history == live."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from forewarn.detect.base import FINDINGS_SCHEMA
+from forewarn.detect.usage import UsageParams, UsageTripWire, detect_series, score_series
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def usage_frame(series: dict[str, list], metric: str = "data_gb", start: datetime = T0) -> pl.DataFrame:
+    rows = []
+    for cid, values in series.items():
+        for i, v in enumerate(values):
+            if v is None:  # no reading that day
+                continue
+            rows.append((f"{cid}-{i}", cid, start + timedelta(days=i), metric, float(v), "GB", "day"))
+    return pl.DataFrame(
+        rows, schema=["event_id", "customer_id", "ts", "metric", "value", "unit", "period"], orient="row"
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+
+
+def noisy(n: int, level: float = 7.0, sd: float = 0.5, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(np.maximum(0.1, rng.normal(level, sd, n)).round(2))
+
+
+def day(i: int) -> datetime:
+    return T0 + timedelta(days=i)
+
+
+def test_spike_fires_with_customer_readable_explanation_and_evidence() -> None:
+    values = noisy(70)
+    values[-1] = 41.2
+    out = UsageTripWire().detect({"usage": usage_frame({"c1": values})}, day(69))
+    assert out.schema == FINDINGS_SCHEMA
+    assert out["condition"].to_list() == ["usage:spike:data_gb"]
+    ev = json.loads(out["evidence"][0])
+    assert ev["value"] == 41.2 and 6.5 < ev["expected"] < 7.5 and ev["z"] > 10
+    text = out["explanation"][0]
+    assert text.startswith("Your data use on 2026-03-11 was 41.2 GB, about ")
+    assert "x your usual 7" in text and text.endswith("GB a day.")
+    assert out["ts"][0] == day(69)
+
+
+def test_ordinary_noise_stays_quiet() -> None:
+    frame = usage_frame({f"c{i}": noisy(100, level=5 + i, sd=0.3 * (1 + i % 3), seed=i) for i in range(50)})
+    hist = UsageTripWire().score_history({"usage": frame})
+    # 50 customers x ~58 scored days of pure noise: at most a handful of alarms
+    assert hist.height <= 5
+
+
+def test_drop_fires_but_not_a_modest_dip() -> None:
+    values = noisy(70, level=10.0)
+    values[-1] = 1.0
+    out = UsageTripWire().detect({"usage": usage_frame({"c1": values})}, day(69))
+    assert out["condition"].to_list() == ["usage:drop:data_gb"]
+    assert "well below your usual" in out["explanation"][0]
+    values[-1] = 8.0  # 2 sd below, 80% of usual: normal life
+    assert UsageTripWire().detect({"usage": usage_frame({"c1": values})}, day(69)).height == 0
+
+
+def test_sustained_level_shift_is_one_condition() -> None:
+    values = noisy(60, level=10.0) + noisy(8, level=25.0, seed=3)
+    wire = UsageTripWire()
+    out = wire.detect({"usage": usage_frame({"c1": values})}, day(67))
+    assert out["condition"].to_list() == ["usage:level_shift:data_gb"]
+    ev = json.loads(out["evidence"][0])
+    assert ev["direction"] == "up" and ev["recent_median"] > 20
+    assert "for the last 7 days, up from your usual" in out["explanation"][0]
+
+
+@pytest.mark.parametrize("gap", ["zeros", "missing"])
+def test_went_silent_after_n_periods(gap: str) -> None:
+    quiet = [0.0] * 4 if gap == "zeros" else [None] * 4
+    values = noisy(60, level=3.0) + quiet
+    other = noisy(64, level=3.0, seed=9)  # someone still reporting: the data's "now" is day 63
+    frame = usage_frame({"c1": values, "c2": other})
+    wire = UsageTripWire()
+    early = wire.detect({"usage": frame}, day(61))
+    assert early.filter(pl.col("condition").str.contains("silent")).height == 0
+    out = wire.detect({"usage": frame}, day(63))
+    silent = out.filter(pl.col("customer_id") == "c1")
+    assert silent["condition"].to_list() == ["usage:silent:data_gb"]
+    assert silent["explanation"][0].startswith("We have seen no data use from you for 4 days")
+
+
+def test_no_opinion_before_minimum_history() -> None:
+    values = noisy(30)
+    values[-1] = 500.0
+    assert UsageTripWire().detect({"usage": usage_frame({"c1": values})}, day(29)).height == 0
+
+
+def test_weekly_seasonality_judges_each_weekday_against_its_own() -> None:
+    # a weekend user: Saturdays and Sundays are 5x the weekdays; a normal weekend is not a spike
+    values = [(25.0 if day(i).weekday() >= 5 else 5.0) + 0.2 * (i % 3) for i in range(70)]
+    last_saturday = max(i for i in range(70) if day(i).weekday() == 5)
+    frame = usage_frame({"c1": values[: last_saturday + 1]})
+    assert UsageTripWire().detect({"usage": frame}, day(last_saturday)).height == 0
+    # a Monday at weekend level is a spike for the weekly model; the flat model (blurred) misses it
+    monday = values[: last_saturday + 3]
+    monday[-1] = 25.0
+    frame = usage_frame({"c1": monday})
+    out = UsageTripWire().detect({"usage": frame}, day(last_saturday + 2))
+    assert out["condition"].to_list() == ["usage:spike:data_gb"]
+    assert json.loads(out["evidence"][0])["seasonal"] is True
+    assert UsageTripWire(season=None).detect({"usage": frame}, day(last_saturday + 2)).height == 0
+
+
+def test_detect_equals_history_at_latest() -> None:
+    rng = np.random.default_rng(4)
+    series = {}
+    for i in range(40):
+        v = noisy(90, level=float(rng.uniform(1, 20)), sd=float(rng.uniform(0.1, 2)), seed=i)
+        kind = i % 4
+        if kind == 0:
+            v[rng.integers(50, 90)] *= 8
+        elif kind == 1:
+            v[70:] = [x * 0.2 for x in v[70:]]
+        elif kind == 2:
+            v[80:] = [0.0] * 10
+        series[f"c{i}"] = v
+    frame = usage_frame(series)
+    wire = UsageTripWire()
+    hist = wire.score_history({"usage": frame})
+    assert hist.height > 20
+    for as_of_day in (55, 72, 83, 89):
+        as_of = day(as_of_day)
+        live = wire.detect({"usage": frame}, as_of).drop("ts").sort("customer_id", "condition")
+        want = hist.filter(pl.col("ts") == as_of).drop("ts").sort("customer_id", "condition")
+        assert live.equals(want), as_of_day
+
+
+def test_service_series_for_outage_detection() -> None:
+    t = [T0 + timedelta(minutes=5 * i) for i in range(300)]
+    rng = np.random.default_rng(1)
+    rows = []
+    for region in ("eu", "us"):
+        for i, ts in enumerate(t):
+            err = 0.01 + rng.normal(0, 0.002)
+            if region == "eu" and i >= 297:
+                err = 0.2
+            rows.append(("api", region, "error_rate", ts, err))
+    frame = pl.DataFrame(rows, schema=["service_id", "region", "metric", "ts", "value"], orient="row")
+    params = UsageParams(every="5m", season=None, fill_gaps=False)
+    out = detect_series(frame, ["service_id", "region", "metric"], "value", t[-1], params)
+    assert out.select("region", "signal", "direction").rows() == [("eu", "spike", "up")]
+    scored = score_series(frame, ["service_id", "region", "metric"], "value", params)
+    assert scored.height == 600 and {"expected", "scale", "z", "shift_z", "zero_run"} <= set(scored.columns)
+
+
+def test_duplicate_readings_are_summed_and_unknown_params_rejected() -> None:
+    values = noisy(70)
+    frame = usage_frame({"c1": values})
+    doubled = pl.concat([frame, frame.with_columns(pl.col("event_id") + "b")])
+    a = score_series(frame, ["customer_id", "metric"], "value")
+    b = score_series(doubled, ["customer_id", "metric"], "value")
+    assert b.height == a.height and b["value"].to_list() == [2 * x for x in a["value"].to_list()]
+    with pytest.raises(ValueError, match="unknown parameter"):
+        UsageTripWire(windw=3)
