@@ -19,7 +19,7 @@ from forewarn.decide.playbooks import Budget, Guardrails
 from forewarn.decide.quiet_hours import next_allowed
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Adelaide"]
-CHANNELS = ["email", "sms", "push"]
+CHANNELS = ["email", "sms", "chat"]
 TOPICS = ["usage", "billing", "device", "offer", "outage"]
 PLAYBOOKS = {  # name -> (mode, holdout)
     "usage-drop": ("live", 0.0),
@@ -137,7 +137,7 @@ def test_nothing_without_consent(scenario: tuple) -> None:
     for d in run(views, stream, policy):
         if d.status in SENDING and d.candidate.action == "notify":
             view, topic = views[d.candidate.customer_id], d.candidate.topic
-            assert view.addresses.get(d.channel)
+            assert d.channel in view.addresses
             explicit = view.consent.get((d.channel, topic), view.consent.get((d.channel, "*")))
             if explicit is None:
                 assert topic not in policy.explicit_consent_topics

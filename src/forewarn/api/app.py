@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from forewarn import __version__
-from forewarn.api import alertmanager, customers, incidents, metrics, signals, status
+from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, unsubscribe
 from forewarn.context import Context
+from forewarn.web import routes as dashboard
 
 
 def create_app(ctx: Context | None = None) -> FastAPI:
@@ -18,8 +19,9 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     """
     app = FastAPI(title="forewarn", version=__version__)
     app.state.ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics):
+    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # after the API, so its pages never shadow an API route
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

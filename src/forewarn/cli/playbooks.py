@@ -1,7 +1,115 @@
-"""`forewarn playbooks`."""
+"""`forewarn playbooks`: check playbook files, run them on the open findings, work the approval queue."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+playbooks_app = typer.Typer(help="Playbooks: check, run, approve.", no_args_is_help=True)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected an ISO-8601 time such as 2026-01-31T09:00:00Z, got {value!r}"
+        ) from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+@playbooks_app.command("check")
+def check_cmd(paths: list[Path] = typer.Argument(..., help="playbook YAML files or folders")) -> None:
+    """Validate playbook files; every problem is printed as FILE:LINE: FIELD: what was expected."""
+    from forewarn.decide.playbooks import PlaybookError, load_playbooks
+
+    try:
+        pset = load_playbooks(*paths)
+    except PlaybookError as e:
+        for f, line, field, msg in e.problems:
+            err.print(f"[red]{f}:{line}[/]: {field}: {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table("playbook", "mode", "when", "then", "cooldown", "holdout")
+    for p in pset.playbooks:
+        table.add_row(
+            p.name,
+            p.mode,
+            p.when.kind + (f" {p.when.condition}" if p.when.condition else ""),
+            ", ".join(a.type for a in p.then),
+            str(p.cooldown),
+            f"{p.holdout:.0%}",
+        )
+    console.print(table)
+    console.print(f"[green]ok[/]: {len(pset.playbooks)} playbooks in {len(pset.sources)} file(s)")
+
+
+@playbooks_app.command("run")
+def run_cmd(
+    paths: list[Path] = typer.Argument(..., help="playbook YAML files or folders"),
+    as_of: str | None = typer.Option(None, "--as-of", help="data time (default: now)"),
+    now: str | None = typer.Option(None, "--now", help="decision time (default: the clock)"),
+) -> None:
+    """Decide on the open findings and incidents and record every decision in the outbox."""
+    from forewarn.context import Context
+    from forewarn.decide.engine import run_playbooks
+    from forewarn.decide.playbooks import PlaybookError, load_playbooks
+
+    try:
+        pset = load_playbooks(*paths)
+    except PlaybookError as e:
+        err.print(str(e), highlight=False)
+        raise typer.Exit(1) from None
+    ctx = Context()
+    try:
+        summary = run_playbooks(ctx, pset, _when(as_of), _when(now))
+    finally:
+        ctx.close()
+    console.print_json(json.dumps(summary.to_dict()))
+
+
+@playbooks_app.command("held")
+def held_cmd(limit: int = typer.Option(100, help="at most this many")) -> None:
+    """List the approval queue (decisions held for low confidence)."""
+    from forewarn.context import Context
+    from forewarn.decide.engine import held
+
+    ctx = Context()
+    try:
+        rows = held(ctx, limit)
+    finally:
+        ctx.close()
+    table = Table("id", "customer", "playbook", "reason")
+    for r in rows:
+        table.add_row(str(r["id"]), r["customer_id"], r["playbook"] or "", r["reason"] or "")
+    console.print(table)
+
+
+@playbooks_app.command("approve")
+def approve_cmd(ids: list[int] = typer.Argument(..., help="outbox ids of held decisions")) -> None:
+    """Release held decisions: they are sent when due."""
+    from forewarn.context import Context
+    from forewarn.decide.engine import approve
+
+    ctx = Context()
+    try:
+        missing = [i for i in ids if not approve(ctx, i)]
+    finally:
+        ctx.close()
+    if missing:
+        err.print(f"not held (or unknown): {', '.join(map(str, missing))}")
+        raise typer.Exit(1)
+    console.print(f"[green]approved[/] {len(ids)}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.add_typer(playbooks_app, name="playbooks")

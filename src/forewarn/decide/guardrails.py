@@ -98,8 +98,8 @@ class Candidate:
 
     @property
     def thread_key(self) -> str:
-        """One thread per customer per condition: updates and later episodes thread into it."""
-        return f"{self.customer_id}:{self.condition}"
+        """One thread per customer per condition (``incident:7:C1`` for incidents, as the notices use)."""
+        return f"{self.condition}:{self.customer_id}"
 
     @property
     def decision_key(self) -> tuple[str, str, str, str, int]:
@@ -111,7 +111,7 @@ class CustomerView:
     """What the guardrails need to know about a customer."""
 
     timezone: str = "UTC"
-    # channel -> address (None or missing: no address on that channel)
+    # usable channels -> address (None for channels that need none, such as console); missing: unusable
     addresses: Mapping[str, str | None] = field(default_factory=dict)
     # (channel, topic) -> granted; topic "*" covers topics without their own row
     consent: Mapping[tuple[str, str], bool] = field(default_factory=dict)
@@ -166,7 +166,8 @@ class GuardrailState:
     sent: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     # decision keys already decided (an episode is decided once; mirrors the outbox idempotency key)
     decided: set[tuple[str, str, str, str, int]] = field(default_factory=set)
-    # (customer, condition, episode) -> playbook that messaged (or would have) about it
+    # (customer, condition, episode or "*" for every episode) -> playbook (or "incident-notices") that
+    # messaged about it, or would have
     threads: dict[tuple[str, str, str], str] = field(default_factory=dict)
     # (playbook, customer) -> last time that playbook messaged (or would have) this customer
     last_sent: dict[tuple[str, str], datetime] = field(default_factory=dict)
@@ -250,7 +251,7 @@ def _decide_one(
     if c.topic in view.open_ticket_topics:
         return stop("suppressed", "open_ticket", f"open ticket on topic {c.topic!r}")
     thread = (c.customer_id, c.condition, c.episode)
-    other = state.threads.get(thread)
+    other = state.threads.get(thread) or state.threads.get((c.customer_id, c.condition, "*"))
     if other is not None and other != c.playbook:
         return stop(
             "suppressed", "thread", f"thread {c.thread_key!r} already has a message from playbook {other!r}"
@@ -265,7 +266,7 @@ def _decide_one(
 
     channel = address = None
     for ch in c.channels:
-        if view.addresses.get(ch) and _consented(view, ch, c.topic, policy.explicit_consent_topics):
+        if ch in view.addresses and _consented(view, ch, c.topic, policy.explicit_consent_topics):
             channel, address = ch, view.addresses[ch]
             break
     if channel is None:

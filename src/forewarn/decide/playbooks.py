@@ -56,9 +56,18 @@ from pydantic import (
 
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 PRIORITY_RANK: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
-CHANNELS: tuple[str, ...] = ("email", "sms", "push", "console", "webhook")
-# What a finding kind is about when the playbook does not say (the consent and ticket topic).
+CHANNELS: tuple[str, ...] = ("email", "sms", "chat", "console", "file", "webhook")
 OUTAGE_KIND = "outage"
+# What a finding kind is about when neither the finding nor the playbook says (the consent and ticket topic).
+KIND_TOPIC: dict[str, str] = {
+    "usage": "usage",
+    "cadence": "account",
+    "billing": "billing",
+    "devices": "device",
+    "schedule": "account",
+    "opportunity": "offer",
+    OUTAGE_KIND: "outage",
+}
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "deliver" / "templates"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -181,7 +190,7 @@ class When(_Strict):
 class Notify(_Strict):
     """Send the customer a message on the first channel they consented to, in this order."""
 
-    channels: list[Literal["email", "sms", "push", "console", "webhook"]] = Field(
+    channels: list[Literal["email", "sms", "chat", "console", "file", "webhook"]] = Field(
         default_factory=lambda: ["email"], min_length=1
     )
     template: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -244,7 +253,7 @@ class Playbook(_Strict):
         for a in self.then:
             if a.notify and a.notify.topic:
                 return a.notify.topic
-        return finding_topic or self.when.kind
+        return finding_topic or KIND_TOPIC.get(self.when.kind, self.when.kind)
 
 
 class Budget(_Strict):
@@ -444,7 +453,7 @@ def parse_playbook_text(text: str, source: str = "<string>") -> tuple[PlaybookFi
                             source,
                             node.start_mark.line + 1 if node else 1,
                             _path(loc),
-                            f"expected a template file {action.notify.template}.{channel}.j2 in "
+                            f"expected a template {action.notify.template}.{channel}.j2 or {action.notify.template}.j2 in "
                             f"{TEMPLATES_DIR} (not found)",
                         )
                     )
@@ -454,8 +463,8 @@ def parse_playbook_text(text: str, source: str = "<string>") -> tuple[PlaybookFi
 
 
 def template_exists(name: str, channel: str) -> bool:
-    """Is there a template ``name`` for ``channel`` (or a channel-independent ``name.txt.j2``)?"""
-    return (TEMPLATES_DIR / f"{name}.{channel}.j2").exists() or (TEMPLATES_DIR / f"{name}.txt.j2").exists()
+    """Is there a template ``name`` for ``channel`` (``name.channel.j2``, or the shared ``name.j2``)?"""
+    return (TEMPLATES_DIR / f"{name}.{channel}.j2").exists() or (TEMPLATES_DIR / f"{name}.j2").exists()
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:

@@ -1,0 +1,415 @@
+"""The live decision run: open findings (and incidents) -> playbooks -> guardrails -> outbox.
+
+``run_playbooks(ctx, playbooks, as_of, now)`` reads open findings and open incidents from the state store,
+rebuilds the guardrail state from the outbox (the single record of what was sent, incident notices included),
+calls the same :func:`forewarn.decide.guardrails.decide` the backtest uses, and writes every decision back to
+the outbox in one transaction. Re-running is a no-op: each decision's idempotency key is
+``pb:<playbook>:<customer>:<condition>:<episode>:<action>``.
+
+How decisions land in the outbox:
+
+- sent now: ``pending``; deferred for quiet hours: ``pending`` with ``next_attempt_at`` at their end and the
+  reason ``deferred: ...`` (the delivery worker claims ``pending`` rows when due, so the message really goes);
+- ``suppressed``, ``held`` (the approval queue; :func:`approve` releases one), ``shadow``, ``control``:
+  recorded with their reason, never claimed by the worker;
+- tasks: rows with channel ``task``, status ``open``, address the assignee, ``next_attempt_at`` the due time
+  (one table for everything a playbook did keeps the record in one place; no schema change);
+- webhooks: rows with channel ``webhook``, address the automation's URL and the JSON body (the worker posts
+  them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from forewarn.context import Context
+from forewarn.decide.candidates import first_per_episode, match, to_candidates
+from forewarn.decide.guardrails import COUNTED, CustomerView, Decision, GuardrailState, Policy, decide
+from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks
+from forewarn.decide.unsubscribe import unsubscribe_url
+from forewarn.state.db import transaction
+from forewarn.state.models import (
+    AffectedCustomer,
+    Consent,
+    Customer,
+    Finding,
+    Incident,
+    OutboxMessage,
+    Ticket,
+)
+
+# which customer field holds the address a channel needs (as the incident notices use); others need none
+ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
+INCIDENT_NOTICES = "incident-notices"
+_CHUNK = 900
+
+
+@dataclass
+class RunSummary:
+    """What one run decided, per playbook and status, and per guardrail."""
+
+    as_of: datetime
+    now: datetime
+    findings: int = 0
+    candidates: int = 0
+    enqueued: int = 0
+    by_playbook: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    by_guardrail: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "now": self.now.isoformat(),
+            "findings": self.findings,
+            "candidates": self.candidates,
+            "enqueued": self.enqueued,
+            "by_playbook": {k: dict(v) for k, v in sorted(self.by_playbook.items())},
+            "by_guardrail": dict(self.by_guardrail),
+        }
+
+
+def _utc(t: datetime | None) -> datetime:
+    if t is None:
+        return datetime.now(UTC)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def idempotency_key(d: Decision) -> str:
+    c = d.candidate
+    return f"pb:{c.playbook}:{c.customer_id}:{c.condition}:{c.episode}:{c.action_index}"
+
+
+# ---- reading the state store ----
+
+
+def _finding_frame(session: Session, kinds: set[str], as_of: datetime, now: datetime) -> pl.DataFrame:
+    rows = session.execute(
+        select(Finding).where(
+            Finding.status == "open", Finding.kind.in_(sorted(kinds)), Finding.last_detected_at <= as_of
+        )
+    ).scalars()
+    recs = [
+        {
+            "customer_id": f.customer_id,
+            "kind": f.kind,
+            "condition": f.condition,
+            "ts": as_of,
+            "score": f.score,
+            "confidence": f.confidence,
+            "severity": f.severity,
+            "topic": (f.evidence or {}).get("topic"),
+            "explanation": f.explanation,
+            "evidence": json.dumps(f.evidence or {}),
+            "episode": f.first_detected_at,
+            "at": now,
+            "finding_id": f.id,
+            "incident_id": None,
+        }
+        for f in rows
+    ]
+    return _frame(recs)
+
+
+def _incident_frame(session: Session, as_of: datetime, now: datetime) -> pl.DataFrame:
+    """Affected customers of open incidents as findings of kind ``outage`` (condition ``incident:<id>``)."""
+    q = (
+        select(AffectedCustomer, Incident)
+        .join(Incident, Incident.id == AffectedCustomer.incident_id)
+        .where(Incident.resolved_at.is_(None), Incident.status != "resolved", Incident.started_at <= as_of)
+    )
+    recs = [
+        {
+            "customer_id": a.customer_id,
+            "kind": OUTAGE_KIND,
+            "condition": f"incident:{i.id}",
+            "ts": as_of,
+            "score": 1.0,
+            "confidence": 1.0,
+            "severity": "critical" if i.severity in ("critical", "major") else "warning",
+            "topic": "outage",
+            "explanation": i.public_message or i.title,
+            "evidence": json.dumps({"service_id": a.service_id, "region": a.region}),
+            "episode": i.started_at,
+            "at": now,
+            "finding_id": None,
+            "incident_id": i.id,
+        }
+        for a, i in session.execute(q)
+    ]
+    return _frame(recs)
+
+
+_SCHEMA = {
+    "customer_id": pl.String,
+    "kind": pl.String,
+    "condition": pl.String,
+    "ts": pl.Datetime("us", "UTC"),
+    "score": pl.Float64,
+    "confidence": pl.Float64,
+    "severity": pl.String,
+    "topic": pl.String,
+    "explanation": pl.String,
+    "evidence": pl.String,
+    "episode": pl.Datetime("us", "UTC"),
+    "at": pl.Datetime("us", "UTC"),
+    "finding_id": pl.Int64,
+    "incident_id": pl.Int64,
+}
+
+
+def _frame(recs: list[dict[str, Any]]) -> pl.DataFrame:
+    for r in recs:
+        r["episode"] = _utc(r["episode"])
+    return pl.DataFrame(recs, schema=_SCHEMA)
+
+
+def customer_views(
+    session: Session, ids: Sequence[str], at: datetime
+) -> tuple[dict[str, CustomerView], dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Guardrail views, matching attributes and preferred channels of ``ids``."""
+    views: dict[str, CustomerView] = {}
+    attrs: dict[str, dict[str, Any]] = {}
+    prefs: dict[str, list[str]] = {}
+    consent: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+    tickets: dict[str, set[str]] = defaultdict(set)
+    for chunk in _chunks(ids):
+        for c in session.execute(select(Consent).where(Consent.customer_id.in_(chunk))).scalars():
+            consent[c.customer_id][(c.channel, c.topic)] = bool(c.granted)
+        q = select(Ticket.customer_id, Ticket.topic).where(
+            Ticket.customer_id.in_(chunk), Ticket.status == "open", Ticket.topic.is_not(None)
+        )
+        for cid, topic in session.execute(q):
+            tickets[cid].add(topic)
+        for c in session.execute(select(Customer).where(Customer.id.in_(chunk))).scalars():
+            addresses = {}
+            for ch in ("email", "sms", "chat", "console", "file", "webhook"):
+                column = ADDRESS_FIELDS.get(ch)
+                if column is None:
+                    addresses[ch] = None
+                elif getattr(c, column):
+                    addresses[ch] = getattr(c, column)
+            views[c.id] = CustomerView(
+                timezone=c.timezone or "UTC",
+                addresses=addresses,
+                consent=consent.get(c.id, {}),
+                open_ticket_topics=frozenset(tickets.get(c.id, ())),
+            )
+            attrs[c.id] = {
+                "segment": c.segment,
+                "plan": c.plan,
+                "region": c.region,
+                "attributes": c.attributes,
+            }
+            prefs[c.id] = list(c.channels or [])
+    return views, attrs, prefs
+
+
+def guardrail_state(
+    session: Session, ids: Sequence[str], now: datetime, lookback: timedelta
+) -> GuardrailState:
+    """The guardrail state of ``ids`` from the outbox: budget use, threads, cooldowns, decided keys."""
+    state = GuardrailState()
+    since = now - lookback
+    cols = (
+        OutboxMessage.idempotency_key,
+        OutboxMessage.customer_id,
+        OutboxMessage.channel,
+        OutboxMessage.status,
+        OutboxMessage.playbook,
+        OutboxMessage.thread_key,
+        OutboxMessage.payload,
+        OutboxMessage.next_attempt_at,
+        OutboxMessage.sent_at,
+        OutboxMessage.incident_id,
+    )
+    for chunk in _chunks(ids):
+        q = select(*cols).where(
+            OutboxMessage.customer_id.in_(chunk),
+            (OutboxMessage.created_at >= since) | (OutboxMessage.next_attempt_at >= since),
+        )
+        for r in session.execute(q):
+            when = _utc(r.sent_at or r.next_attempt_at)
+            facing = r.channel not in ("task", "webhook")
+            if facing and r.status in COUNTED:
+                state.record_send(r.customer_id, when)
+            payload = r.payload or {}
+            if r.playbook and "episode" in payload:
+                c = payload.get("condition", "")
+                state.decided.add(
+                    (r.playbook, r.customer_id, c, payload["episode"], payload.get("action", 0))
+                )
+                if facing and r.status in (*COUNTED, "control", "shadow"):
+                    state.threads[(r.customer_id, c, payload["episode"])] = r.playbook
+                    last = state.last_sent.get((r.playbook, r.customer_id))
+                    state.last_sent[(r.playbook, r.customer_id)] = when if last is None else max(last, when)
+            elif r.incident_id is not None and facing and r.status in COUNTED:
+                # incident notices thread the incident: an outage playbook does not message it again
+                state.threads[(r.customer_id, f"incident:{r.incident_id}", "*")] = INCIDENT_NOTICES
+    return state
+
+
+# ---- writing decisions ----
+
+
+def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
+    """The outbox row recording decision ``d``."""
+    c = d.candidate
+    pb = pset.by_name(c.playbook)
+    action = pb.then[c.action_index]
+    ref = c.ref or {}
+    payload: dict[str, Any] = {
+        "playbook": c.playbook,
+        "kind": c.kind,
+        "condition": c.condition,
+        "episode": c.episode,
+        "action": c.action_index,
+        "score": c.score,
+        "confidence": c.confidence,
+        "explanation": ref.get("explanation") or "",
+        "finding_id": ref.get("finding_id"),
+        "incident_id": ref.get("incident_id"),
+        "guardrail": d.guardrail,
+        "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+    }
+    row: dict[str, Any] = {
+        "idempotency_key": idempotency_key(d),
+        "customer_id": c.customer_id,
+        "topic": c.topic,
+        "thread_key": c.thread_key,
+        "priority": c.priority,
+        "status": "pending" if d.status == "deferred" else d.status,
+        "reason": (d.reason or "")[:256] or None,
+        "next_attempt_at": d.send_at,
+        "finding_id": ref.get("finding_id"),
+        "incident_id": ref.get("incident_id"),
+        "playbook": c.playbook,
+    }
+    if action.notify is not None:
+        channel = d.channel or (c.channels[0] if c.channels else "email")
+        payload["template"] = action.notify.template
+        payload["unsubscribe_url"] = unsubscribe_url(settings, c.customer_id, channel, c.topic)
+        row.update(channel=channel, address=d.address, payload=payload)
+    elif action.task is not None:
+        t = action.task
+        payload.update(title=t.title, assignee=t.assignee, due_at=(c.at + t.due).isoformat())
+        if t.template:
+            payload["template"] = t.template
+        row.update(
+            channel="task",
+            address=t.assignee,
+            subject=t.title,
+            body=f"{t.title}\n\nCustomer {c.customer_id}: {payload['explanation']}\n",
+            payload=payload,
+            next_attempt_at=c.at + t.due,
+        )
+    else:
+        w = action.webhook
+        assert w is not None
+        doc = {
+            **w.payload,
+            "customer_id": c.customer_id,
+            "playbook": c.playbook,
+            "condition": c.condition,
+            "kind": c.kind,
+            "finding_id": ref.get("finding_id"),
+            "incident_id": ref.get("incident_id"),
+        }
+        row.update(
+            channel="webhook",
+            address=w.url,
+            subject=f"{c.playbook}: {c.condition}",
+            body=json.dumps(doc, sort_keys=True, default=str),
+            payload=payload,
+        )
+    return row
+
+
+def run_playbooks(
+    ctx: Context,
+    playbooks: PlaybookSet | str | Path,
+    as_of: datetime | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    """Decide on every open finding and incident the playbooks cover, and record it all in the outbox.
+
+    ``as_of`` is the data time (findings last detected after it are ignored); ``now`` the wall-clock time of
+    the decision (quiet hours, budget). Both default to the current time. Returns a :class:`RunSummary`.
+    """
+    from forewarn.deliver.outbox import enqueue
+
+    pset = playbooks if isinstance(playbooks, PlaybookSet) else load_playbooks(playbooks)
+    now = _utc(now)
+    as_of = _utc(as_of) if as_of is not None else now
+    summary = RunSummary(as_of=as_of, now=now)
+    active = pset.active()
+    if not active:
+        return summary
+    policy = Policy.from_guardrails(pset.guardrails, ctx.settings)
+    kinds = {p.when.kind for p in active}
+    with transaction(ctx.engine) as session:
+        frames = []
+        if kinds - {OUTAGE_KIND}:
+            frames.append(_finding_frame(session, kinds - {OUTAGE_KIND}, as_of, now))
+        if OUTAGE_KIND in kinds:
+            frames.append(_incident_frame(session, as_of, now))
+        findings = pl.concat(frames, how="vertical")
+        summary.findings = findings.height
+        ids = sorted(set(findings["customer_id"].to_list()))
+        views, attrs, prefs = customer_views(session, ids, now)
+        matches = first_per_episode(match(findings, active, attrs))
+        by_name = {p.name: p for p in active}
+        candidates = to_candidates(
+            matches, by_name, min_confidence=pset.guardrails.min_confidence, preferred_channels=prefs
+        )
+        summary.candidates = len(candidates)
+        lookback = max([pset.guardrails.budget.window, *(p.cooldown for p in active)])
+        state = guardrail_state(session, sorted({c.customer_id for c in candidates}), now, lookback)
+        decisions = decide(candidates, views, policy, state)
+        rows = [outbox_row(d, pset, ctx.settings) for d in decisions]
+        summary.enqueued = enqueue(session, rows, now=now)
+    for d in decisions:
+        summary.by_playbook[d.candidate.playbook][d.status] += 1
+        if d.guardrail:
+            summary.by_guardrail[d.guardrail] += 1
+    return summary
+
+
+def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
+    """Release a ``held`` decision from the approval queue: it becomes ``pending`` (sent when due)."""
+    with transaction(ctx.engine) as session:
+        row = session.get(OutboxMessage, outbox_id)
+        if row is None or row.status != "held":
+            return False
+        row.status, row.reason, row.next_attempt_at = (
+            "pending",
+            f"approved (was: {row.reason})"[:256],
+            _utc(now),
+        )
+    return True
+
+
+def held(ctx: Context, limit: int = 100) -> list[Mapping[str, Any]]:
+    """The approval queue: held decisions, oldest first."""
+    with transaction(ctx.engine) as session:
+        q = (
+            select(OutboxMessage.id, OutboxMessage.customer_id, OutboxMessage.playbook, OutboxMessage.reason)
+            .where(OutboxMessage.status == "held")
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in session.execute(q)]
