@@ -37,7 +37,7 @@ def write(tmp_path: Path, text: str, name: str = "pb.yaml") -> Path:
     return p
 
 
-# ---- files ---------------------------------------------------------------------------------------------------
+# ---- files ----
 
 
 def test_examples_cover_every_trip_wire_and_outages() -> None:
@@ -99,7 +99,8 @@ def test_unknown_kind_missing_template_duplicate_names_yaml_errors(tmp_path: Pat
         r"template no_such_template.sms.j2",
     ):
         load_playbooks(b)
-    ok = "playbooks:\n  - name: same\n    when: {kind: usage}\n    then: [{notify: {template: playbook_usage}}]\n"
+    ok = "playbooks:\n  - name: same\n    when: {kind: usage}\n"
+    ok += "    then: [{notify: {template: playbook_usage}}]\n"
     d1, d2 = write(tmp_path, ok, "d1.yaml"), write(tmp_path, ok, "d2.yaml")
     with pytest.raises(PlaybookError, match=r"d2.yaml:2: playbooks\[0\].name: expected a unique name"):
         load_playbooks(d1, d2)
@@ -134,7 +135,7 @@ def test_cli_check(tmp_path: Path) -> None:
     )
 
 
-# ---- the live run --------------------------------------------------------------------------------------------
+# ---- the live run ----
 
 PLAYBOOKS = """
 guardrails:

@@ -453,7 +453,8 @@ def parse_playbook_text(text: str, source: str = "<string>") -> tuple[PlaybookFi
                             source,
                             node.start_mark.line + 1 if node else 1,
                             _path(loc),
-                            f"expected a template {action.notify.template}.{channel}.j2 or {action.notify.template}.j2 in "
+                            f"expected a template {action.notify.template}.{channel}.j2 or "
+                            f"{action.notify.template}.j2 in "
                             f"{TEMPLATES_DIR} (not found)",
                         )
                     )
