@@ -94,14 +94,17 @@ class DeviceTripWire:
         tel = telemetry.filter(pl.col("attribute").is_in(watched)).select(
             "customer_id", "device_id", "attribute", "ts", pl.col("value").cast(pl.Float64)
         )
-        if "model" in telemetry.columns:
+        if "model" in telemetry.columns:  # the model as known at each reading (point-in-time, like the rest)
             models = (
                 telemetry.filter(pl.col("model").is_not_null())
-                .group_by("device_id")
-                .agg(pl.col("model").sort_by("ts").last())
+                .group_by("device_id", "ts")
+                .agg(pl.col("model").last())
+                .sort("ts")
             )
         else:
-            models = pl.DataFrame(schema={"device_id": pl.String, "model": pl.String})
+            models = pl.DataFrame(
+                schema={"device_id": pl.String, "ts": pl.Datetime("us", "UTC"), "model": pl.String}
+            )
         if tel.height == 0:
             return pl.DataFrame()
         keys = ["customer_id", "device_id", "attribute"]
@@ -169,7 +172,10 @@ class DeviceTripWire:
         per_device = per_device.with_columns(risk=1.0 - (-pl.col("total")).exp()).with_columns(
             fires=pl.col("rising") | (pl.col("risk") >= p.min_risk)
         )
-        return per_device.join(models, on="device_id", how="left").sort("customer_id", "device_id", "ts")
+        per_device = per_device.sort("ts").join_asof(
+            models, on="ts", by="device_id", strategy="backward", check_sortedness=False
+        )
+        return per_device.sort("customer_id", "device_id", "ts")
 
     def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
         """Every (device, reading time) the trip wire would fire at, in ``FINDINGS_SCHEMA``."""
