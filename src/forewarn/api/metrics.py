@@ -1,5 +1,123 @@
-"""API routes: metrics."""
+"""API routes: ``GET /metrics`` for Prometheus, and the JSON behind each dashboard page under ``/v1/metrics``.
 
-from fastapi import APIRouter
+>>> from fastapi import FastAPI
+>>> app = FastAPI(); app.include_router(router)
+>>> "/metrics" in {r.path for r in app.routes}
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import PlainTextResponse
+
+from forewarn.api.deps import get_ctx
+from forewarn.context import Context
+from forewarn.measure import views
+from forewarn.measure.metrics import outcome_metrics
+from forewarn.measure.ops import prometheus_text
+from forewarn.web.routes import resolve_period, signal_reader
 
 router = APIRouter()
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@router.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+def metrics(ctx: Context = Depends(get_ctx)) -> PlainTextResponse:
+    """Operator metrics in the Prometheus text exposition format."""
+    return PlainTextResponse(prometheus_text(ctx.engine), media_type=PROMETHEUS_TYPE)
+
+
+def _bucket(bucket: str) -> str:
+    if bucket not in ("day", "week"):
+        raise HTTPException(400, "bucket must be 'day' or 'week'")
+    return bucket
+
+
+@router.get("/v1/metrics/outcomes", tags=["metrics"])
+def outcomes(
+    ctx: Context = Depends(get_ctx),
+    start: str | None = Query(None, alias="from", description="first day (UTC), e.g. 2026-03-01"),
+    end: str | None = Query(None, alias="to", description="day after the last (exclusive)"),
+    segment: str | None = None,
+    bucket: str = "day",
+    window_days: int = Query(14, ge=1, le=365),
+) -> dict[str, Any]:
+    """Outcome metrics for a period and segment (default: the 30 days up to the newest activity)."""
+    period = resolve_period(ctx, start, end, segment)
+    return outcome_metrics(
+        ctx.engine, period, signals=signal_reader(ctx), bucket_size=_bucket(bucket), window_days=window_days
+    )
+
+
+@router.get("/v1/metrics/overview", tags=["metrics"])
+def overview(
+    ctx: Context = Depends(get_ctx),
+    start: str | None = Query(None, alias="from"),
+    end: str | None = Query(None, alias="to"),
+    segment: str | None = None,
+    bucket: str = "day",
+) -> dict[str, Any]:
+    """The overview page's data: outcome metrics plus what needs attention now."""
+    period = resolve_period(ctx, start, end, segment)
+    return views.overview_view(ctx.engine, period, signals=signal_reader(ctx), bucket_size=_bucket(bucket))
+
+
+@router.get("/v1/metrics/incidents", tags=["metrics"])
+def incidents(ctx: Context = Depends(get_ctx), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    """Recent incidents with notice progress (affected, queued, delivered, failed, tickets)."""
+    return views.incidents_view(ctx.engine, limit=limit)
+
+
+@router.get("/v1/metrics/incidents/{incident_id}", tags=["metrics"])
+def incident(
+    incident_id: int, ctx: Context = Depends(get_ctx), limit: int = Query(200, ge=0, le=5000)
+) -> dict[str, Any]:
+    """One incident: progress, notified customers, linked tickets."""
+    try:
+        return views.incident_view(ctx.engine, incident_id, limit=limit)
+    except views.NotFound as e:
+        raise HTTPException(404, str(e)) from None
+
+
+@router.get("/v1/metrics/findings", tags=["metrics"])
+def findings(
+    ctx: Context = Depends(get_ctx), kind: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> dict[str, Any]:
+    """Open findings ranked, and the customers most at risk."""
+    return views.findings_view(ctx.engine, kind=kind, limit=limit)
+
+
+@router.get("/v1/metrics/customers/{customer_id}", tags=["metrics"])
+def customer(customer_id: str, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """One customer's timeline of signals, findings, notices and tickets."""
+    try:
+        return views.customer_view(
+            ctx.engine, customer_id, signals=signal_reader(ctx), now=views.latest_activity(ctx.engine)
+        )
+    except views.NotFound as e:
+        raise HTTPException(404, str(e)) from None
+
+
+@router.get("/v1/metrics/outbox", tags=["metrics"])
+def outbox(
+    ctx: Context = Depends(get_ctx),
+    status: str | None = None,
+    channel: str | None = None,
+    before: int | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Outbox messages newest first, filtered by status and channel."""
+    try:
+        return views.outbox_view(ctx.engine, status=status, channel=channel, before_id=before, limit=limit)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+
+
+@router.get("/v1/metrics/playbooks", tags=["metrics"])
+def playbooks(ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+    """Playbooks: mode, decisions by status, recent decisions, backtest reports."""
+    return views.playbooks_view(ctx.engine, home=ctx.settings.home)

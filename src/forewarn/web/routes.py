@@ -1,0 +1,262 @@
+"""The dashboard: server-rendered Jinja2 pages with htmx for live parts. No Node build step.
+
+Pages: ``/`` (overview), ``/incidents``, ``/incidents/{id}``, ``/findings``, ``/customers/{id}``, ``/outbox``,
+``/playbooks``. The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
+
+>>> from fastapi import FastAPI
+>>> app = FastAPI(); app.include_router(router)
+>>> sorted(r.path for r in app.routes if getattr(r, "name", "").startswith("page_"))[:3]
+['/', '/customers/{customer_id}', '/findings']
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from forewarn import __version__
+from forewarn.api.deps import get_ctx
+from forewarn.context import Context
+from forewarn.measure import views
+from forewarn.measure.metrics import Period, SignalReader
+from forewarn.web import charts
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+STATIC_FILES = {"htmx.min.js": "text/javascript", "forewarn.css": "text/css"}
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+_readers_lock = threading.Lock()
+
+
+def signal_reader(ctx: Context) -> SignalReader | None:
+    """The context's signal store (thread-safe: a cursor per read), or None when it cannot be opened.
+
+    Without a signal store the pages still render from the state store and say what is missing.
+    """
+    with _readers_lock:
+        reader = ctx.__dict__.get("_dashboard_signals")
+        if reader is None:
+            try:
+                reader = ctx.signals
+            except Exception as e:  # e.g. another process holds the DuckDB file for writing
+                log.warning("signal store unavailable for the dashboard: %s", e)
+                reader = False
+            ctx.__dict__["_dashboard_signals"] = reader
+    return reader or None
+
+
+def default_period(ctx: Context, days: int = 30, segment: str | None = None) -> Period:
+    """The ``days`` up to the newest activity in the store (a simulated history need not end today)."""
+    latest = views.latest_activity(ctx.engine)
+    return Period.last(days, now=latest, segment=segment) if latest else Period.last(days, segment=segment)
+
+
+def resolve_period(
+    ctx: Context, start: str | None, end: str | None, segment: str | None, days: int = 30
+) -> Period:
+    """A period from optional ``from``/``to`` query values; a clear 400 for bad input."""
+    try:
+        if start and end:
+            return Period.parse(start, end, segment)
+        base = default_period(ctx, days, segment)
+        if start:
+            return Period.parse(start, base.end, segment)
+        if end:
+            e = Period.parse(end, "9999-12-31").start
+            return Period(e - timedelta(days=days), e, segment or None)
+        return base
+    except ValueError as e:
+        raise HTTPException(400, f"bad period: {e} (expected from/to as dates such as 2026-03-01)") from None
+
+
+# ---- template helpers -------------------------------------------------------------------------------------
+
+
+def _dt(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return "" if value is None else str(value)
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _dur(seconds: Any) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(float(seconds)))
+    neg, s = s < 0, abs(s)
+    d, rem = divmod(s, 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    text = f"{d}d {h}h" if d else f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
+    return ("-" if neg else "") + text
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[str, float]]:
+    return [(r["bucket"], float(r[key] or 0)) for r in rows]
+
+
+templates.env.filters.update(dt=_dt, num=_num, pct=_pct, dur=_dur, series=_series)
+templates.env.globals.update(version=__version__, line_chart=charts.line_chart, bar_chart=charts.bar_chart)
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+# ---- pages ------------------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse, name="page_overview")
+def overview(
+    request: Request,
+    ctx: Context = Depends(get_ctx),
+    start: str | None = Query(None, alias="from"),
+    end: str | None = Query(None, alias="to"),
+    segment: str | None = None,
+    bucket: str = "day",
+) -> HTMLResponse:
+    if bucket not in ("day", "week"):
+        raise HTTPException(400, "bucket must be 'day' or 'week'")
+    period = resolve_period(ctx, start, end, segment)
+    data = views.overview_view(ctx.engine, period, signals=signal_reader(ctx), bucket_size=bucket)
+    shown_end = period.end - timedelta(days=1)
+    form = {
+        "from": period.start.date().isoformat(),
+        "to": period.end.date().isoformat(),
+        "to_inclusive": shown_end.date().isoformat(),
+        "segment": segment or "",
+        "bucket": bucket,
+    }
+    return render(request, "overview.html", {"page": "overview", "d": data, "form": form})
+
+
+@router.get("/incidents", response_class=HTMLResponse, name="page_incidents")
+def incidents(request: Request, ctx: Context = Depends(get_ctx), partial: bool = False) -> HTMLResponse:
+    data = views.incidents_view(ctx.engine)
+    name = "_incident_rows.html" if partial else "incidents.html"
+    return render(request, name, {"page": "incidents", "d": data})
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse, name="page_incident")
+def incident(request: Request, incident_id: int, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    try:
+        data = views.incident_view(ctx.engine, incident_id)
+    except views.NotFound as e:
+        return render(request, "error.html", {"page": "incidents", "message": str(e)}, status_code=404)
+    return render(request, "incident.html", {"page": "incidents", "d": data})
+
+
+@router.get("/incidents/{incident_id}/progress", response_class=HTMLResponse, name="incident_progress")
+def incident_progress(request: Request, incident_id: int, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    try:
+        data = views.incident_view(ctx.engine, incident_id, limit=0)
+    except views.NotFound as e:
+        raise HTTPException(404, str(e)) from None
+    return render(request, "_progress.html", {"d": data})
+
+
+@router.get("/findings", response_class=HTMLResponse, name="page_findings")
+def findings(request: Request, ctx: Context = Depends(get_ctx), kind: str | None = None) -> HTMLResponse:
+    data = views.findings_view(ctx.engine, kind=kind or None)
+    return render(request, "findings.html", {"page": "findings", "d": data, "kind": kind or ""})
+
+
+@router.get("/customers/{customer_id}", response_class=HTMLResponse, name="page_customer")
+def customer(request: Request, customer_id: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    try:
+        data = views.customer_view(
+            ctx.engine, customer_id, signals=signal_reader(ctx), now=views.latest_activity(ctx.engine)
+        )
+    except views.NotFound as e:
+        return render(request, "error.html", {"page": "findings", "message": str(e)}, status_code=404)
+    return render(request, "customer.html", {"page": "customers", "d": data})
+
+
+@router.get("/outbox", response_class=HTMLResponse, name="page_outbox")
+def outbox(
+    request: Request,
+    ctx: Context = Depends(get_ctx),
+    status: str | None = None,
+    channel: str | None = None,
+    before: int | None = None,
+    retried: int | None = None,
+    not_retried: int | None = None,
+) -> HTMLResponse:
+    try:
+        data = views.outbox_view(ctx.engine, status=status or None, channel=channel or None, before_id=before)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+    next_url = None
+    if data["next_before_id"]:
+        q = {k: v for k, v in (("status", status), ("channel", channel)) if v}
+        next_url = "/outbox?" + urlencode(q | {"before": data["next_before_id"]})
+    return render(
+        request,
+        "outbox.html",
+        {"page": "outbox", "d": data, "next_url": next_url, "retried": retried, "not_retried": not_retried},
+    )
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser POST from another site carries its Origin; refuse it (no cross-site retries)."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+
+
+@router.post("/outbox/{outbox_id}/retry", name="outbox_retry")
+def outbox_retry(
+    request: Request,
+    outbox_id: int,
+    ctx: Context = Depends(get_ctx),
+    back: str = Form("/outbox?status=dead"),
+) -> Response:
+    if not _same_origin(request):
+        raise HTTPException(403, "cross-site request refused")
+    ok = views.retry_dead_letter(ctx.engine, outbox_id)
+    if not back.startswith("/outbox"):
+        back = "/outbox"
+    sep = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{sep}{'retried' if ok else 'not_retried'}={outbox_id}", status_code=303)
+
+
+@router.get("/playbooks", response_class=HTMLResponse, name="page_playbooks")
+def playbooks(request: Request, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    data = views.playbooks_view(ctx.engine, home=ctx.settings.home)
+    return render(request, "playbooks.html", {"page": "playbooks", "d": data})
+
+
+@router.get("/static/{name}", name="static")
+def static(name: str) -> FileResponse:
+    if name not in STATIC_FILES:
+        raise HTTPException(404, f"no static file {name!r}")
+    return FileResponse(
+        STATIC / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "public, max-age=3600"}
+    )
