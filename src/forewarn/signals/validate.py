@@ -1,0 +1,173 @@
+"""Vectorised validation of raw signal rows, as DuckDB SQL built from the kind's schema.
+
+Raw rows come from any reader (CSV and JSONL as text, Parquet with its own types). :func:`checked_sql` turns a
+relation of raw rows into one with the kind's typed columns plus, per field, an error code that is NULL when
+the value is fine. Only the (few) bad rows are ever looked at in Python, to word their errors.
+
+Accepted values: numbers as numbers or numeric text; timestamps as ISO-8601 text (no zone means UTC) or epoch
+numbers (seconds; values beyond 1e11 are read as milliseconds and beyond 1e14 as microseconds); dates as
+``YYYY-MM-DD`` (a timestamp is cut to its date); invoice ``lines`` as a JSON list (a JSON string in CSV).
+
+>>> import duckdb
+>>> from forewarn.signals.schema import KINDS
+>>> con = duckdb.connect()
+>>> _ = con.execute("SET TimeZone = 'UTC'")
+>>> src = "SELECT * FROM (VALUES (2, 'e1', 'c1', '2026-01-01', 'data_gb', '1.5'), " \\
+...       "(3, 'e2', 'c1', 'yesterday', 'data_gb', 'lots')) AS t(__row, event_id, customer_id, ts, metric, value)"
+>>> types = {"event_id": "VARCHAR", "customer_id": "VARCHAR", "ts": "VARCHAR", "metric": "VARCHAR",
+...          "value": "VARCHAR"}
+>>> sql = checked_sql(KINDS["usage"], src, types)
+>>> con.execute(f"SELECT __row, __ok, __e_ts, __e_value FROM ({sql}) ORDER BY __row").fetchall()
+[(2, True, None, None), (3, False, 2, 2)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forewarn.signals.schema import DUCKDB_TYPES, Field, SignalKind
+
+# error codes in the __e_<field> columns
+MISSING, MALFORMED, NOT_A_CHOICE, UNKNOWN_CUSTOMER = 1, 2, 3, 4
+
+TEXT_TYPES = {"VARCHAR", "JSON", "BLOB"}
+NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER")
+NUMERIC_PREFIXES += ("UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem with one value of one row: where it is, what was expected and what was found."""
+
+    file: str
+    line: int | None  # 1-based: CSV counts its header as line 1; Parquet gives the row number; API the index
+    field: str
+    expected: str
+    got: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        got = "nothing" if self.got is None else repr(_clip(self.got))
+        return f"{where}: field {self.field!r}: {self.message}; expected {self.expected}, got {got}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "field": self.field,
+            "expected": self.expected,
+            "got": self.got,
+            "message": self.message,
+        }
+
+
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _is_text(t: str) -> bool:
+    return t.upper() in TEXT_TYPES
+
+
+def _is_numeric(t: str) -> bool:
+    return t.upper().startswith(NUMERIC_PREFIXES)
+
+
+def _epoch(v: str) -> str:
+    """SQL turning epoch number ``v`` (seconds, or milliseconds / microseconds by magnitude) into TIMESTAMPTZ."""
+    scaled = f"(CASE WHEN abs({v}) < 1e11 THEN {v} WHEN abs({v}) < 1e14 THEN {v} / 1e3 ELSE {v} / 1e6 END)"
+    return f"(CASE WHEN isfinite({v}) THEN to_timestamp({scaled}) END)"
+
+
+def typed_expr(f: Field, col: str, source_type: str | None) -> str:
+    """SQL for field ``f`` converted from column ``col`` of ``source_type`` (None: column absent); NULL if bad."""
+    target = DUCKDB_TYPES[f.type]
+    if source_type is None:
+        return f"CAST(NULL AS {target})"
+    text = _is_text(source_type)
+    x = f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')" if text else col
+    if f.type == "str":
+        return x if text else f"CAST({col} AS VARCHAR)"
+    if f.type == "float":
+        v = f"TRY_CAST({x} AS DOUBLE)"
+        return f"(CASE WHEN isfinite({v}) THEN {v} END)"
+    if f.type in ("int", "bool"):
+        return f"TRY_CAST({x} AS {target})"
+    if f.type == "timestamp":
+        if text:
+            return f"COALESCE(TRY_CAST({x} AS TIMESTAMPTZ), {_epoch(f'TRY_CAST({x} AS DOUBLE)')})"
+        if _is_numeric(source_type):
+            return _epoch(f"CAST({col} AS DOUBLE)")
+        return f"TRY_CAST({col} AS TIMESTAMPTZ)"
+    if f.type == "date":
+        if text:
+            return f"COALESCE(TRY_CAST({x} AS DATE), CAST(TRY_CAST({x} AS TIMESTAMPTZ) AS DATE))"
+        return f"TRY_CAST({col} AS DATE)"
+    if f.type == "lines":
+        if text:
+            return f"TRY_CAST(TRY_CAST({x} AS JSON) AS {target})"
+        return f"TRY_CAST({col} AS {target})"
+    raise ValueError(f"no conversion for field type {f.type!r}")
+
+
+def present_expr(col: str, source_type: str | None) -> str:
+    """SQL true when the raw value was given (not NULL, not empty text)."""
+    if source_type is None:
+        return "FALSE"
+    if _is_text(source_type):
+        return f"({col} IS NOT NULL AND TRIM(CAST({col} AS VARCHAR)) <> '')"
+    return f"({col} IS NOT NULL)"
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str]) -> str:
+    """SQL over ``source_sql`` (raw rows with a ``__row`` column) giving typed fields and error codes.
+
+    Output columns: ``__row``, each field of ``kind`` typed, ``__raw_<field>`` (the raw value as text, for
+    error messages), ``__e_<field>`` (NULL, or MISSING / MALFORMED / NOT_A_CHOICE) and ``__ok``. A source
+    column ``__malformed`` (non-NULL for a row the reader could not parse) is passed through and fails the row.
+    """
+    inner, outer, codes = ["__row"], ["*"], []
+    for f in kind.all_fields:
+        st = source_types.get(f.name)
+        col = f"src.{q(f.name)}"
+        inner.append(f"{typed_expr(f, col, st)} AS {q(f.name)}")
+        inner.append(f"{present_expr(col, st)} AS {q('__p_' + f.name)}")
+        inner.append(f"{'CAST(' + col + ' AS VARCHAR)' if st else 'CAST(NULL AS VARCHAR)'} AS {q('__raw_' + f.name)}")
+        v, p = q(f.name), q("__p_" + f.name)
+        cases = [f"WHEN {p} AND {v} IS NULL THEN {MALFORMED}"]
+        if f.required:
+            cases.append(f"WHEN {v} IS NULL THEN {MISSING}")
+        if f.choices:
+            cases.append(f"WHEN {v} NOT IN ({', '.join(_literal(c) for c in f.choices)}) THEN {NOT_A_CHOICE}")
+        code = q("__e_" + f.name)
+        outer.append(f"CAST(CASE {' '.join(cases)} END AS TINYINT) AS {code}")
+        codes.append(code)
+    if "__malformed" in source_types:  # the reader could not parse the row at all (a JSONL line that is not JSON)
+        inner.append("src.__malformed")
+        codes.append("__malformed")
+    ok = " AND ".join(f"{c} IS NULL" for c in codes)
+    return (
+        f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM (SELECT {', '.join(inner)} FROM ({source_sql}) AS src)"
+    )
+
+
+def describe(kind: SignalKind, fld: str, code: int) -> tuple[str, str]:
+    """(message, expected) for error ``code`` on field ``fld`` of ``kind``."""
+    if fld == "customer_id" and code == UNKNOWN_CUSTOMER:
+        return "unknown customer", "the id of a customer in the state store (or --unknown-customers create)"
+    f = kind.field(fld)
+    if code == MISSING:
+        return "required value missing", f.expected
+    if code == NOT_A_CHOICE:
+        return "not an accepted value", f.expected
+    return f"not {'a valid ' + f.type if f.type != 'lines' else 'valid line items'}", f.expected
