@@ -165,10 +165,17 @@ def _claim_stmt(
         sub = sub.where(cand.c.channel.in_(list(channels)))
     sub = sub.order_by(cand.c.next_attempt_at).limit(limit)
     if dialect == "postgresql":
-        sub = sub.with_for_update(skip_locked=True, of=cand)
+        # a materialised CTE, not ``id IN (sub-select)``: PostgreSQL may re-run an IN sub-select per outer row,
+        # and with SKIP LOCKED each re-run finds new rows, so the LIMIT would not hold
+        due = sub.with_for_update(skip_locked=True, of=cand).cte("due").prefix_with("MATERIALIZED")
+        # (rows are locked, so no status re-check; joining on id alone keeps the plan a primary-key lookup
+        # even when the statistics of a just-filled outbox are stale)
+        where = [TABLE.c.id == due.c.id]
+    else:
+        where = [TABLE.c.id.in_(sub.scalar_subquery()), TABLE.c.status == status]
     return (
         update(TABLE)
-        .where(TABLE.c.id.in_(sub.scalar_subquery()), TABLE.c.status == status)
+        .where(*where)
         .values(
             status="sending",
             next_attempt_at=lease_until,
