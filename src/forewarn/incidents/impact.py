@@ -88,23 +88,10 @@ def _load_active(session: Session, ids: Iterable[str]) -> None:
 
 
 def active_customer_ids(ctx: Context, days: int, now: datetime | None = None) -> list[str]:
-    """Customers with any usage signal in the ``days`` before ``now`` (point in time: nothing after ``now``).
-
-    Reads the signal store's ``signal_usage`` table; returns ``[]`` when there is no usage history yet.
-    """
+    """Customers with any usage signal in the ``days`` before ``now`` (point in time: nothing after ``now``)."""
     now = utc(now)
-    since = now - timedelta(days=days)
-    store = ctx.signals
-    con = getattr(store, "con", None) or getattr(store, "connection", None) or getattr(store, "_con", None)
-    if con is None:
-        raise RuntimeError("the signal store exposes no DuckDB connection (expected .con)")
-    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "signal_usage" not in tables:
-        return []
-    rows = con.execute(
-        "SELECT DISTINCT customer_id FROM signal_usage WHERE ts > ? AND ts <= ?", [since, now]
-    ).fetchall()
-    return [r[0] for r in rows]
+    frame = ctx.signals.read("usage", start=now - timedelta(days=days), end=now, columns=["customer_id"])
+    return frame["customer_id"].unique().to_list()
 
 
 def affected_count(session: Session, incident_id: int) -> int:

@@ -145,30 +145,44 @@ def incident_metrics(
     )
 
 
-def contacts_avoided(truth: Any, notices: Any) -> dict[str, Any] | None:
-    """Contacts avoided against the simulator's no-notice baseline, or ``None`` without the simulator.
+def contacts_avoided(
+    session: Session, incident_id: int, truth: Any, cause_id: str, *, delivered_only: bool = True
+) -> dict[str, Any]:
+    """On simulated data: inbound contacts the incident's notices avoided, against the no-notice baseline.
 
-    ``truth`` is the simulator's ground truth and ``notices`` the notices as sent (customer, time); the
-    simulator answers how many contacts its customers would make given those notices and given none.
+    ``truth`` is the simulator's ground truth, ``cause_id`` the simulated outage this incident is about. Each
+    affected customer's first notice (delivered; or queued when ``delivered_only`` is false) is handed to
+    ``forewarn.sim.reactions.contacts_given_notices``, which says which caused contacts would still happen.
     """
-    try:
-        from forewarn.sim.reactions import contacts_given_notices  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    with_notices = contacts_given_notices(truth, notices)
-    without = contacts_given_notices(truth, notices[:0] if hasattr(notices, "__getitem__") else [])
-    n_with = _count(with_notices)
-    n_without = _count(without)
+    import polars as pl
+
+    from forewarn.sim.reactions import contacts_given_notices
+
+    column = OutboxMessage.sent_at if delivered_only else OutboxMessage.created_at
+    rows = session.execute(
+        select(OutboxMessage.customer_id, func.min(column))
+        .where(
+            OutboxMessage.incident_id == incident_id,
+            OutboxMessage.ticket_id.is_(None),
+            OutboxMessage.status != "suppressed",
+            column.is_not(None),
+        )
+        .group_by(OutboxMessage.customer_id)
+    ).all()
+    notices = pl.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "cause_id": [cause_id] * len(rows),
+            "notified_at": [r[1] for r in rows],
+        },
+        schema={"customer_id": pl.String, "cause_id": pl.String, "notified_at": pl.Datetime("us", "UTC")},
+    )
+    caused = truth.filter((pl.col("type") == "contact") & (pl.col("cause") == cause_id))
+    kept = contacts_given_notices(truth, notices).filter(pl.col("cause") == cause_id)
     return {
-        "contacts_with_notices": n_with,
-        "contacts_without_notices": n_without,
-        "avoided": n_without - n_with,
+        "cause_id": cause_id,
+        "notices": len(rows),
+        "contacts_without_notices": caused.height,
+        "contacts_with_notices": kept.height,
+        "avoided": caused.height - kept.height,
     }
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    if hasattr(value, "height"):
-        return int(value.height)
-    return len(value)

@@ -1,0 +1,78 @@
+"""Service-level anomaly -> incident, with the detection time as started_at; point in time; idempotent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from forewarn.incidents.from_signals import apply_events, service_events
+from forewarn.incidents.service import list_incidents
+from forewarn.state.db import transaction
+from incident_helpers import T0, outbox, seed_isp
+
+STEP = timedelta(minutes=5)
+
+
+def health(n: int = 120, outage: tuple[int, int] = (80, 95)) -> pl.DataFrame:
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(n):
+        ts = T0 + i * STEP
+        down = outage[0] <= i < outage[1]
+        for region, base in (("north", 1000.0), ("south", 800.0)):
+            hit = down and region == "north"
+            req = base * (0.2 if hit else 1) * (1 + 0.03 * rng.standard_normal())
+            err = (0.25 if hit else 0.01) * (1 + 0.2 * rng.standard_normal())
+            rows += [
+                {
+                    "event_id": f"{i}-{region}-r",
+                    "ts": ts,
+                    "service_id": "internet",
+                    "region": region,
+                    "metric": "requests",
+                    "value": req,
+                },
+                {
+                    "event_id": f"{i}-{region}-e",
+                    "ts": ts,
+                    "service_id": "internet",
+                    "region": region,
+                    "metric": "error_rate",
+                    "value": err,
+                },
+            ]
+    return pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+
+
+def test_outage_detected_in_the_right_region_and_resolved() -> None:
+    events = service_events(health())
+    assert [(e.kind, e.region) for e in events] == [("open", "north"), ("resolve", "north")]
+    opened, resolved = events
+    assert opened.ts == T0 + 81 * STEP  # confirmed on the second bad point
+    assert set(opened.evidence) == {"requests", "error_rate"}
+    assert resolved.ts == T0 + 95 * STEP  # the first healthy point
+
+
+def test_point_in_time_no_future_rows_change_the_past() -> None:
+    full = health()
+    cut = T0 + 85 * STEP
+    assert service_events(full, as_of=cut) == service_events(full.filter(pl.col("ts") <= cut))
+    assert [e.kind for e in service_events(full, as_of=cut)] == ["open"]
+    assert service_events(full, as_of=T0 + 80 * STEP) == []  # one bad point is not yet an outage
+
+
+def test_apply_opens_with_detection_time_and_is_idempotent(ctx) -> None:
+    seed_isp(ctx.engine)
+    events = service_events(health())
+    for _ in range(2):
+        with transaction(ctx.engine) as s:
+            apply_events(s, events)
+    with transaction(ctx.engine) as s:
+        [inc] = list_incidents(s)
+        assert inc.source == "detector" and inc.status == "resolved"
+        assert inc.started_at == T0 + 81 * STEP and inc.resolved_at == T0 + 95 * STEP
+        assert {(sc.service_id, sc.region) for sc in inc.scopes} == {("internet", "north")}
+    templates = [m.payload["template"] for m in outbox(ctx.engine, inc.id) if m.customer_id == "C00"]
+    assert templates == ["incident_open", "incident_resolved"]
