@@ -254,7 +254,7 @@ class SmtpReceiver:
                     and data.login.decode() == user
                     and data.password.decode() == password
                 )
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
 
             kwargs.update(authenticator=authenticator, auth_require_tls=tls_context is not None)
         if tls_context is not None:
