@@ -274,12 +274,19 @@ def _summarise(kind: str, r: dict[str, Any]) -> str:
     return kind
 
 
+# Metered kinds arrive daily or faster: the timeline shows their latest readings, a chart shows the rest.
+METERED = {"usage": "metric", "telemetry": "attribute"}
+METERED_ON_TIMELINE = 3
+
+
 def _customer_signals(
     signals: SignalReader | None, customer_id: str, since: datetime, per_kind: int
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """Timeline events from the signal store, and a daily series per metered metric."""
     if signals is None:
-        return [], "the signal store is not available"
+        return [], [], "the signal store is not available"
     out: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
     for kind in KINDS:
         if kind == "service_metric":
             continue
@@ -292,9 +299,23 @@ def _customer_signals(
             frame = pl.from_arrow(frame)  # type: ignore[assignment]
         if frame.height == 0:
             continue
-        for r in frame.sort("ts", descending=True).head(per_kind).iter_rows(named=True):
+        frame = frame.sort("ts", descending=True)
+        key = METERED.get(kind)
+        if key is not None:
+            # usage adds up over a day; a telemetry reading is a level, so the day's last one stands
+            agg = pl.col("value").sum() if kind == "usage" else pl.col("value").first()
+            daily = (
+                frame.group_by(key, pl.col("ts").dt.date().alias("day"))
+                .agg(agg.alias("value"))
+                .sort(key, "day")
+            )
+            for (name,), part in daily.group_by(key, maintain_order=True):
+                pts = [(d.isoformat(), float(v)) for d, v in part.select("day", "value").iter_rows()]
+                series.append({"kind": kind, "name": name, "points": pts, "mean": part["value"].mean()})
+            frame = frame.group_by(key, maintain_order=True).head(METERED_ON_TIMELINE)
+        for r in frame.head(per_kind).iter_rows(named=True):
             out.append({"at": r["ts"], "type": "signal", "kind": kind, "text": _summarise(kind, r)})
-    return out, None
+    return out, series, None
 
 
 def customer_view(
@@ -370,11 +391,17 @@ def customer_view(
             )
         ]
     since = (now or datetime.now(UTC)) - timedelta(days=days)
-    sig, note = _customer_signals(signals, customer_id, since, per_kind=limit)
+    sig, series, note = _customer_signals(signals, customer_id, since, per_kind=limit)
     events += sig
     events.sort(key=lambda e: e["at"], reverse=True)
     events = [{k: _iso(v) for k, v in e.items()} for e in events[:limit]]
-    return {"customer": _row(cust), "incidents": incidents, "timeline": events, "signals_note": note}
+    return {
+        "customer": _row(cust),
+        "incidents": incidents,
+        "series": series,
+        "timeline": events,
+        "signals_note": note,
+    }
 
 
 def outbox_view(

@@ -1,0 +1,337 @@
+"""The dashboard in a real browser: Debian's headless chromium driven over the DevTools protocol.
+
+A real uvicorn server on a free loopback port serves a seeded store; every page must load without console
+errors, exceptions or failed requests, on a laptop-sized and a phone-sized screen. Screenshots are kept
+under ``test-output/screenshots/``. A click-through opens an incident, sees its notified customers and opens
+one customer's timeline; another retries a dead letter with its button.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from forewarn.config import Settings
+from forewarn.context import Context
+from forewarn.measure import synthetic
+from forewarn.state.db import upgrade
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+LAPTOP = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        "chromium is not installed (apt-get install chromium); the browser tests need it",
+        allow_module_level=True,
+    )
+websockets_sync = pytest.importorskip(
+    "websockets.sync.client", reason="the browser tests need the websockets package (the test extra)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CDP:
+    """A minimal DevTools protocol client for one page: commands, and the events we care about."""
+
+    def __init__(self, ws_url: str) -> None:
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            websockets_sync.connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10)
+        )
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, method: str, timeout: float = 20, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        mid = self.next_id
+        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_for(self, method: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for i, e in enumerate(self.events):
+            if e["method"] == method:
+                return self.events.pop(i)
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if msg.get("method") == method:
+                return msg
+            if "method" in msg:
+                self.events.append(msg)
+
+    def drain(self, seconds: float = 0.2) -> None:
+        """Collect events that arrive in the next moment (late console messages)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                msg = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            except TimeoutError:
+                return
+            if "method" in msg:
+                self.events.append(msg)
+
+    def eval(self, expression: str) -> Any:
+        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"{expression}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def goto(self, url: str) -> None:
+        self.events = [e for e in self.events if e["method"] != "Page.loadEventFired"]
+        self.send("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+
+    def click_and_wait(self, selector: str) -> None:
+        """Click the element (a link or a submit button) and wait for the next page to load."""
+        self.events = [e for e in self.events if e["method"] != "Page.loadEventFired"]
+        found = self.eval(
+            f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
+            " if (!el) return false; el.click(); return true; })()"
+        )
+        assert found, f"nothing matches {selector}"
+        self.wait_for("Page.loadEventFired")
+
+    def problems(self) -> list[str]:
+        """Console errors, uncaught exceptions and failed loads seen so far (and forget them)."""
+        self.drain()
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e["method"] == "Runtime.exceptionThrown":
+                out.append(f"exception: {p['exceptionDetails'].get('text')} {p['exceptionDetails']}")
+            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append(f"console.{p['type']}: {[a.get('value') for a in p.get('args', [])]}")
+            elif e["method"] == "Log.entryAdded" and p["entry"]["level"] == "error":
+                out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+            elif e["method"] == "Network.loadingFailed" and not p.get("canceled"):
+                out.append(f"failed request: {p.get('errorText')}")
+            elif e["method"] == "Network.responseReceived" and p["response"]["status"] >= 400:
+                out.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
+        self.events = []
+        return out
+
+    def screenshot(self, name: str) -> Path:
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)[
+            "data"
+        ]
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """uvicorn on a free loopback port, serving a seeded store (synthetic history, 400 customers)."""
+    import uvicorn
+
+    from forewarn.api.app import create_app
+
+    home = Path(tempfile.mkdtemp(prefix="fw-browser-"))
+    url = f"sqlite:///{home / 'state.db'}"
+    upgrade(url)
+    ctx = Context(Settings(home=home, database_url=url))
+    synthetic.build(ctx.engine, ctx.signals, customers=400, n_signals=30_000, days=60)
+    port = free_port()
+    config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("uvicorn did not start")
+    yield base
+    srv.should_exit = True
+    thread.join(timeout=10)
+    ctx.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[CDP]:
+    profile = tempfile.mkdtemp(prefix="fw-chromium-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            f"--remote-debugging-port={port}",
+            "--remote-allow-origins=*",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ws_url = None
+        for _ in range(150):
+            try:
+                pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=1).json()
+                ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p.get("type") == "page")
+                break
+            except (httpx.HTTPError, StopIteration, ValueError):
+                time.sleep(0.1)
+        if ws_url is None:
+            pytest.fail("chromium did not open its DevTools port")
+        cdp = CDP(ws_url)
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.send(f"{domain}.enable")
+        cdp.send("Emulation.setDeviceMetricsOverride", **LAPTOP)
+        yield cdp
+        cdp.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+PAGES = {
+    "overview": "/",
+    "incidents": "/incidents",
+    "incident": "/incidents/1",
+    "findings": "/findings",
+    "customer": "/customers/C0000001",
+    "outbox": "/outbox",
+    "outbox-dead": "/outbox?status=dead",
+    "playbooks": "/playbooks",
+}
+
+
+@pytest.mark.parametrize("device", ["laptop", "phone"])
+def test_every_page_loads_without_errors(server: str, browser: CDP, device: str) -> None:
+    browser.send("Emulation.setDeviceMetricsOverride", **(LAPTOP if device == "laptop" else PHONE))
+    try:
+        for name, path in PAGES.items():
+            browser.goto(server + path)
+            assert browser.eval("document.querySelector('h1') !== null"), f"{path} has no heading"
+            assert browser.eval("typeof htmx") == "object", f"{path}: htmx did not load"
+            assert browser.eval("document.documentElement.lang") == "en"
+            # nothing wider than the screen except inside a scrolling table wrapper
+            width = browser.eval("document.documentElement.scrollWidth")
+            viewport = browser.eval("window.innerWidth")
+            assert width <= viewport + 1, f"{path} is {width}px wide on a {viewport}px {device} screen"
+            shot = browser.screenshot(f"{device}-{name}")
+            assert shot.stat().st_size > 5000
+            problems = browser.problems()
+            assert problems == [], f"{path} on {device}: {problems}"
+    finally:
+        browser.send("Emulation.setDeviceMetricsOverride", **LAPTOP)
+
+
+def test_form_controls_are_labelled_and_keyboard_reachable(server: str, browser: CDP) -> None:
+    for path in ("/", "/outbox", "/findings"):
+        browser.goto(server + path)
+        unlabelled = browser.eval(
+            "[...document.querySelectorAll('input:not([type=hidden]), select')]"
+            ".filter(e => !e.closest('label') && !e.getAttribute('aria-label')).length"
+        )
+        assert unlabelled == 0, f"{path} has {unlabelled} unlabelled form controls"
+    browser.goto(server + "/")
+    browser.send("Input.dispatchKeyEvent", type="keyDown", key="Tab", code="Tab", windowsVirtualKeyCode=9)
+    browser.send("Input.dispatchKeyEvent", type="keyUp", key="Tab", code="Tab", windowsVirtualKeyCode=9)
+    assert browser.eval("document.activeElement.className") == "skip"  # first Tab: "Skip to content"
+    assert browser.eval("document.querySelector('svg.chart[role=img] title') !== null")
+    assert browser.problems() == []
+
+
+def test_click_through_incident_to_customer_timeline(server: str, browser: CDP) -> None:
+    browser.goto(server + "/incidents")
+    first = browser.eval("document.querySelector('#incident-rows a').getAttribute('href')")
+    browser.click_and_wait("#incident-rows a")
+    assert browser.eval("location.pathname") == first
+    notified = browser.eval(
+        "[...document.querySelectorAll('#notified-customers tbody tr')]"
+        ".filter(r => r.textContent.includes('sent')).length"
+    )
+    assert notified > 0, "the incident page lists no notified customers"
+    progress = browser.eval("document.querySelector('#progress').getAttribute('hx-trigger')")
+    assert progress.startswith("every"), "the notice progress is not polled"
+    browser.screenshot("click-1-incident")
+    name = browser.eval("document.querySelector('#notified-customers tbody tr a').textContent")
+    browser.click_and_wait("#notified-customers tbody tr a")
+    assert browser.eval("location.pathname").startswith("/customers/")
+    assert browser.eval("document.querySelector('h1').textContent") == name
+    kinds = browser.eval("[...document.querySelectorAll('#timeline .badge')].map(b => b.textContent)")
+    assert "notice" in kinds, f"the timeline has no notice: {kinds}"
+    assert "signal" in kinds, f"the timeline has no signals: {kinds}"
+    browser.screenshot("click-2-customer")
+    assert browser.problems() == []
+
+
+def test_retry_a_dead_letter(server: str, browser: CDP) -> None:
+    browser.goto(server + "/outbox?status=dead")
+    before = browser.eval("document.querySelectorAll('tbody button').length")
+    assert before > 0
+    msg_id = browser.eval("document.querySelector('tbody tr td').textContent.trim()")
+    browser.click_and_wait("tbody button")
+    assert browser.eval("document.querySelector('.flash.ok').textContent").startswith(f"Message {msg_id}")
+    ids = browser.eval(
+        "[...document.querySelectorAll('tbody tr td:first-child')].map(t => t.textContent.trim())"
+    )
+    assert msg_id not in ids  # no longer dead
+    status = httpx.get(f"{server}/v1/metrics/outbox", params={"status": "pending", "limit": 1000}).json()
+    assert int(msg_id) in [m["id"] for m in status["messages"]]
+    browser.screenshot("outbox-after-retry")
+    assert browser.problems() == []
+
+
+def test_the_error_check_catches_errors(server: str, browser: CDP) -> None:
+    """The checks above would fail on a broken page: console errors, exceptions and HTTP errors all count."""
+    browser.goto("data:text/html,<script>console.error('boom'); undefinedFunction();</script>")
+    problems = browser.problems()
+    assert any("boom" in p for p in problems) and any("exception" in p for p in problems), problems
+    browser.goto(server + "/incidents/999999")
+    assert any("HTTP 404" in p for p in browser.problems())
