@@ -1,4 +1,4 @@
-"""Readers for signal files (CSV, JSONL, Parquet): raw rows in bounded Arrow chunks, each with its line number.
+"""Readers for signal files (CSV, JSONL, Parquet): raw rows in bounded Arrow chunks, with line numbers.
 
 A reader does not judge values; it hands raw rows to validation (``forewarn.signals.validate``) with a
 ``__row`` column locating each row in its file: the 1-based line for CSV (the header is line 1) and JSONL, the
@@ -57,7 +57,9 @@ def file_format(path: Path) -> str:
     """
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise UnsupportedFile(f"{path}: unsupported file type {path.suffix!r}; expected one of {', '.join(FORMATS)}")
+        raise UnsupportedFile(
+            f"{path}: unsupported file type {path.suffix!r}; expected one of {', '.join(FORMATS)}"
+        )
     return fmt
 
 
@@ -114,8 +116,7 @@ class ParquetReader(Reader):
             yield t, n
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for i, rec in enumerate(pq.read_table(self.path).to_pylist(), start=1):
-            yield i, rec
+        yield from enumerate(pq.read_table(self.path).to_pylist(), start=1)
 
 
 class _CountingFile(io.RawIOBase):
@@ -206,7 +207,7 @@ def _with_rows(batches: list[pa.RecordBatch], first: int) -> tuple[pa.Table, int
 
 
 class JsonlReader(Reader):
-    """JSON Lines: one object per line. Each chunk is the raw lines (``__doc``); DuckDB extracts the fields."""
+    """JSON Lines: one object per line. A chunk holds the raw lines (``__doc``); DuckDB extracts fields."""
 
     format = "jsonl"
 
@@ -258,7 +259,7 @@ class JsonlReader(Reader):
             f"SELECT __row, {', '.join(cols)}, CASE WHEN __d IS NULL THEN __doc END AS __malformed FROM ("
             f"SELECT __row, __doc, __d, json_extract_string(__d, {paths}) AS __v FROM ("
             f"SELECT __row, __doc, CASE WHEN {valid} THEN __doc END AS __d FROM {view} "
-            f"WHERE TRIM(__doc) NOT IN ('', chr(13)))))"
+            f"WHERE TRIM(__doc) NOT IN ('', chr(13))))"
         )
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:

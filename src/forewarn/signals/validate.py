@@ -13,7 +13,8 @@ numbers (seconds; values beyond 1e11 are read as milliseconds and beyond 1e14 as
 >>> con = duckdb.connect()
 >>> _ = con.execute("SET TimeZone = 'UTC'")
 >>> src = "SELECT * FROM (VALUES (2, 'e1', 'c1', '2026-01-01', 'data_gb', '1.5'), " \\
-...       "(3, 'e2', 'c1', 'yesterday', 'data_gb', 'lots')) AS t(__row, event_id, customer_id, ts, metric, value)"
+...       "(3, 'e2', 'c1', 'yesterday', 'data_gb', 'lots')) " \\
+...       "AS t(__row, event_id, customer_id, ts, metric, value)"
 >>> types = {"event_id": "VARCHAR", "customer_id": "VARCHAR", "ts": "VARCHAR", "metric": "VARCHAR",
 ...          "value": "VARCHAR"}
 >>> sql = checked_sql(KINDS["usage"], src, types)
@@ -31,7 +32,16 @@ from forewarn.signals.schema import DUCKDB_TYPES, Field, SignalKind
 MISSING, MALFORMED, NOT_A_CHOICE, UNKNOWN_CUSTOMER = 1, 2, 3, 4
 
 TEXT_TYPES = {"VARCHAR", "JSON", "BLOB"}
-NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER")
+NUMERIC_PREFIXES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+)
 NUMERIC_PREFIXES += ("UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")
 
 
@@ -80,13 +90,13 @@ def _is_numeric(t: str) -> bool:
 
 
 def _epoch(v: str) -> str:
-    """SQL turning epoch number ``v`` (seconds, or milliseconds / microseconds by magnitude) into TIMESTAMPTZ."""
+    """SQL turning epoch number ``v`` (seconds, or ms / us by magnitude) into TIMESTAMPTZ."""
     scaled = f"(CASE WHEN abs({v}) < 1e11 THEN {v} WHEN abs({v}) < 1e14 THEN {v} / 1e3 ELSE {v} / 1e6 END)"
     return f"(CASE WHEN isfinite({v}) THEN to_timestamp({scaled}) END)"
 
 
 def typed_expr(f: Field, col: str, source_type: str | None) -> str:
-    """SQL for field ``f`` converted from column ``col`` of ``source_type`` (None: column absent); NULL if bad."""
+    """SQL converting column ``col`` of ``source_type`` (None: absent) to field ``f``; NULL when bad."""
     target = DUCKDB_TYPES[f.type]
     if source_type is None:
         return f"CAST(NULL AS {target})"
@@ -134,7 +144,7 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
 
     Output columns: ``__row``, each field of ``kind`` typed, ``__raw_<field>`` (the raw value as text, for
     error messages), ``__e_<field>`` (NULL, or MISSING / MALFORMED / NOT_A_CHOICE) and ``__ok``. A source
-    column ``__malformed`` (non-NULL for a row the reader could not parse) is passed through and fails the row.
+    column ``__malformed`` (non-NULL for a row the reader could not parse) is kept and fails the row.
     """
     inner, outer, codes = ["__row"], ["*"], []
     for f in kind.all_fields:
@@ -142,7 +152,9 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
         col = f"src.{q(f.name)}"
         inner.append(f"{typed_expr(f, col, st)} AS {q(f.name)}")
         inner.append(f"{present_expr(col, st)} AS {q('__p_' + f.name)}")
-        inner.append(f"{'CAST(' + col + ' AS VARCHAR)' if st else 'CAST(NULL AS VARCHAR)'} AS {q('__raw_' + f.name)}")
+        inner.append(
+            f"{'CAST(' + col + ' AS VARCHAR)' if st else 'CAST(NULL AS VARCHAR)'} AS {q('__raw_' + f.name)}"
+        )
         v, p = q(f.name), q("__p_" + f.name)
         cases = [f"WHEN {p} AND {v} IS NULL THEN {MALFORMED}"]
         if f.required:
@@ -152,13 +164,13 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
         code = q("__e_" + f.name)
         outer.append(f"CAST(CASE {' '.join(cases)} END AS TINYINT) AS {code}")
         codes.append(code)
-    if "__malformed" in source_types:  # the reader could not parse the row at all (a JSONL line that is not JSON)
+    if (
+        "__malformed" in source_types
+    ):  # the reader could not parse the row at all (a JSONL line that is not JSON)
         inner.append("src.__malformed")
         codes.append("__malformed")
     ok = " AND ".join(f"{c} IS NULL" for c in codes)
-    return (
-        f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM (SELECT {', '.join(inner)} FROM ({source_sql}) AS src)"
-    )
+    return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM (SELECT {', '.join(inner)} FROM ({source_sql}) AS src)"
 
 
 def describe(kind: SignalKind, fld: str, code: int) -> tuple[str, str]:

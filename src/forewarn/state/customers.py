@@ -326,7 +326,7 @@ def upsert_services(
 def upsert_dependencies(
     engine: Engine, records: Sequence[dict[str, Any]] | Iterable[tuple[int, Any]], *, source: str = "api"
 ) -> UpsertResult:
-    """Insert (customer, service, region) dependencies; those of an unknown customer or service are rejected."""
+    """Insert (customer, service, region) dependencies; unknown customers or services are rejected."""
     good, rejected, errors = validate_records(DependencyIn, _pairs(records), source)
     with engine.connect() as conn:
         known_c = _existing(conn, Customer.id, sorted({d.customer_id for _, d in good}))

@@ -1,0 +1,560 @@
+"""Ingestion: signal files (CSV, JSONL, Parquet) and API batches into the signal store, entities into
+the state store.
+
+Per file: the kind comes from ``kind=`` (``--kind``), else a ``kind`` column, else the file stem
+(``usage.csv``, ``customers.jsonl``). Rows stream through in bounded chunks; each chunk is validated in DuckDB SQL
+(``forewarn.signals.validate``) and its good rows appended idempotently by ``event_id``. Bad rows are counted
+and reported (file, line, field, what was expected); ``strict=True`` stores nothing from a file with any bad
+row. A directory is read entities first (customers, services, dependencies), then signals.
+
+Customer ids the state store does not know are rejected (``unknown_customers="reject"``) or created as minimal
+customers (``"create"``, the default setting). Each valid inbound contact also opens a ``Ticket`` (idempotent
+by the contact's ``event_id``).
+
+>>> import tempfile, pathlib
+>>> from forewarn.config import Settings
+>>> from forewarn.context import Context
+>>> from forewarn.state.db import upgrade
+>>> home = pathlib.Path(tempfile.mkdtemp())
+>>> upgrade(f"sqlite:///{home}/state.db")
+>>> ctx = Context(Settings(home=home))
+>>> _ = (home / "usage.csv").write_text("event_id,customer_id,ts,metric,value\\n"
+...     "e1,c1,2026-01-01,data_gb,1.5\\ne2,c1,2026-01-02,data_gb,lots\\n")
+>>> report = ingest_paths(ctx, [home / "usage.csv"])
+>>> (report.new, report.duplicate, report.rejected)
+(1, 0, 1)
+>>> print(report.errors[0])  # doctest: +ELLIPSIS
+/...usage.csv:3: field 'value': not a valid float; expected a number, got 'lots'
+>>> ingest_records(ctx, "usage", [{"event_id": "e1", "customer_id": "c1", "ts": "2026-01-01",
+...                                "metric": "data_gb", "value": 1.5}]).duplicate
+1
+>>> ctx.close()
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Engine
+
+from forewarn.context import Context
+from forewarn.signals.readers import JsonlReader, Reader, UnsupportedFile, open_reader
+from forewarn.signals.schema import KINDS, SignalKind
+from forewarn.signals.store import SignalStore
+from forewarn.signals.validate import (
+    MISSING,
+    UNKNOWN_CUSTOMER,
+    RowError,
+    checked_sql,
+    describe,
+    q,
+)
+from forewarn.state import customers as entities
+
+ENTITIES = ("customers", "services", "dependencies")
+# files a simulator output folder holds beside the data, which are not for ingestion
+NOT_DATA = {
+    "ground_truth": "ground truth, for scoring; not ingested",
+    "world": "simulation settings; not ingested",
+}
+MAX_ERRORS = 100  # errors kept per source (all bad rows are counted)
+Policy = Literal["reject", "create"]
+
+
+@dataclass
+class SourceReport:
+    """What happened to one file or API batch."""
+
+    source: str
+    kind: str
+    new: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    note: str | None = None  # e.g. why a file was skipped or rejected whole
+    created_customers: int = 0
+    tickets: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.new + self.duplicate + self.rejected
+
+    def add_error(self, error: RowError) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(error)
+
+
+@dataclass
+class IngestReport:
+    """Per source: rows new, duplicate (already stored or repeated) and rejected, with the errors."""
+
+    sources: list[SourceReport] = field(default_factory=list)
+
+    @property
+    def new(self) -> int:
+        return sum(s.new for s in self.sources)
+
+    @property
+    def duplicate(self) -> int:
+        return sum(s.duplicate for s in self.sources)
+
+    @property
+    def rejected(self) -> int:
+        return sum(s.rejected for s in self.sources)
+
+    @property
+    def errors(self) -> list[RowError]:
+        return [e for s in self.sources for e in s.errors]
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0 and not any(s.note and s.kind == "?" for s in self.sources)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new,
+            "duplicate": self.duplicate,
+            "rejected": self.rejected,
+            "sources": [
+                {
+                    "source": s.source,
+                    "kind": s.kind,
+                    "new": s.new,
+                    "duplicate": s.duplicate,
+                    "rejected": s.rejected,
+                    "note": s.note,
+                    "errors": [e.as_dict() for e in s.errors],
+                }
+                for s in self.sources
+            ],
+        }
+
+
+class _StrictRejection(Exception):
+    """Raised inside a file's transaction to roll it back whole."""
+
+
+# -- public API -------------------------------------------------------------------------------------------
+
+
+def ingest_paths(
+    ctx: Context,
+    paths: Sequence[Path | str],
+    *,
+    kind: str | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    unknown_customers: Policy | None = None,
+    chunk_rows: int = 1_000_000,
+) -> IngestReport:
+    """Ingest files and directories (entities first, then signals); see the module docstring."""
+    policy = unknown_customers or ctx.settings.unknown_customers
+    if kind is not None and kind not in KINDS and kind not in ENTITIES:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join([*ENTITIES, *KINDS])}")
+    report = IngestReport()
+    files = _expand(paths, report)
+    plan: list[tuple[Path, str | None]] = []
+    for f in files:
+        k = kind or _resolve_kind(f, report)
+        if k is not False:
+            plan.append((f, k))  # type: ignore[arg-type]
+    plan.sort(key=lambda fk: ENTITIES.index(fk[1]) if fk[1] in ENTITIES else len(ENTITIES))
+    session = _Session(ctx, policy)
+    bar = _progress_bar() if progress else None
+    with bar or nullcontext():
+        for path, k in plan:
+            if k in ENTITIES:
+                report.sources.append(_ingest_entities(ctx.engine, path, k, strict))  # type: ignore[arg-type]
+                session.known.clear()  # customers changed
+                continue
+            reader = open_reader(path)
+            task = bar.add_task(path.name, total=reader.progress_total) if bar else None
+            advance = (lambda n, t=task: bar.advance(t, n)) if bar else None  # type: ignore[misc]
+            chunks = reader.chunks(_wanted_columns(k), chunk_rows)
+            report.sources.append(
+                session.ingest(str(path), k, reader, chunks, strict=strict, advance=advance)  # type: ignore[arg-type]
+            )
+    return report
+
+
+def ingest_records(
+    ctx: Context,
+    kind: str | None,
+    records: Sequence[dict[str, Any]],
+    *,
+    source: str = "api",
+    strict: bool = False,
+    unknown_customers: Policy | None = None,
+) -> IngestReport:
+    """Ingest one batch of records (dicts). ``kind=None`` reads each record's own ``kind``.
+
+    Errors name the record's 0-based index in the batch as their ``line``.
+    """
+    report = IngestReport()
+    if kind in ENTITIES:
+        fn = {"customers": entities.upsert_customers, "services": entities.upsert_services}.get(
+            kind, entities.upsert_dependencies
+        )
+        report.sources.append(_entity_report(source, kind, list(enumerate(records)), ctx.engine, fn, strict))
+        return report
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join([*ENTITIES, *KINDS])}")
+    docs = [json.dumps(r, default=str) for r in records]
+    table = pa.table({"__row": pa.array(np.arange(len(docs), dtype=np.int64)), "__doc": pa.array(docs)})
+    session = _Session(ctx, unknown_customers or ctx.settings.unknown_customers)
+    reader = JsonlReader(Path(source))
+    report.sources.append(session.ingest(source, kind, reader, iter([(table, len(docs))]), strict=strict))
+    return report
+
+
+# -- files and kinds --------------------------------------------------------------------------------------
+
+
+def _expand(paths: Sequence[Path | str], report: IngestReport) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    files.append(f)
+        elif p.exists():
+            files.append(p)
+        else:
+            report.sources.append(SourceReport(str(p), "?", note="no such file or directory"))
+    return files
+
+
+def _resolve_kind(path: Path, report: IngestReport) -> str | None | Literal[False]:
+    """The kind by file stem, None for "from the kind column", False when the file is skipped (noted)."""
+    stem = path.name.split(".")[0]
+    if stem in NOT_DATA:
+        report.sources.append(SourceReport(str(path), "-", note=NOT_DATA[stem]))
+        return False
+    try:
+        reader = open_reader(path)
+    except UnsupportedFile as e:
+        report.sources.append(SourceReport(str(path), "?", note=str(e)))
+        return False
+    if stem not in ENTITIES and "kind" in reader.columns():
+        return None
+    if stem in KINDS or stem in ENTITIES:
+        return stem
+    report.sources.append(
+        SourceReport(
+            str(path),
+            "?",
+            note=f"cannot tell the kind: no --kind, no 'kind' column, and the file name {stem!r} is not "
+            "one of " + ", ".join([*ENTITIES, *KINDS]),
+        )
+    )
+    return False
+
+
+def _wanted_columns(kind: str | None) -> list[str]:
+    if kind is not None:
+        return KINDS[kind].columns
+    cols = ["kind"]
+    for k in KINDS.values():
+        cols += [c for c in k.columns if c not in cols]
+    return cols
+
+
+# -- entities ---------------------------------------------------------------------------------------------
+
+
+def _ingest_entities(engine: Engine, path: Path, kind: str, strict: bool) -> SourceReport:
+    fn = {
+        "customers": entities.upsert_customers,
+        "services": entities.upsert_services,
+        "dependencies": entities.upsert_dependencies,
+    }[kind]
+    try:
+        records = list(open_reader(path).records())
+    except (OSError, ValueError) as e:
+        return SourceReport(str(path), kind, note=f"cannot read: {e}")
+    return _entity_report(str(path), kind, records, engine, fn, strict)
+
+
+def _entity_report(
+    source: str,
+    kind: str,
+    records: list[tuple[int, Any]],
+    engine: Engine,
+    fn: Callable[..., Any],
+    strict: bool,
+) -> SourceReport:
+    model = {"customers": entities.CustomerIn, "services": entities.ServiceIn}.get(
+        kind, entities.DependencyIn
+    )
+    if strict:
+        _, rejected, errors = entities.validate_records(model, records, source)
+        if rejected:
+            r = SourceReport(source, kind, rejected=len(records), errors=errors[:MAX_ERRORS])
+            r.note = f"strict: {rejected} bad record(s), nothing from this source was stored"
+            return r
+    res = fn(engine, records, source=source)
+    return SourceReport(
+        source,
+        kind,
+        new=res.inserted,
+        duplicate=res.updated,
+        rejected=res.rejected,
+        errors=res.errors[:MAX_ERRORS],
+    )
+
+
+# -- signals ----------------------------------------------------------------------------------------------
+
+
+class _Session:
+    """One ingestion run: the stores, the unknown-customer policy and a cache of customer ids that exist."""
+
+    def __init__(self, ctx: Context, policy: Policy) -> None:
+        self.ctx, self.policy = ctx, policy
+        self.store: SignalStore = ctx.signals
+        self.known: set[str] = set()
+
+    def ingest(
+        self,
+        source: str,
+        kind: str | None,
+        reader: Reader,
+        chunks: Iterable[tuple[pa.Table, int]],
+        *,
+        strict: bool,
+        advance: Callable[[int], Any] | None = None,
+    ) -> SourceReport:
+        report = SourceReport(source, kind or "(kind column)")
+        to_create: set[str] = set()
+        tickets: list[pa.Table] = []
+        try:
+            with self.store.transaction() as cur:
+                for table, step in chunks:
+                    self._chunk(cur, report, reader, kind, table, strict, to_create, tickets)
+                    if advance:
+                        advance(step)
+                report.rejected += reader.rejected_rows
+                for e in reader.row_errors:
+                    report.add_error(e)
+                if strict and report.rejected:
+                    raise _StrictRejection
+                if to_create:
+                    report.created_customers = entities.ensure_customers(self.ctx.engine, to_create)
+        except _StrictRejection:
+            report.note = f"strict: {report.rejected} bad row(s), nothing from this source was stored"
+            report.rejected = report.rows
+            report.new = report.duplicate = 0
+            return report
+        except duckdb.Error as e:
+            report.note = f"cannot read: {e}"
+            report.rejected = report.rows
+            report.new = report.duplicate = 0
+            return report
+        if tickets:
+            report.tickets = open_tickets(self.ctx.engine, pa.concat_tables(tickets))
+        return report
+
+    def _chunk(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        report: SourceReport,
+        reader: Reader,
+        kind: str | None,
+        table: pa.Table,
+        strict: bool,
+        to_create: set[str],
+        tickets: list[pa.Table],
+    ) -> None:
+        view = f"__chunk_{uuid.uuid4().hex}"
+        cur.register(view, table)
+        try:
+            src = reader.source_sql(view, _wanted_columns(kind))
+            types = {r[0]: r[1] for r in cur.execute(f"DESCRIBE {src}").fetchall()}
+            parts = [(KINDS[kind], src)] if kind is not None else self._split_by_kind(cur, report, src, types)
+            for k, part in parts:
+                self._part(cur, report, k, part, types, strict, to_create, tickets)
+        finally:
+            _unregister(cur, view)
+
+    def _split_by_kind(
+        self, cur: duckdb.DuckDBPyConnection, report: SourceReport, src: str, types: dict[str, str]
+    ) -> list[tuple[SignalKind, str]]:
+        names = ", ".join("'" + k + "'" for k in KINDS)
+        bad = f"(kind IS NULL OR kind NOT IN ({names}))"
+        n_bad = cur.execute(f"SELECT count(*) FROM ({src}) WHERE {bad}").fetchall()[0][0]
+        if n_bad:
+            report.rejected += n_bad
+            malformed = "__malformed" if "__malformed" in types else "NULL"
+            rows = cur.execute(
+                f"SELECT __row, kind, {malformed} FROM ({src}) WHERE {bad} ORDER BY __row LIMIT {MAX_ERRORS}"
+            ).fetchall()
+            for line, got, text in rows:
+                if text is not None:
+                    report.add_error(
+                        RowError(report.source, line, "(row)", "a JSON object", text, "not JSON")
+                    )
+                else:
+                    report.add_error(
+                        RowError(
+                            report.source, line, "kind", "one of " + ", ".join(KINDS), got, "unknown kind"
+                        )
+                    )
+        present = [r[0] for r in cur.execute(f"SELECT DISTINCT kind FROM ({src}) WHERE NOT {bad}").fetchall()]
+        return [(KINDS[k], f"SELECT * FROM ({src}) WHERE kind = '{k}'") for k in sorted(present)]
+
+    def _part(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        report: SourceReport,
+        kind: SignalKind,
+        src: str,
+        types: dict[str, str],
+        strict: bool,
+        to_create: set[str],
+        tickets: list[pa.Table],
+    ) -> None:
+        checked = f"WITH c AS ({checked_sql(kind, src, types)}) "
+        has_customer = "customer_id" in kind.columns
+        if has_customer:
+            groups = cur.execute(
+                checked + "SELECT customer_id, count(*), count(*) FILTER (WHERE __ok) FROM c GROUP BY ALL"
+            ).fetchall()
+        else:
+            groups = cur.execute(
+                checked + "SELECT NULL, count(*), count(*) FILTER (WHERE __ok) FROM c"
+            ).fetchall()
+        total = sum(g[1] for g in groups)
+        ok = sum(g[2] for g in groups)
+        unknown = (
+            self._unknown([g[0] for g in groups if g[2] and g[0] is not None]) if has_customer else set()
+        )
+        unknown_view = None
+        keep = "__ok"
+        unknown_rows = 0
+        if unknown and self.policy == "reject":
+            unknown_rows = sum(g[2] for g in groups if g[0] in unknown)
+            unknown_view = f"__unknown_{uuid.uuid4().hex}"
+            cur.register(unknown_view, pa.table({"id": pa.array(sorted(unknown), pa.string())}))
+            keep = f"__ok AND customer_id NOT IN (SELECT id FROM {unknown_view})"
+        elif unknown:
+            to_create.update(unknown)
+            self.known.update(unknown)
+        try:
+            rejected = total - ok + unknown_rows
+            report.rejected += rejected
+            if rejected and len(report.errors) < MAX_ERRORS:
+                self._errors(cur, report, kind, checked, keep, unknown_view)
+            if strict and report.rejected:
+                return  # the file will be rolled back: no point inserting
+            result = self.store.insert_select(
+                cur, kind, checked + f"SELECT * FROM c WHERE {keep}", total=ok - unknown_rows
+            )
+            report.new += result.new
+            report.duplicate += result.duplicate
+            if kind.name == "contact":
+                cols = "event_id, customer_id, ts, channel, subject, text, topic"
+                tickets.append(cur.sql(checked + f"SELECT {cols} FROM c WHERE {keep}").to_arrow_table())
+        finally:
+            if unknown_view:
+                _unregister(cur, unknown_view)
+
+    def _errors(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        report: SourceReport,
+        kind: SignalKind,
+        checked: str,
+        keep: str,
+        unknown_view: str | None,
+    ) -> None:
+        codes = [f"__e_{f.name}" for f in kind.all_fields]
+        raws = [f"__raw_{f.name}" for f in kind.all_fields]
+        malformed = "__malformed" if "__malformed" in checked else "NULL"
+        unk = f"(__ok AND customer_id IN (SELECT id FROM {unknown_view}))" if unknown_view else "FALSE"
+        sql = (
+            checked + f"SELECT __row, {malformed}, {unk}, {', '.join(q(c) for c in codes + raws)} FROM c "
+            f"WHERE NOT ({keep}) ORDER BY __row LIMIT {MAX_ERRORS - len(report.errors)}"
+        )
+        n = len(kind.all_fields)
+        for row in cur.execute(sql).fetchall():
+            line, text, is_unknown = row[0], row[1], row[2]
+            if text is not None:
+                report.add_error(RowError(report.source, line, "(row)", "a JSON object", text, "not JSON"))
+                continue
+            if is_unknown:
+                msg, expected = describe(kind, "customer_id", UNKNOWN_CUSTOMER)
+                got = row[3 + n + kind.columns.index("customer_id")]
+                report.add_error(RowError(report.source, line, "customer_id", expected, got, msg))
+                continue
+            for i, f in enumerate(kind.all_fields):
+                code = row[3 + i]
+                if code is not None:
+                    msg, expected = describe(kind, f.name, code)
+                    got = None if code == MISSING else row[3 + n + i]
+                    report.add_error(RowError(report.source, line, f.name, expected, got, msg))
+
+    def _unknown(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the state store does not know (looked up once per run)."""
+        missing = [i for i in ids if i not in self.known]
+        if not missing:
+            return set()
+        found = entities.known_customers(self.ctx.engine, missing)
+        self.known.update(found)
+        return set(missing) - found
+
+
+def _unregister(cur: duckdb.DuckDBPyConnection, view: str) -> None:
+    # after a failed statement the transaction is aborted and unregistering fails too; the error that
+    # matters is the first one, already on its way up
+    with suppress(duckdb.Error):
+        cur.unregister(view)
+
+
+# -- tickets ----------------------------------------------------------------------------------------------
+
+
+def open_tickets(engine: Engine, contacts: pa.Table) -> int:
+    """Open a ``Ticket`` per inbound contact (external_id = event_id), skipping those already ticketed."""
+    from forewarn.state.customers import _insert
+    from forewarn.state.models import Ticket
+
+    rows = [
+        {
+            "external_id": r["event_id"],
+            "customer_id": r["customer_id"],
+            "channel": r["channel"],
+            "subject": r["subject"] or "",
+            "text": r["text"] or "",
+            "topic": r["topic"],
+            "status": "open",
+            "opened_at": r["ts"],
+        }
+        for r in contacts.to_pylist()
+    ]
+    insert = _insert(engine)
+    created = 0
+    with engine.begin() as conn:
+        for i in range(0, len(rows), 1000):
+            stmt = insert(Ticket.__table__).values(rows[i : i + 1000]).on_conflict_do_nothing()
+            created += max(conn.execute(stmt).rowcount or 0, 0)
+    return created
+
+
+# -- progress ---------------------------------------------------------------------------------------------
+
+
+def _progress_bar() -> Any:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn()
+    )
