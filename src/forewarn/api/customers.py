@@ -1,5 +1,86 @@
-"""API routes: customers."""
+"""API routes: customers, services and dependencies (``PUT`` upserts a list; re-sending changes nothing).
 
-from fastapi import APIRouter
+A list with any invalid record gets a 422 whose ``detail`` names the index and field, and nothing is stored,
+unless ``?partial=true`` (then the good records are stored and the bad ones reported with a 200).
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from forewarn.api.deps import get_ctx
+from forewarn.api.signals import error_detail
+from forewarn.context import Context
+from forewarn.state import customers as entities
+
+router = APIRouter(prefix="/v1", tags=["customers"])
+
+
+class UpsertCounts(BaseModel):
+    inserted: int
+    updated: int
+    rejected: int
+    errors: list[dict[str, Any]] = []
+
+
+def _upsert(
+    engine: Engine,
+    fn: Callable[..., entities.UpsertResult],
+    model: type[BaseModel],
+    records: list[dict[str, Any]],
+    partial: bool,
+) -> UpsertCounts:
+    pairs = list(enumerate(records))
+    if not partial:
+        _, rejected, errors = entities.validate_records(model, pairs, "api")
+        if rejected:
+            raise HTTPException(422, error_detail(errors, "items"))
+    res = fn(engine, pairs, source="api")
+    if res.rejected and not partial:  # found only when writing (e.g. a dependency's unknown customer)
+        raise HTTPException(422, error_detail(res.errors, "items"))
+    return UpsertCounts(
+        inserted=res.inserted,
+        updated=res.updated,
+        rejected=res.rejected,
+        errors=error_detail(res.errors, "items"),
+    )
+
+
+PARTIAL = Query(False, description="store the good records of a list that has bad ones")
+
+
+@router.put("/customers", response_model=UpsertCounts)
+def put_customers(
+    customers: list[dict[str, Any]] = Body(
+        description="customer records (id, name, email, timezone, consent...)"
+    ),
+    partial: bool = PARTIAL,
+    ctx: Context = Depends(get_ctx),
+) -> UpsertCounts:
+    """Insert or update customers with their consent."""
+    return _upsert(ctx.engine, entities.upsert_customers, entities.CustomerIn, customers, partial)
+
+
+@router.put("/services", response_model=UpsertCounts)
+def put_services(
+    services: list[dict[str, Any]] = Body(description="services (id, name, description)"),
+    partial: bool = PARTIAL,
+    ctx: Context = Depends(get_ctx),
+) -> UpsertCounts:
+    """Insert or update services."""
+    return _upsert(ctx.engine, entities.upsert_services, entities.ServiceIn, services, partial)
+
+
+@router.put("/dependencies", response_model=UpsertCounts)
+def put_dependencies(
+    dependencies: list[dict[str, Any]] = Body(description="(customer_id, service_id, region) rows"),
+    partial: bool = PARTIAL,
+    ctx: Context = Depends(get_ctx),
+) -> UpsertCounts:
+    """Add which customers depend on which service in which region."""
+    return _upsert(ctx.engine, entities.upsert_dependencies, entities.DependencyIn, dependencies, partial)

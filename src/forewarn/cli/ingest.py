@@ -1,7 +1,85 @@
-"""`forewarn ingest`."""
+"""`forewarn ingest`: load signal files and customer / service / dependency files into the stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+SHOWN_ERRORS = 20
+
+
+def ingest_cmd(
+    paths: list[Path] = typer.Argument(..., help="files (CSV, JSONL, Parquet) or directories of them"),
+    kind: Optional[str] = typer.Option(  # noqa: UP045 - typer needs Optional here
+        None, "--kind", "-k", help="the kind of every file (default: a 'kind' column, else the file name)"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="store nothing from a file with any bad row"),
+    unknown_customers: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--unknown-customers", help="reject or create customers the state store does not know"
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Ingest signals (and customers, services, dependencies) from files; exit 1 if any row was rejected.
+
+    Example: forewarn ingest ./sim-out   (entities first, then every signal file in the folder)
+    """
+    from forewarn.context import Context
+    from forewarn.signals.ingest import ingest_paths
+    from forewarn.state.db import SchemaOutOfDate
+
+    if unknown_customers not in (None, "reject", "create"):
+        raise typer.BadParameter("expected reject or create", param_hint="--unknown-customers")
+    ctx = Context()
+    try:
+        ctx.engine  # noqa: B018 - open (and schema-check) the state store before reading anything
+    except SchemaOutOfDate as e:
+        err_console.print(f"[red]state store: {e}[/]")
+        raise typer.Exit(2) from None
+    try:
+        report = ingest_paths(
+            ctx,
+            paths,
+            kind=kind,
+            strict=strict,
+            progress=progress and console.is_terminal,
+            unknown_customers=unknown_customers,  # type: ignore[arg-type]
+        )
+    except ValueError as e:
+        err_console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    finally:
+        ctx.close()
+    table = Table(title="ingested")
+    for col in ("source", "kind", "new", "duplicate", "rejected", "note"):
+        table.add_column(col, justify="right" if col in ("new", "duplicate", "rejected") else "left")
+    for s in report.sources:
+        note = s.note or ""
+        if s.created_customers:
+            note = (note + "; " if note else "") + f"{s.created_customers} customers created"
+        if s.tickets:
+            note = (note + "; " if note else "") + f"{s.tickets} tickets opened"
+        table.add_row(s.source, s.kind, f"{s.new:,}", f"{s.duplicate:,}", f"{s.rejected:,}", note)
+    table.add_row(
+        "total", "", f"{report.new:,}", f"{report.duplicate:,}", f"{report.rejected:,}", "", style="bold"
+    )
+    console.print(table)
+    errors = report.errors
+    if errors:
+        shown = min(len(errors), SHOWN_ERRORS)
+        err_console.print(f"[red]first {shown} errors ({report.rejected:,} rows rejected in all):[/]")
+        for e in errors[:SHOWN_ERRORS]:
+            err_console.print(f"  {e}", markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command("ingest")(ingest_cmd)

@@ -2,10 +2,10 @@
 the state store.
 
 Per file: the kind comes from ``kind=`` (``--kind``), else a ``kind`` column, else the file stem
-(``usage.csv``, ``customers.jsonl``). Rows stream through in bounded chunks; each chunk is validated in DuckDB SQL
-(``forewarn.signals.validate``) and its good rows appended idempotently by ``event_id``. Bad rows are counted
-and reported (file, line, field, what was expected); ``strict=True`` stores nothing from a file with any bad
-row. A directory is read entities first (customers, services, dependencies), then signals.
+(``usage.csv``, ``customers.jsonl``). Rows stream through in bounded chunks; each chunk is validated in
+DuckDB SQL (``forewarn.signals.validate``) and its good rows appended idempotently by ``event_id``. Bad rows
+are counted and reported (file, line, field, what was expected); ``strict=True`` stores nothing from a file
+with any bad row. A directory is read entities first (customers, services, dependencies), then signals.
 
 Customer ids the state store does not know are rejected (``unknown_customers="reject"``) or created as minimal
 customers (``"create"``, the default setting). Each valid inbound contact also opens a ``Ticket`` (idempotent
@@ -83,6 +83,7 @@ class SourceReport:
     note: str | None = None  # e.g. why a file was skipped or rejected whole
     created_customers: int = 0
     tickets: int = 0
+    rows_read: int = 0  # every row seen, good or bad
 
     @property
     def rows(self) -> int:
@@ -343,6 +344,7 @@ class _Session:
                     if advance:
                         advance(step)
                 report.rejected += reader.rejected_rows
+                report.rows_read += reader.rejected_rows
                 for e in reader.row_errors:
                     report.add_error(e)
                 if strict and report.rejected:
@@ -351,12 +353,12 @@ class _Session:
                     report.created_customers = entities.ensure_customers(self.ctx.engine, to_create)
         except _StrictRejection:
             report.note = f"strict: {report.rejected} bad row(s), nothing from this source was stored"
-            report.rejected = report.rows
+            report.rejected = report.rows_read
             report.new = report.duplicate = 0
             return report
         except duckdb.Error as e:
             report.note = f"cannot read: {e}"
-            report.rejected = report.rows
+            report.rejected = report.rows_read
             report.new = report.duplicate = 0
             return report
         if tickets:
@@ -393,6 +395,7 @@ class _Session:
         n_bad = cur.execute(f"SELECT count(*) FROM ({src}) WHERE {bad}").fetchall()[0][0]
         if n_bad:
             report.rejected += n_bad
+            report.rows_read += n_bad
             malformed = "__malformed" if "__malformed" in types else "NULL"
             rows = cur.execute(
                 f"SELECT __row, kind, {malformed} FROM ({src}) WHERE {bad} ORDER BY __row LIMIT {MAX_ERRORS}"
@@ -433,6 +436,7 @@ class _Session:
                 checked + "SELECT NULL, count(*), count(*) FILTER (WHERE __ok) FROM c"
             ).fetchall()
         total = sum(g[1] for g in groups)
+        report.rows_read += total
         ok = sum(g[2] for g in groups)
         unknown = (
             self._unknown([g[0] for g in groups if g[2] and g[0] is not None]) if has_customer else set()

@@ -170,7 +170,8 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
         inner.append("src.__malformed")
         codes.append("__malformed")
     ok = " AND ".join(f"{c} IS NULL" for c in codes)
-    return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM (SELECT {', '.join(inner)} FROM ({source_sql}) AS src)"
+    inner_sql = f"SELECT {', '.join(inner)} FROM ({source_sql}) AS src"
+    return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM ({inner_sql})"
 
 
 def describe(kind: SignalKind, fld: str, code: int) -> tuple[str, str]:
