@@ -1,0 +1,165 @@
+"""Cadence trip wire: interval rule, BG/NBD lapses, contact rhythm, point-in-time."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from forewarn.detect import registry
+from forewarn.detect.base import FINDINGS_SCHEMA
+from forewarn.detect.cadence import CadenceTripWire
+
+T0 = datetime(2025, 1, 6, 10, tzinfo=UTC)
+
+
+def events(customer: str, days: list[float], event_type: str = "visit") -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "event_id": [f"{customer}-{i}" for i in range(len(days))],
+            "customer_id": [customer] * len(days),
+            "ts": [T0 + timedelta(days=d) for d in days],
+            "event_type": [event_type] * len(days),
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )
+
+
+def contacts(customer: str, days: list[float]) -> pl.DataFrame:
+    return events(customer, days).drop("event_type").with_columns(pl.lit("phone").alias("channel"))
+
+
+def test_interval_rule_fires_when_overdue_by_k_median_gaps() -> None:
+    wire = CadenceTripWire()
+    frame = events("c1", [0, 91, 182, 273])  # every 3 months
+    quiet_4_months = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 122))
+    assert quiet_4_months.height == 0  # 1.34x the usual gap: within the default 1.5x
+    late = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 150))
+    assert late.schema == FINDINGS_SCHEMA
+    row = late.row(0, named=True)
+    assert (row["customer_id"], row["condition"], row["severity"], row["topic"]) == (
+        "c1",
+        "cadence:lapse:visit",
+        "info",
+        "account",
+    )
+    assert (
+        row["explanation"]
+        == "It has been 5 months since your last visit; you usually visit about every 3 months."
+    )
+    evidence = json.loads(row["evidence"])
+    assert (
+        evidence["rule"] == "interval"
+        and evidence["median_gap_days"] == 91
+        and evidence["days_since_last"] == 150
+    )
+    # The issue's example: "came every 3 months, not in 4" with k = 1.3.
+    assert (
+        CadenceTripWire(overdue_factor=1.3).detect({"purchase": frame}, T0 + timedelta(days=273 + 122)).height
+        == 1
+    )
+
+
+def test_interval_rule_needs_enough_events_and_uses_each_type_separately() -> None:
+    wire = CadenceTripWire()
+    two = events("c1", [0, 30])
+    assert wire.detect({"purchase": two}, T0 + timedelta(days=400)).height == 0
+    mixed = pl.concat([events("c2", [0, 7, 14, 21], "purchase"), events("c2", [0, 100, 200], "visit")])
+    out = wire.detect({"purchase": mixed}, T0 + timedelta(days=220))
+    assert out["condition"].to_list() == ["cadence:lapse:purchase"]
+    assert "shop with us about every 7 days" in out["explanation"][0]
+
+
+def test_point_in_time_rows_after_as_of_are_ignored() -> None:
+    wire = CadenceTripWire()
+    frame = events("c1", [0, 30, 60, 90])
+    as_of = T0 + timedelta(days=150)
+    before = wire.detect({"purchase": frame}, as_of)
+    later = pl.concat([frame, events("c1", [150.2, 151, 200]).with_columns(pl.lit("x").alias("event_id"))])
+    after = wire.detect({"purchase": later}, as_of)  # 150.2 is later the same day, still the future
+    assert before.height == 1
+    assert before.equals(after)
+
+
+def _population(n: int, seed: int) -> pl.DataFrame:
+    """Customers buying at gamma-distributed weekly rates over 60 weeks, some stopping at random."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        lam = rng.gamma(0.9, 1 / 1.5)
+        stop = rng.uniform(5, 80)
+        t, days = 0.0, [0.0]
+        while True:
+            t += rng.exponential(7 / max(lam, 1e-3))
+            if t > min(stop * 7, 420):
+                break
+            days.append(t)
+        frames.append(events(f"p{i:04d}", days, "purchase"))
+    return pl.concat(frames)
+
+
+def test_bgnbd_lapse_for_frequent_buyer_and_not_for_active_one() -> None:
+    as_of = T0 + timedelta(days=420)
+    population = _population(400, seed=11)
+    lapsed = events("heavy-gone", [7.0 * w for w in range(30)], "purchase")  # weekly, stopped ~31 weeks ago
+    active = events("heavy-here", [14.0 * w for w in range(30)], "purchase")  # fortnightly, last 14 days ago
+    frames = {"purchase": pl.concat([population, lapsed, active])}
+    wire = CadenceTripWire()
+    out = wire.detect(frames, as_of)
+    by_customer = {r["customer_id"]: r for r in out.iter_rows(named=True)}
+    assert "heavy-gone" in by_customer and "heavy-here" not in by_customer
+    evidence = json.loads(by_customer["heavy-gone"]["evidence"])
+    assert evidence["rule"] == "bgnbd" and evidence["p_alive"] < 0.3
+    assert set(evidence["bgnbd"]) >= {"r", "alpha", "a", "b"}
+    assert by_customer["heavy-gone"]["confidence"] == pytest.approx(1 - evidence["p_alive"], abs=1e-4)
+
+    # Broadcast population parameters give the same answer without fitting on this bucket.
+    model = wire.model_for(frames["purchase"].filter(pl.col("ts") <= as_of), as_of)
+    assert model is not None
+    only_two = {"purchase": pl.concat([lapsed, active])}
+    broadcast = wire.detect(only_two, as_of, bgnbd=model)
+    assert broadcast["customer_id"].to_list() == ["heavy-gone"]
+    assert json.loads(broadcast["evidence"][0])["p_alive"] == pytest.approx(evidence["p_alive"])
+    assert wire.detect(only_two, as_of, bgnbd={"purchase": model}).height == 1
+
+
+def test_bgnbd_model_is_fitted_point_in_time() -> None:
+    as_of = T0 + timedelta(days=300)
+    population = _population(300, seed=5)
+    wire = CadenceTripWire()
+    after = population.with_columns(pl.col("ts") + timedelta(days=120)).filter(pl.col("ts") > as_of)
+    assert after.height > 0
+    base = wire.model_for(population, as_of)
+    assert base is not None and wire.model_for(pl.concat([population, after]), as_of) == base
+    # Rows after as_of are dropped inside detect before the fit: same findings either way.
+    assert wire.detect({"purchase": population}, as_of).equals(
+        wire.detect({"purchase": pl.concat([population, after])}, as_of)
+    )
+
+
+def test_contact_rhythm_gone_quiet() -> None:
+    wire = CadenceTripWire()
+    frame = contacts("c1", [7.0 * w for w in range(10)])  # weekly contacts, last on day 63
+    assert wire.detect({"contact": frame}, T0 + timedelta(days=63 + 10)).height == 0
+    out = wire.detect({"contact": frame}, T0 + timedelta(days=63 + 30))
+    row = out.row(0, named=True)
+    assert row["condition"] == "cadence:quiet:contact"
+    assert (
+        row["explanation"]
+        == "We have not heard from you in 4 weeks; you usually get in touch about every 7 days."
+    )
+    # Occasional contacters (3 contact days) have no rhythm to break.
+    assert wire.detect({"contact": contacts("c2", [0, 50, 100])}, T0 + timedelta(days=400)).height == 0
+
+
+def test_contract_registry_and_bad_parameters() -> None:
+    wire = registry.load("cadence", overdue_factor=2.0)
+    assert wire.name == "cadence" and set(wire.kinds) == {"purchase", "contact"}
+    assert wire.params.overdue_factor == 2.0
+    with pytest.raises(ValueError, match="unknown parameter"):
+        CadenceTripWire(overdue=2)
+    empty = wire.detect({}, T0)
+    assert empty.schema == FINDINGS_SCHEMA and empty.height == 0
