@@ -189,11 +189,15 @@ def word(
         "info": info_text,
     }
     subject, body = subject.format(**fill), body.format(**fill)
-    closers = CLOSERS[frustration]
+    # a routine question is asked calmly, whatever the customer's mood
+    closers = CLOSERS[0 if kind.startswith("bg:") else frustration]
     if channel == "phone":
         text = AGENT[int(g.integers(0, len(AGENT)))] + body + AGENT_END[int(g.integers(0, len(AGENT_END)))]
     else:
-        text = OPENERS[int(g.integers(0, len(OPENERS)))] + body + closers[int(g.integers(0, len(closers)))]
+        opener = OPENERS[int(g.integers(0, len(OPENERS)))]
+        if opener.endswith(", ") and not body.startswith(("I ", "I'")):
+            body = body[:1].lower() + body[1:]
+        text = opener + body + closers[int(g.integers(0, len(closers)))]
         if g.random() < 0.15:
             text = _typo(g, text)
         if channel in ("chat", "social") and g.random() < 0.3:
