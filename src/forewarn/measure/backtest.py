@@ -312,7 +312,7 @@ def data_from_ctx(ctx: Any, truth_path: Any = None, kinds: Sequence[str] | None 
     from forewarn.signals.schema import KINDS
     from forewarn.state.models import Consent, Customer, Dependency
 
-    frames = {k: ctx.signals.read(k) for k in (kinds or KINDS)}
+    frames = {k: ctx.signals.read(k) for k in (kinds or KINDS) if ctx.signals.count(k)}
     with ctx.engine.connect() as conn:
         custs = [
             {
@@ -353,6 +353,20 @@ def data_from_ctx(ctx: Any, truth_path: Any = None, kinds: Sequence[str] | None 
 
         truth = load(truth_path)
     return BacktestData(frames, customers, consents, dependencies, truth)
+
+
+def signal_kinds(playbooks: PlaybookSet) -> list[str]:
+    """The signal kinds a backtest of ``playbooks`` reads: their trip wires' kinds and inbound contacts."""
+    from importlib import import_module
+
+    from forewarn.detect.registry import TRIP_WIRES
+
+    kinds = {"contact"}
+    for p in playbooks.active():
+        if p.when.kind in TRIP_WIRES:
+            module, cls = TRIP_WIRES[p.when.kind].split(":")
+            kinds.update(getattr(import_module(module), cls).kinds)
+    return sorted(kinds)
 
 
 def run_backtest(
