@@ -185,10 +185,10 @@ class ScheduleTripWire:
             )
             condition = f"schedule:card_expiry:{due.isoformat()}"
         else:
-            slot = f" ({details['window']})" if details.get("window") else ""
+            slot = f" at {details['window']}" if details.get("window") else ""
             note = f": {details['text']}" if details.get("text") else ""
             text = (
-                f"Planned maintenance on {r['service_id']} on {when}{slot} "
+                f"Planned maintenance on {r['service_id']} on {long_date(due)}{slot} ({_in_days(days_left)}) "
                 f"may briefly interrupt your service{note}."
             )
             condition = f"schedule:maintenance:{r['service_id']}:{due.isoformat()}"
