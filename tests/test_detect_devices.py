@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from forewarn.detect.base import FINDINGS_SCHEMA
 from forewarn.detect.devices import DeviceTripWire
@@ -94,3 +95,23 @@ def test_detect_equals_history_at_latest_and_ignores_the_future() -> None:
             wire.detect({"telemetry": tel.filter(pl.col("ts") <= at(d))}, at(d)).drop("ts").sort("condition")
         )
         assert cut.equals(live), d
+
+
+@pytest.mark.datasets
+def test_backblaze_devices_beat_the_plain_rule_on_false_positives() -> None:
+    """Real drives: all 43 failed and a sample of working ones (full run: bench/devices_backblaze.py)."""
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "backblaze-smart"
+    if not data.exists():
+        pytest.skip(f"{data} not present")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import devices_backblaze as bb
+
+    res = bb.evaluate(bb.load(data, sample_working=3000))
+    assert res["failed_last"] == 43 and res["working_last"] == 3000
+    assert res["wire_recall_last"] >= 0.4  # it finds a good share of the drives that failed
+    assert (
+        res["wire_fpr_last"] < 0.6 * res["plain_fpr_last"]
+    )  # with far fewer false alarms than the plain rule
