@@ -1,0 +1,121 @@
+"""Opportunity trip wire: near the plan limit for several complete months, as an offer."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from forewarn.detect import registry
+from forewarn.detect.base import FINDINGS_SCHEMA
+from forewarn.detect.opportunity import OpportunityTripWire, plan_limits
+
+AS_OF = datetime(2026, 5, 10, tzinfo=UTC)
+
+
+def monthly_usage(customer: str, per_month: dict[str, float]) -> pl.DataFrame:
+    """Daily data_gb rows spreading each month's total evenly over its days."""
+    rows = []
+    for month, total in per_month.items():
+        start = date.fromisoformat(month + "-01")
+        end = (start + timedelta(days=32)).replace(day=1)
+        n = (end - start).days
+        for i in range(n):
+            day = start + timedelta(days=i)
+            rows.append(
+                {
+                    "event_id": f"{customer}-{day}",
+                    "customer_id": customer,
+                    "ts": datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                    "metric": "data_gb",
+                    "value": total / n,
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+CUSTOMERS = pl.DataFrame(
+    {
+        "id": ["near", "under", "nolimit"],
+        "attributes": ['{"plan_limit_gb": 50}', '{"plan_limit_gb": 100}', "{}"],
+    }
+)
+
+
+def test_fires_for_three_months_near_the_limit_only() -> None:
+    months = {"2026-02": 46.0, "2026-03": 48.0, "2026-04": 52.0, "2026-05": 80.0}  # May is not complete
+    usage = pl.concat(
+        [
+            monthly_usage("near", months),
+            monthly_usage("under", months),  # 50% of a 100 GB plan
+            monthly_usage("nolimit", months),
+        ]
+    )
+    out = OpportunityTripWire().detect({"usage": usage}, AS_OF, customers=CUSTOMERS)
+    assert out.schema == FINDINGS_SCHEMA
+    assert out["customer_id"].to_list() == ["near"]
+    row = out.row(0, named=True)
+    assert (row["condition"], row["severity"], row["topic"]) == (
+        "opportunity:plan_limit:data_gb",
+        "info",
+        "offer",
+    )
+    assert row["explanation"] == (
+        "Your data use has been close to or over your 50 GB monthly allowance for the last 3 months "
+        "(46, 48 and 52 GB); a plan with more data may suit you better."
+    )
+    evidence = json.loads(row["evidence"])
+    assert [m["month"] for m in evidence["months"]] == ["2026-02", "2026-03", "2026-04"]
+    assert evidence["months"][2]["used"] == pytest.approx(52.0)
+
+
+def test_one_month_well_below_or_too_few_months_does_not_fire() -> None:
+    dip = monthly_usage("near", {"2026-02": 46.0, "2026-03": 30.0, "2026-04": 49.0})
+    assert OpportunityTripWire().detect({"usage": dip}, AS_OF, customers=CUSTOMERS).height == 0
+    new = monthly_usage("near", {"2026-03": 48.0, "2026-04": 49.0})
+    assert OpportunityTripWire().detect({"usage": new}, AS_OF, customers=CUSTOMERS).height == 0
+    assert OpportunityTripWire(periods=2).detect({"usage": new}, AS_OF, customers=CUSTOMERS).height == 1
+
+
+def test_point_in_time_and_other_metrics_ignored() -> None:
+    usage = monthly_usage("near", {"2026-02": 46.0, "2026-03": 48.0, "2026-04": 49.0})
+    # At 2026-04-20 April is not complete: only Feb and Mar count, too few months.
+    assert (
+        OpportunityTripWire()
+        .detect({"usage": usage}, datetime(2026, 4, 20, tzinfo=UTC), customers=CUSTOMERS)
+        .height
+        == 0
+    )
+    minutes = usage.with_columns(pl.lit("minutes").alias("metric"))
+    assert OpportunityTripWire().detect({"usage": minutes}, AS_OF, customers=CUSTOMERS).height == 0
+    # Rows after as_of never count, whatever their size.
+    later = monthly_usage("near", {"2026-06": 500.0})
+    base = OpportunityTripWire().detect({"usage": usage}, AS_OF, customers=CUSTOMERS)
+    assert base.equals(
+        OpportunityTripWire().detect({"usage": pl.concat([usage, later])}, AS_OF, customers=CUSTOMERS)
+    )
+
+
+def test_plan_limits_from_struct_json_or_column() -> None:
+    struct = pl.DataFrame(
+        {"id": ["a", "b"], "attributes": [{"plan_limit_gb": 20.0}, {"plan_limit_gb": None}]}
+    )
+    assert plan_limits(struct).rows() == [("a", 20.0)]
+    column = pl.DataFrame({"customer_id": ["a"], "plan_limit_gb": [30]})
+    assert plan_limits(column).rows() == [("a", 30.0)]
+    assert plan_limits(pl.DataFrame({"id": ["a"], "attributes": ['{"plan": "x"}']})).height == 0
+    assert plan_limits(None).height == 0
+    with pytest.raises(ValueError, match="'id'"):
+        plan_limits(pl.DataFrame({"name": ["a"]}))
+
+
+def test_without_customers_nothing_fires_and_contract() -> None:
+    usage = monthly_usage("near", {"2026-02": 46.0, "2026-03": 48.0, "2026-04": 49.0})
+    assert OpportunityTripWire().detect({"usage": usage}, AS_OF).height == 0
+    wire = registry.load("opportunity", near_fraction=0.9)
+    assert wire.name == "opportunity" and wire.kinds == ("usage",)
+    assert wire.detect({"usage": usage}, AS_OF, customers=CUSTOMERS).height == 1
+    with pytest.raises(ValueError, match="unknown parameter"):
+        OpportunityTripWire(limit=3)
