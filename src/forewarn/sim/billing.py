@@ -355,12 +355,12 @@ def generate(cfg: SimConfig, pop: Population, usage: UsageResult) -> BillingResu
     )
     head = pl.DataFrame(
         {
-            "invoice_id": inv_id,
-            "customer_id": ids[ic],
+            "invoice_id": pl.Series(list(inv_id), dtype=pl.String),
+            "customer_id": pl.Series(list(ids[ic]), dtype=pl.String),
             "period_start": pl.Series(list(period_start), dtype=pl.Date),
             "period_end": pl.Series(list(period_end), dtype=pl.Date),
-            "total": total,
-            "currency": currency[pop.region[ic]],
+            "total": pl.Series(total, dtype=pl.Float64),
+            "currency": pl.Series(list(currency[pop.region[ic]]), dtype=pl.String),
             "lines": agg["lines"],
         }
     )
