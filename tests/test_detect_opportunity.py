@@ -56,6 +56,7 @@ def test_fires_for_three_months_near_the_limit_only() -> None:
     out = OpportunityTripWire().detect({"usage": usage}, AS_OF, customers=CUSTOMERS)
     assert out.schema == FINDINGS_SCHEMA
     assert out["customer_id"].to_list() == ["near"]
+    assert out["condition"].to_list() == ["opportunity:plan_limit:data_gb"]
     row = out.row(0, named=True)
     assert (row["condition"], row["severity"], row["topic"]) == (
         "opportunity:plan_limit:data_gb",
@@ -67,8 +68,10 @@ def test_fires_for_three_months_near_the_limit_only() -> None:
         "(46, 48 and 52 GB); a plan with more data may suit you better."
     )
     evidence = json.loads(row["evidence"])
-    assert [m["month"] for m in evidence["months"]] == ["2026-02", "2026-03", "2026-04"]
-    assert evidence["months"][2]["used"] == pytest.approx(52.0)
+    assert [m["start"] for m in evidence["periods"]] == ["2026-02-01", "2026-03-01", "2026-04-01"]
+    assert evidence["periods"][2]["used"] == pytest.approx(52.0)
+    # May so far (9 days of a 80 GB pace) is below the 80% notice: only the offer fires.
+    assert out.height == 1
 
 
 def test_one_month_well_below_or_too_few_months_does_not_fire() -> None:
@@ -119,3 +122,40 @@ def test_without_customers_nothing_fires_and_contract() -> None:
     assert wire.detect({"usage": usage}, AS_OF, customers=CUSTOMERS).height == 1
     with pytest.raises(ValueError, match="unknown parameter"):
         OpportunityTripWire(limit=3)
+
+
+def test_approaching_limit_in_the_current_billing_period() -> None:
+    customers = pl.DataFrame({"id": ["c1"], "attributes": ['{"plan_limit_gb": 50, "billing_day": 14}']})
+    usage = monthly_usage("c1", {"2026-04": 30.0, "2026-05": 124.0})  # 1 GB a day in April, 4 GB in May
+    # Period 2026-04-14 .. 05-13; on 05-09 it has used 17 x 1 + 9 x 4 = 53 GB.
+    out = OpportunityTripWire().detect(
+        {"usage": usage}, datetime(2026, 5, 9, 12, tzinfo=UTC), customers=customers
+    )
+    row = out.row(0, named=True)
+    assert row["condition"] == "opportunity:approaching_limit:data_gb:2026-04-14"
+    assert (row["topic"], row["severity"]) == ("usage", "info")
+    assert row["explanation"] == (
+        "You have used 53.0 GB, all of your 50 GB data allowance, with 5 days left in this billing period; "
+        "adding data now can avoid extra charges."
+    )
+    # On 05-06: 17 + 6 x 4 = 41 GB = 82%.
+    out = OpportunityTripWire().detect(
+        {"usage": usage}, datetime(2026, 5, 6, 12, tzinfo=UTC), customers=customers
+    )
+    assert (
+        "You have used 41.0 GB (82%) of your 50 GB data allowance, with 8 days left" in out["explanation"][0]
+    )
+    # On 05-04: 17 + 4 x 4 = 33 GB = 66%: nothing to say yet.
+    assert (
+        OpportunityTripWire()
+        .detect({"usage": usage}, datetime(2026, 5, 4, 12, tzinfo=UTC), customers=customers)
+        .height
+        == 0
+    )
+    # A new period starts on 05-14: the count starts again.
+    assert (
+        OpportunityTripWire()
+        .detect({"usage": usage}, datetime(2026, 5, 15, 12, tzinfo=UTC), customers=customers)
+        .height
+        == 0
+    )

@@ -1,23 +1,28 @@
-"""The opportunity trip wire: usage close to the plan's limit for several months, stated as a suggestion.
+"""The opportunity trip wire: usage close to the plan's limit, stated as a suggestion, not an alarm.
 
-For each customer with a monthly data allowance (``plan_limit_gb`` in the customer's ``attributes``, see
-:func:`plan_limits`), the usage of ``metric`` (kind ``usage``) is summed per complete calendar month (UTC)
-up to ``as_of``. When each of the last ``periods`` complete months reached at least ``near_fraction`` of the
-allowance, the trip wire suggests a larger plan: severity ``info``, topic ``offer``, condition
-``opportunity:plan_limit:<metric>``. It is not an alarm: nothing is wrong, the customer may simply be better
-served by another plan. Missing usage rows only lower a month's total, so gaps in data never create an offer.
+For each customer with a data allowance (``plan_limit_gb`` in the customer's ``attributes``, see
+:func:`plan_limits`), the usage of ``metric`` (kind ``usage``) is summed per billing period: from the
+customer's ``billing_day`` attribute (1-31, clamped to the month's length) to the day before the next one;
+calendar months when it is missing. Two conditions:
 
-Context used: ``customers`` (``id`` and ``attributes`` as a JSON string or a struct with ``plan_limit_gb``;
-customers without it are skipped).
+- ``opportunity:plan_limit:<metric>``: each of the last ``periods`` complete billing periods reached at least
+  ``near_fraction`` of the allowance: a larger plan may suit the customer better (severity ``info``, topic
+  ``offer``). Missing usage rows only lower a period's total, so gaps in data never create an offer.
+- ``opportunity:approaching_limit:<metric>:<period start>``: the current period has already used
+  ``approach_fraction`` of the allowance (the usual "80% used" notice), with the days left, so the customer
+  can add data before extra charges or throttling (severity ``info``, topic ``usage``).
+
+Context used: ``customers`` (``id`` or ``customer_id``; ``attributes`` as a JSON string or a struct with
+``plan_limit_gb`` and optionally ``billing_day``; customers without a limit are skipped).
 
 >>> from datetime import datetime, timedelta, UTC
 >>> days = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i) for i in range(120)]
 >>> usage = pl.DataFrame({"customer_id": ["c1"] * 120, "metric": ["data_gb"] * 120, "ts": days,
 ...                       "value": [1.6] * 120})
 >>> customers = pl.DataFrame({"id": ["c1"], "attributes": ['{"plan_limit_gb": 50}']})
->>> as_of = datetime(2026, 4, 15, tzinfo=UTC)
+>>> as_of = datetime(2026, 4, 10, tzinfo=UTC)
 >>> out = OpportunityTripWire().detect({"usage": usage}, as_of, customers=customers)
->>> for part in out["explanation"][0].split("; "):
+>>> for part in out.filter(pl.col("topic") == "offer")["explanation"][0].split("; "):
 ...     print(part)
 Your data use has been close to your 50 GB monthly allowance for the last 3 months (49.6, 44.8 and 49.6 GB)
 a plan with more data may suit you better.
@@ -41,22 +46,24 @@ class OpportunityParams(Params):
     """Parameters of the opportunity trip wire."""
 
     metric: str = "data_gb"  # the usage metric the allowance is for
-    limit_attribute: str = "plan_limit_gb"  # customer attribute holding the monthly allowance
+    limit_attribute: str = "plan_limit_gb"  # customer attribute holding the allowance per billing period
+    billing_day_attribute: str = "billing_day"  # customer attribute: day of month a period starts (else 1)
     unit: str = "GB"
-    periods: int = 3  # complete months in a row that must be near the limit
+    periods: int = 3  # complete billing periods in a row that must be near the limit
     near_fraction: float = 0.85  # "near": at least this fraction of the allowance
+    approach_fraction: float = 0.8  # in the current period: tell the customer once this much is used
 
 
-def plan_limits(customers: pl.DataFrame | None, attribute: str = "plan_limit_gb") -> pl.DataFrame:
-    """(customer_id, plan_limit) for customers whose ``attributes`` (JSON or struct) hold ``attribute``.
+def customer_number(customers: pl.DataFrame | None, attribute: str) -> pl.DataFrame:
+    """(customer_id, value) for customers whose ``attributes`` (JSON or struct) hold a number ``attribute``.
 
-    A top-level column named ``attribute`` also works. Customers without a positive number there are left out.
+    A top-level column named ``attribute`` also works. Customers without a number there are left out.
 
-    >>> c = pl.DataFrame({"id": ["a", "b", "c"], "attributes": ['{"plan_limit_gb": 20}', "{}", None]})
-    >>> plan_limits(c).rows()
-    [('a', 20.0)]
+    >>> c = pl.DataFrame({"id": ["a", "b"], "attributes": ['{"billing_day": 14}', "{}"]})
+    >>> customer_number(c, "billing_day").rows()
+    [('a', 14.0)]
     """
-    empty = pl.DataFrame(schema={"customer_id": pl.String(), "plan_limit": pl.Float64()})
+    empty = pl.DataFrame(schema={"customer_id": pl.String(), "value": pl.Float64()})
     if customers is None or customers.height == 0:
         return empty
     id_col = "id" if "id" in customers.columns else "customer_id"
@@ -77,16 +84,37 @@ def plan_limits(customers: pl.DataFrame | None, attribute: str = "plan_limit_gb"
     return (
         customers.select(
             pl.col(id_col).cast(pl.String()).alias("customer_id"),
-            value.cast(pl.Float64(), strict=False).alias("plan_limit"),
+            value.cast(pl.Float64(), strict=False).alias("value"),
         )
-        .filter(pl.col("plan_limit") > 0)
+        .drop_nulls("value")
         .unique("customer_id", keep="last")
     )
 
 
-def _month_start(ts: datetime, back: int = 0) -> datetime:
-    index = ts.year * 12 + ts.month - 1 - back
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+def plan_limits(customers: pl.DataFrame | None, attribute: str = "plan_limit_gb") -> pl.DataFrame:
+    """(customer_id, plan_limit) for customers with a positive ``attribute`` (see :func:`customer_number`).
+
+    >>> c = pl.DataFrame({"id": ["a", "b", "c"], "attributes": ['{"plan_limit_gb": 20}', "{}", None]})
+    >>> plan_limits(c).rows()
+    [('a', 20.0)]
+    """
+    return customer_number(customers, attribute).filter(pl.col("value") > 0).rename({"value": "plan_limit"})
+
+
+def _on_day(month_start: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
+    """The billing day in the month starting at ``month_start``, clamped to the month's length."""
+    last = month_start.dt.month_end().dt.day().cast(pl.Int64)
+    return pl.date(month_start.dt.year(), month_start.dt.month(), pl.min_horizontal(billing_day, last))
+
+
+def period_start(day: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
+    """Start of the billing period containing ``day`` for periods starting on ``billing_day``."""
+    this = _on_day(day.dt.month_start(), billing_day)
+    return (
+        pl.when(day >= this)
+        .then(this)
+        .otherwise(_on_day(day.dt.month_start().dt.offset_by("-1mo"), billing_day))
+    )
 
 
 def _number(v: float) -> str:
@@ -94,7 +122,7 @@ def _number(v: float) -> str:
 
 
 class OpportunityTripWire:
-    """Usage near the plan limit for several complete months: suggest a better-fitting plan."""
+    """Usage near the plan limit: suggest a better-fitting plan, or warn the allowance is nearly used."""
 
     name: ClassVar[str] = "opportunity"
     kinds: ClassVar[tuple[str, ...]] = ("usage",)
@@ -112,54 +140,82 @@ class OpportunityTripWire:
         p = self.params
         as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
         usage = frames.get("usage")
-        limits = plan_limits(context.get("customers"), p.limit_attribute)
+        customers = context.get("customers")
+        limits = plan_limits(customers, p.limit_attribute)
         if usage is None or usage.height == 0 or limits.height == 0:
             return empty_findings()
-        current = _month_start(as_of)  # months from here on are not complete yet
-        first = _month_start(as_of, p.periods)
-        monthly = (
-            point_in_time(usage, as_of)
-            .filter(pl.col("metric") == p.metric, pl.col("ts") >= first, pl.col("ts") < current)
-            .group_by("customer_id", pl.col("ts").dt.truncate("1mo").alias("month"))
-            .agg(pl.col("value").sum().alias("used"))
-            .join(limits, on="customer_id")
-            .with_columns((pl.col("used") / pl.col("plan_limit")).alias("fraction"))
-            .sort("customer_id", "month")
+        days = customer_number(customers, p.billing_day_attribute).select(
+            "customer_id", pl.col("value").round().cast(pl.Int64).clip(1, 31).alias("billing_day")
         )
-        fired = (
-            monthly.group_by("customer_id")
+        limits = (
+            limits.join(days, on="customer_id", how="left")
+            .with_columns(pl.col("billing_day").fill_null(1))
+            .with_columns(period_start(pl.lit(as_of.date()), pl.col("billing_day")).alias("current"))
+            .with_columns(
+                _on_day(
+                    pl.col("current").dt.offset_by(f"-{p.periods}mo").dt.month_start(), pl.col("billing_day")
+                ).alias("first"),
+                _on_day(pl.col("current").dt.month_start().dt.offset_by("1mo"), pl.col("billing_day")).alias(
+                    "next"
+                ),
+            )
+        )
+        periods = (
+            point_in_time(usage, as_of)
+            .filter(pl.col("metric") == p.metric)
+            .select("customer_id", pl.col("ts").dt.date().alias("day"), "value")
+            .join(limits, on="customer_id")
+            .filter(pl.col("day") >= pl.col("first"))
+            .with_columns(period_start(pl.col("day"), pl.col("billing_day")).alias("period"))
+            .group_by("customer_id", "period")
             .agg(
-                pl.len().alias("months"),
+                pl.col("value").sum().alias("used"),
+                pl.col("plan_limit").first(),
+                pl.col("current").first(),
+                pl.col("next").first(),
+            )
+            .with_columns((pl.col("used") / pl.col("plan_limit")).alias("fraction"))
+            .sort("customer_id", "period")
+        )
+        rows = self._plan_offers(periods.filter(pl.col("period") < pl.col("current")), as_of)
+        rows += self._approaching(periods.filter(pl.col("period") == pl.col("current")), as_of)
+        if not rows:
+            return empty_findings()
+        return as_findings(pl.DataFrame(rows)).sort("customer_id", "condition")
+
+    def _plan_offers(self, complete: pl.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
+        p = self.params
+        fired = (
+            complete.group_by("customer_id")
+            .agg(
+                pl.len().alias("n"),
                 pl.col("fraction").min().alias("min_fraction"),
                 pl.col("fraction").mean().alias("mean_fraction"),
                 pl.col("plan_limit").first(),
-                pl.col("month"),
+                pl.col("period"),
                 pl.col("used"),
                 pl.col("fraction"),
             )
-            .filter(pl.col("months") == p.periods, pl.col("min_fraction") >= p.near_fraction)
+            .filter(pl.col("n") == p.periods, pl.col("min_fraction") >= p.near_fraction)
             .sort("customer_id")
         )
-        if fired.height == 0:
-            return empty_findings()
         rows = []
         for r in fired.iter_rows(named=True):
             used = [_number(round(u, 1)) for u in r["used"]]
             listed = ", ".join(used[:-1]) + f" and {used[-1]}" if len(used) > 1 else used[0]
             over = any(f > 1.0 for f in r["fraction"])
-            limit = _number(r["plan_limit"])
             text = (
-                f"Your data use has been {'close to or over' if over else 'close to'} your {limit} {p.unit} "
-                f"monthly allowance for the last {p.periods} months ({listed} {p.unit}); "
-                "a plan with more data may suit you better."
+                f"Your data use has been {'close to or over' if over else 'close to'} your "
+                f"{_number(r['plan_limit'])} {p.unit} monthly allowance for the last {p.periods} months "
+                f"({listed} {p.unit}); a plan with more data may suit you better."
             )
             evidence = {
                 "metric": p.metric,
                 "plan_limit": r["plan_limit"],
                 "near_fraction": p.near_fraction,
-                "months": [
-                    {"month": m.strftime("%Y-%m"), "used": round(u, 3), "fraction": round(f, 4)}
-                    for m, u, f in zip(r["month"], r["used"], r["fraction"], strict=True)
+                "periods": [
+                    {"start": d.isoformat(), "used": round(u, 3), "fraction": round(f, 4)}
+                    for d, u, f in zip(r["period"], r["used"], r["fraction"], strict=True)
                 ],
             }
             headroom = (r["min_fraction"] - p.near_fraction) / max(1e-9, 1.0 - p.near_fraction)
@@ -177,4 +233,47 @@ class OpportunityTripWire:
                     "evidence": json.dumps(evidence, sort_keys=True),
                 }
             )
-        return as_findings(pl.DataFrame(rows))
+        return rows
+
+    def _approaching(self, current: pl.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
+        p = self.params
+        rows = []
+        for r in current.filter(pl.col("fraction") >= p.approach_fraction).iter_rows(named=True):
+            left = (r["next"] - as_of.date()).days
+            limit = f"{_number(r['plan_limit'])} {p.unit}"
+            used = f"{r['used']:.1f} {p.unit}"
+            days_left = "1 day" if left == 1 else f"{left} days"
+            if r["fraction"] >= 1.0:
+                text = (
+                    f"You have used {used}, all of your {limit} data allowance, with {days_left} left "
+                    "in this billing period; adding data now can avoid extra charges."
+                )
+            else:
+                text = (
+                    f"You have used {used} ({r['fraction']:.0%}) of your {limit} data allowance, "
+                    f"with {days_left} left in this billing period; adding data now can avoid extra charges."
+                )
+            evidence = {
+                "metric": p.metric,
+                "plan_limit": r["plan_limit"],
+                "used": round(r["used"], 3),
+                "fraction": round(r["fraction"], 4),
+                "period_start": r["period"].isoformat(),
+                "next_period": r["next"].isoformat(),
+                "days_left": left,
+            }
+            rows.append(
+                {
+                    "customer_id": r["customer_id"],
+                    "kind": self.name,
+                    "condition": f"opportunity:approaching_limit:{p.metric}:{r['period'].isoformat()}",
+                    "ts": as_of,
+                    "score": float(r["fraction"]),
+                    "confidence": 1.0,  # metered usage already spent, not a forecast
+                    "severity": "info",
+                    "topic": "usage",
+                    "explanation": text,
+                    "evidence": json.dumps(evidence, sort_keys=True),
+                }
+            )
+        return rows
