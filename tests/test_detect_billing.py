@@ -79,8 +79,10 @@ def test_within_band_or_short_history_does_not_fire() -> None:
     as_of = datetime(2025, 8, 3, tzinfo=UTC)
     normal = history() + [invoice(7, [PLAN, line("data", "Data pack", 14.0)])]
     assert BillingTripWire().detect({"invoice": frame(normal)}, as_of).height == 0
-    short = history(months=range(5, 7)) + [invoice(7, [PLAN, ROAM])]
+    short = history(months=range(6, 7)) + [invoice(7, [PLAN, ROAM])]
     assert BillingTripWire().detect({"invoice": frame(short)}, as_of).height == 0
+    two = history(months=range(5, 7)) + [invoice(7, [PLAN, ROAM])]
+    assert BillingTripWire().detect({"invoice": frame(two)}, as_of).height == 1
     # Old news: the shocking bill is more than recent_days old.
     shock = history() + [invoice(7, [PLAN, ROAM])]
     assert BillingTripWire().detect({"invoice": frame(shock)}, as_of + timedelta(days=60)).height == 0
@@ -140,6 +142,7 @@ def test_duplicate_line_on_draft_is_caught_not_on_issued() -> None:
 def test_charge_for_a_service_the_customer_does_not_have() -> None:
     deps = pl.DataFrame({"customer_id": ["c1", "c2"], "service_id": ["mobile", "tv"], "region": ["eu", "eu"]})
     lines = [line("mobile", "Mobile plan", 40.0), line("tv:premium", "Premium TV", 15.0), ROAM]
+    lines.append(line("addon_mobile", "Extra SIM", 10.0))  # the customer has mobile: fine
     draft = invoice(7, lines, status="draft")
     as_of = datetime(2025, 8, 3, tzinfo=UTC)
     out = BillingTripWire().detect({"invoice": frame([draft])}, as_of, dependencies=deps)
@@ -157,6 +160,12 @@ def test_charge_for_a_service_the_customer_does_not_have() -> None:
         services=pl.DataFrame({"id": ["mobile", "tv", "cloud"]}),
     )
     assert out["condition"].to_list() == ["billing:unknown_service:c1-INV-07:cloud"]
+    # The add-on code convention: addon_<service>.
+    addon = [line("mobile", "Mobile plan", 40.0), line("addon_tv", "TV", 20.0)]
+    out = BillingTripWire().detect(
+        {"invoice": frame([invoice(7, addon, status="draft")])}, as_of, dependencies=deps
+    )
+    assert out["condition"].to_list() == ["billing:unknown_service:c1-INV-07:tv"]
 
 
 def usage(customer: str, start: date, days: int, per_day: float) -> pl.DataFrame:

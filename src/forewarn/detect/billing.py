@@ -11,8 +11,9 @@ An invoice may arrive several times (a draft, later the issued version, correcti
 - on drafts (not yet issued, last changed within ``recent_days``), before they go out:
   ``billing:duplicate:<invoice_id>:<code>``: the same line (code, description, amount, quantity) twice;
   ``billing:unknown_service:<invoice_id>:<service_id>``: a line for a service the customer does not depend on.
-  A line is a service charge when its code is a known service id, or starts with one followed by ``:``
-  (``tv:premium``); known services are context ``services`` plus every service in ``dependencies``;
+  A line is a service charge when its code, after dropping a prefix in ``service_code_prefixes``
+  (``addon_tv``) and anything after a ``:`` (``tv:premium``), is a known service id; known services are
+  context ``services`` plus every service in ``dependencies``;
   ``billing:usage_mismatch:<invoice_id>``: an overage line (code in ``overage_codes``, or ``<code>:...``)
   charging more than the metered usage over the plan limit allows (e.g. overage while usage stayed under
   the limit). Usage is the sum of ``usage_metric`` over the invoice period; it is only judged when usage rows
@@ -56,13 +57,14 @@ class BillingParams(Params):
     """Parameters of the billing trip wire; amounts are in the invoice's currency units."""
 
     history: int = 12  # previous issued invoices that define the customer's usual bill
-    min_history: int = 3  # fewer than this: no bill-shock judgement yet
+    min_history: int = 2  # fewer than this: no bill-shock judgement yet (2 = from a new customer's 3rd bill)
     z_threshold: float = 3.5  # robust spreads above the usual bill
     min_scale_rel: float = 0.1  # the spread is at least this fraction of the usual bill (flat bills)
     min_increase_abs: float = 10.0  # and the bill is at least this much above the usual one
     recent_days: int = 45  # an invoice is news for this many days after its last change
     explain_share: float = 0.8  # name changed lines until they explain this share of the increase...
     explain_lines: int = 2  # ...or this many lines
+    service_code_prefixes: tuple[str, ...] = ("addon_",)  # line code = prefix + service id
     overage_codes: tuple[str, ...] = ("overage", "data_overage")
     usage_metric: str = "data_gb"
     limit_attribute: str = "plan_limit_gb"
@@ -335,6 +337,12 @@ class BillingTripWire:
             )
         return rows
 
+    def _service_of(self, code: pl.Expr) -> pl.Expr:
+        """The service id a line code names, under the documented code conventions."""
+        for prefix in self.params.service_code_prefixes:
+            code = pl.when(code.str.starts_with(prefix)).then(code.str.strip_prefix(prefix)).otherwise(code)
+        return code.str.split(":").list.first()
+
     def _unknown_services(
         self, drafts: pl.DataFrame, as_of: datetime, dependencies: pl.DataFrame | None, services: Any
     ) -> list[dict[str, Any]]:
@@ -352,7 +360,7 @@ class BillingTripWire:
         )
         lines = (
             self._draft_lines(drafts)
-            .with_columns(pl.col("code").str.split(":").list.first().alias("service_id"))
+            .with_columns(self._service_of(pl.col("code")).alias("service_id"))
             .filter(pl.col("service_id").is_in(pl.Series(sorted(known)).implode()))
             .join(has, on=["customer_id", "service_id"], how="left")
             .filter(pl.col("has").is_null())
