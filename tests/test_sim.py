@@ -377,6 +377,25 @@ def test_truth_file_loads_to_the_in_memory_frame(out: Path, world: World) -> Non
     assert loaded.drop("details", "affected").equals(world.truth.drop("details", "affected"))
 
 
+def test_the_folder_ingests_without_a_rejected_row(tmp_path: Path, ctx) -> None:
+    from forewarn.signals.ingest import ingest_paths
+
+    small = tmp_path / "world"
+    world = simulate(replace(CFG, customers=60, days=30), small)
+    report = ingest_paths(ctx, [small], unknown_customers="reject")
+    assert report.rejected == 0, report.errors[:5]
+    assert report.new == sum(f.height for f in world.frames.values()) + 60 + 5 + world.dependencies.height
+    again = ingest_paths(ctx, [small], unknown_customers="reject")
+    assert again.rejected == 0 and again.duplicate >= sum(f.height for f in world.frames.values())
+
+
+def test_customer_events_name_the_customers_region(out: Path, gt: list[dict]) -> None:
+    region = {c["id"]: c["region"] for c in _rows(out / "customers.jsonl")}
+    for r in gt:
+        if r["customer_id"] is not None:
+            assert r["regions"] == [region[r["customer_id"]]], r["id"]
+
+
 # --- counterfactual contacts ---
 
 

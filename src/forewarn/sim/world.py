@@ -144,6 +144,10 @@ def simulate(config: SimConfig, out: Path | None = None) -> World:
     }
     records = out_res.truth + use.truth + cad.truth + bill.truth + dev.truth + sched.truth + con.truth
     records.sort(key=lambda r: (r["start"], r["type"], r["id"]))
+    home = {str(c): cfg.regions[r].name for c, r in zip(pop.ids, pop.region, strict=True)}
+    for rec in records:  # every customer's event names the region the customer is served in
+        if rec["customer_id"] is not None:
+            rec["regions"] = [home[rec["customer_id"]]]
     world = World(
         config=cfg,
         frames=frames,
