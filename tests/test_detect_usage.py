@@ -165,3 +165,13 @@ def test_duplicate_readings_are_summed_and_unknown_params_rejected() -> None:
     assert b.height == a.height and b["value"].to_list() == [2 * x for x in a["value"].to_list()]
     with pytest.raises(ValueError, match="unknown parameter"):
         UsageTripWire(windw=3)
+
+
+def test_row_order_does_not_matter() -> None:
+    series = {f"c{i}": noisy(70, level=3 + i, seed=i) for i in range(5)}
+    series["c2"][-1] = 60.0
+    frame = usage_frame(series)
+    wire = UsageTripWire()
+    want = wire.detect({"usage": frame}, day(69))
+    got = wire.detect({"usage": frame.sample(fraction=1.0, shuffle=True, seed=3)}, day(69))
+    assert want.height == 1 and got.equals(want)

@@ -191,7 +191,7 @@ class DeviceTripWire:
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()
-        hist = self.risk_history(point_in_time(tel, as_of))
+        hist = self.risk_history(self._relevant(point_in_time(tel, as_of), as_of))
         if hist.height == 0:
             return empty_findings()
         latest = hist.filter(
@@ -200,6 +200,20 @@ class DeviceTripWire:
             & pl.col("fires")
         )
         return self._findings(latest).with_columns(ts=pl.lit(as_of).cast(pl.Datetime("us", "UTC")))
+
+    def _relevant(self, tel: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+        """Only the readings a judgement at ``as_of`` can use: those after ``cutoff`` (the earliest judged
+        reading minus ``lookback``) and, per device and counter, the last one at or before it. Exactly the
+        same result as the whole history, at a fraction of the cost for a long-running fleet."""
+        p = self.params
+        cutoff = as_of - p.max_staleness - p.lookback
+        old = tel.filter(pl.col("ts") <= cutoff)
+        if old.height == 0:
+            return tel
+        keys = ["customer_id", "device_id", "attribute"]
+        last_old = old.filter(pl.col("ts") == pl.col("ts").max().over(keys))
+        # a device's earliest reading still decides "rising from its first reading" for young devices
+        return pl.concat([last_old, tel.filter(pl.col("ts") > cutoff)])
 
     def _findings(self, fired: pl.DataFrame) -> pl.DataFrame:
         if fired.height == 0:

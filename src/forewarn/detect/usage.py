@@ -81,16 +81,42 @@ def _fill_gaps(
     end_ts = frame["ts"].max() if end is None else end
     spans = frame.group_by(keys).agg(first=pl.col("ts").min(), n=pl.len())
     # cheap exit when every series is already complete (the common case for a daily feed)
-    expected_n = spans.select(
-        pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every).list.len()
-    ).to_series()
-    if (expected_n == spans["n"]).all():
+    step = _fixed_step(every)
+    if step is not None:
+        expected_n = ((pl.lit(end_ts) - pl.col("first")).dt.total_microseconds() // step + 1).alias("e")
+    else:
+        expected_n = pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every).list.len().alias("e")
+    if (spans.select(expected_n).to_series() == spans["n"]).all():
         return frame
     grid = spans.select(
         *keys, ts=pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every)
     ).explode("ts")
     out = grid.join(frame, on=[*keys, "ts"], how="left", maintain_order="left")
     return out.with_columns(pl.col(value).fill_null(0.0))
+
+
+def _fixed_step(every: str) -> int | None:
+    """Microseconds in a fixed-length Polars duration ("1d", "5m", "1h"); None for calendar ones ("1mo")."""
+    units = {"w": 604_800_000_000, "d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000}
+    num = every.rstrip("wdhms")
+    unit = every[len(num) :]
+    if not num.isdigit() or unit not in units:
+        return None
+    return int(num) * units[unit]
+
+
+def _sorted_by(frame: pl.DataFrame, cols: Sequence[str]) -> bool:
+    """Whether ``frame`` is already sorted by ``cols`` (lexicographically), without sorting it."""
+    if frame.height < 2:
+        return True
+    ok = pl.lit(False)
+    equal_so_far = pl.lit(True)
+    for c in cols:
+        prev = pl.col(c).shift(1)
+        ok = ok | (equal_so_far & (pl.col(c) > prev))
+        equal_so_far = equal_so_far & (pl.col(c) == prev)
+    ok = ok | equal_so_far
+    return bool(frame.select(ok.slice(1).all()).item())
 
 
 def score_series(
@@ -112,7 +138,8 @@ def score_series(
     p = params or UsageParams()
     keys = list(key_cols)
     df = frame.select([*keys, pl.col(ts_col).alias("ts"), pl.col(value_col).cast(pl.Float64).alias("value")])
-    df = sort_series(df, keys)
+    if not _sorted_by(df, [*keys, "ts"]):  # the signal store already returns (customer, ts) order
+        df = sort_series(df, keys)
     dup = df.select(
         pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in [*keys, "ts"]]).any()
     ).item()
