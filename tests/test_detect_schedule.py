@@ -84,6 +84,25 @@ def test_card_expiry_and_nearer_scores_higher() -> None:
     assert out["explanation"][1].startswith("The card on your account expires on 3 March 2026 (in 2 days)")
 
 
+def test_plan_change_notice() -> None:
+    known = datetime(2026, 1, 5, tzinfo=UTC)
+    details = "promotional price ends: monthly fee 30.00 -> 45.00"
+    rows = [
+        sub(
+            "c1", "plan_change", date(2026, 3, 11), known, plan_from="Basic", plan_to="Basic", details=details
+        ),
+        sub("c2", "plan_change", date(2026, 3, 8), known, plan_from="Basic", plan_to="Plus"),
+        sub("c3", "plan_change", date(2026, 4, 8), known, plan_from="Basic", plan_to="Plus"),  # later
+    ]
+    out = ScheduleTripWire().detect({"subscription": subs(rows)}, AS_OF)
+    assert out["explanation"].to_list() == [
+        "Your Basic plan changes on 11 March 2026 (in 10 days): "
+        "promotional price ends: monthly fee 30.00 -> 45.00.",
+        "Your plan changes from Basic to Plus on 8 March 2026 (in 7 days).",
+    ]
+    assert out["condition"][0] == "schedule:plan_change:2026-03-11" and set(out["topic"]) == {"billing"}
+
+
 def test_maintenance_reaches_dependents_only() -> None:
     deps = pl.DataFrame(
         {

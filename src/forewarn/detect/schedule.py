@@ -5,6 +5,7 @@ window before ``due_date`` (``today <= due_date <= today + lead``, UTC days):
 
 - ``schedule:renewal_due:<due_date>``: a renewal falls due (not if the customer cancelled after the notice);
 - ``schedule:card_expiry:<due_date>``: the card on file expires;
+- ``schedule:plan_change:<due_date>``: a plan or price change takes effect (``details`` says what changes);
 - ``schedule:maintenance:<service_id>:<due_date>``: planned maintenance on a service the customer depends on.
   A row with ``customer_id`` ``"*"`` applies to every customer depending on ``service_id`` (in context
   ``dependencies``; ``details`` may be a JSON object with ``region`` to narrow it and ``window`` to show);
@@ -36,8 +37,18 @@ import polars as pl
 
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
 
-NOTICE_TOPIC = {"renewal_due": "account", "card_expiry": "billing", "maintenance": "outage"}
-NOTICE_SEVERITY = {"renewal_due": "info", "card_expiry": "warning", "maintenance": "info"}
+NOTICE_TOPIC = {
+    "renewal_due": "account",
+    "card_expiry": "billing",
+    "plan_change": "billing",
+    "maintenance": "outage",
+}
+NOTICE_SEVERITY = {
+    "renewal_due": "info",
+    "card_expiry": "warning",
+    "plan_change": "info",
+    "maintenance": "info",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class ScheduleParams(Params):
     """Lead windows (days before the due date a notice starts) and shipment lateness rules."""
 
     renewal_lead_days: int = 14
+    plan_change_lead_days: int = 14
     card_expiry_lead_days: int = 30
     maintenance_lead_days: int = 7
     broadcast_customer: str = "*"  # subscription rows for every dependent of the service
@@ -123,7 +135,7 @@ class ScheduleTripWire:
             .agg(pl.col("ts").max().alias("cancelled_at"))
         )
         lead = {"renewal_due": p.renewal_lead_days, "card_expiry": p.card_expiry_lead_days}
-        lead["maintenance"] = p.maintenance_lead_days
+        lead |= {"plan_change": p.plan_change_lead_days, "maintenance": p.maintenance_lead_days}
         latest = (
             subs.filter(
                 pl.col("event_type").is_in(pl.Series(list(lead)).implode()), pl.col("due_date").is_not_null()
@@ -184,9 +196,17 @@ class ScheduleTripWire:
                 "please update it before then so your service is not interrupted."
             )
             condition = f"schedule:card_expiry:{due.isoformat()}"
+        elif kind == "plan_change":
+            old, new = r["plan_from"], r["plan_to"]
+            if old and new and old != new:
+                text = f"Your plan changes from {old} to {new} on {when}"
+            else:
+                text = f"Your {(new or old) + ' ' if new or old else ''}plan changes on {when}"
+            text += f": {details['text']}." if details.get("text") else "."
+            condition = f"schedule:plan_change:{due.isoformat()}"
         else:
             slot = f" at {details['window']}" if details.get("window") else ""
-            note = f": {details['text']}" if details.get("text") else ""
+            note = f" ({details['text']})" if details.get("text") else ""
             text = (
                 f"Planned maintenance on {r['service_id']} on {long_date(due)}{slot} ({_in_days(days_left)}) "
                 f"may briefly interrupt your service{note}."
