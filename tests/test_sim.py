@@ -75,6 +75,23 @@ def test_same_seed_gives_byte_identical_files(out: Path, tmp_path: Path) -> None
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_same_seed_is_identical_across_processes(tmp_path: Path) -> None:
+    """No set or hash ordering leaks into the output: two interpreters with different hash seeds agree."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from forewarn.sim.world import SimConfig, simulate; "
+        "simulate(SimConfig(customers=80, days=30, seed=4), Path(sys.argv[1]))"
+    )
+    for h in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": h}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / h)], check=True, env=env)
+    for name in FILES:
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+
+
 def test_different_seed_differs(out: Path, tmp_path: Path) -> None:
     simulate(replace(CFG, seed=CFG.seed + 1), tmp_path)
     for name in ("usage.parquet", "ground_truth.jsonl", "contact.jsonl", "customers.jsonl"):
