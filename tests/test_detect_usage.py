@@ -45,7 +45,8 @@ def test_spike_fires_with_customer_readable_explanation_and_evidence() -> None:
     ev = json.loads(out["evidence"][0])
     assert ev["value"] == 41.2 and 6.5 < ev["expected"] < 7.5 and ev["z"] > 10
     text = out["explanation"][0]
-    assert text.startswith("Your data use on 2026-03-11 was 41.2 GB, about ")
+    # rows are stamped at the end of the day they cover: the row at 2026-03-11T00:00 is 10 March
+    assert text.startswith("Your data use on 2026-03-10 was 41.2 GB, about ")
     assert "x your usual 7" in text and text.endswith("GB a day.")
     assert out["ts"][0] == day(69)
 

@@ -4,7 +4,7 @@ Four conditions per (customer, metric), judged against the trailing robust basel
 ``forewarn.detect.baseline`` (weekly-seasonal for daily data), silent until the series has enough history:
 
 - ``spike``: today is ``z_threshold`` robust z-scores above the usual level and at least ``min_ratio`` x it;
-- ``drop``: today is ``z_threshold`` below and at most ``max_drop_ratio`` x the usual level;
+- ``drop``: today is ``drop_z_threshold`` below and at most ``max_drop_ratio`` x the usual level;
 - ``level_shift``: the median of the last ``shift_window`` periods has moved ``shift_z`` spreads (and at least
   ``shift_min_change`` of the level) away from the baseline before them: a sustained change, not one odd day;
 - ``silent``: zero (or no reading) for ``silent_periods`` periods in a row after a non-zero baseline.
@@ -23,7 +23,7 @@ detection.
 >>> out.select("condition", "severity").row(0)
 ('usage:spike:data_gb', 'warning')
 >>> print(out["explanation"][0])
-Your data use on 2026-03-11 was 41.2 GB, about 5.7x your usual 7.2 GB a day.
+Your data use on 2026-03-10 was 41.2 GB, about 5.7x your usual 7.2 GB a day.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ METRIC_UNIT = {"data_gb": "GB", "minutes": "min"}
 class UsageParams(Params):
     """Parameters of the usage detector; the defaults suit daily usage of consumer services."""
 
-    window: int = 28  # periods in the trailing median (the customer's usual level)
+    window: int = 21  # periods in the trailing median (the customer's usual level)
     scale_window: int = 14  # periods of one-step residuals averaged for the spread
     season: int | None = 7  # season length in periods (7 = weekly for daily data); None: no seasonality
-    z_threshold: float = 4.0  # robust z beyond which one period is a spike / drop
+    z_threshold: float = 4.0  # robust z beyond which one period is a spike
+    drop_z_threshold: float = 3.0  # ... and a drop (usage noise is multiplicative: drops have less room)
     min_ratio: float = 1.5  # a spike is also at least this many times the usual level
     max_drop_ratio: float = 0.5  # a drop is also at most this fraction of the usual level
     min_abs_change: float = 0.0  # and differs from the usual level by at least this much (in value units)
@@ -194,7 +195,7 @@ def score_series(
         & (change >= p.min_abs_change)
     )
     drop = (
-        (pl.col("z") <= -p.z_threshold)
+        (pl.col("z") <= -p.drop_z_threshold)
         & (pl.col("value") <= p.max_drop_ratio * pl.col("expected"))
         & (-change >= p.min_abs_change)
     )
@@ -314,6 +315,13 @@ class UsageTripWire:
                 pl.col("metric").replace_strict(METRIC_UNIT, default=None, return_dtype=pl.String),
             ).fill_null(""),
             period=pl.col("period").fill_null("day"),
+            # rows are stamped at the END of the period they cover (the signal convention): name that period
+            covers=pl.col("ts")
+            - pl.when(pl.col("period").fill_null("day") == "hour")
+            .then(pl.duration(hours=1))
+            .when(pl.col("period").fill_null("day") == "week")
+            .then(pl.duration(weeks=1))
+            .otherwise(pl.duration(days=1)),
             label=pl.col("metric").replace_strict(
                 METRIC_LABEL, default=pl.col("metric").str.replace_all("_", " "), return_dtype=pl.String
             ),
@@ -322,8 +330,8 @@ class UsageTripWire:
         per = pl.col("period").replace_strict(PERIOD_WORD, default="a period", return_dtype=pl.String)
         when = (
             pl.when(pl.col("period") == "hour")
-            .then(pl.col("ts").dt.strftime("%Y-%m-%d %H:00 UTC"))
-            .otherwise(pl.col("ts").dt.strftime("%Y-%m-%d"))
+            .then(pl.col("covers").dt.strftime("%Y-%m-%d %H:00 UTC"))
+            .otherwise(pl.col("covers").dt.strftime("%Y-%m-%d"))
         )
         ratio = pl.col("value") / pl.col("expected")
         n_periods = pl.col("period").replace_strict(
