@@ -88,6 +88,18 @@ def test_within_band_or_short_history_does_not_fire() -> None:
     assert BillingTripWire().detect({"invoice": frame(shock)}, as_of + timedelta(days=60)).height == 0
 
 
+def test_a_new_level_is_told_once() -> None:
+    high = [PLAN, line("data", "Data pack", 11.0), ROAM]
+    rows = history() + [invoice(7, high), invoice(8, high)]
+    wire = BillingTripWire()
+    assert wire.detect({"invoice": frame(rows)}, datetime(2025, 8, 3, tzinfo=UTC)).height == 1
+    assert wire.detect({"invoice": frame(rows)}, datetime(2025, 9, 3, tzinfo=UTC)).height == 0
+    again = BillingTripWire(new_jumps_only=False).detect(
+        {"invoice": frame(rows)}, datetime(2025, 9, 3, tzinfo=UTC)
+    )
+    assert again["condition"].to_list() == ["billing:shock:c1-INV-08"]
+
+
 def test_increase_and_price_change_are_explained() -> None:
     tv = line("tv", "TV package", 20.0)
     rows = [invoice(m, [PLAN, tv]) for m in range(1, 7)]

@@ -6,8 +6,10 @@ An invoice may arrive several times (a draft, later the issued version, correcti
 - ``billing:shock:<invoice_id>``: the customer's newest invoice (draft or issued, last changed within
   ``recent_days``) is above their tolerance band: the median of their previous ``history`` issued invoices
   plus ``z_threshold`` robust spreads (1.4826 x MAD, floored at ``min_scale_rel`` of the median), and at least
-  ``min_increase_abs`` more than the median. The explanation names the line items that changed most against
-  the customer's usual amount per line code ("Roaming charges of 61.20 are new this month").
+  ``min_increase_abs`` more than the median, and (``new_jumps_only``) the previous bill was inside the band,
+  so a new price level is told once, not every month until it is usual. The explanation names the line
+  items that changed most against the customer's usual amount per line code ("Roaming charges of 61.20
+  are new this month").
 - on drafts (not yet issued, last changed within ``recent_days``), before they go out:
   ``billing:duplicate:<invoice_id>:<code>``: the same line (code, description, amount, quantity) twice;
   ``billing:unknown_service:<invoice_id>:<service_id>``: a line for a service the customer does not depend on.
@@ -61,6 +63,9 @@ class BillingParams(Params):
     z_threshold: float = 3.5  # robust spreads above the usual bill
     min_scale_rel: float = 0.1  # the spread is at least this fraction of the usual bill (flat bills)
     min_increase_abs: float = 10.0  # and the bill is at least this much above the usual one
+    new_jumps_only: bool = (
+        True  # the previous bill was inside the band: a jump, not an already-known new level
+    )
     recent_days: int = 45  # an invoice is news for this many days after its last change
     explain_share: float = 0.8  # name changed lines until they explain this share of the increase...
     explain_lines: int = 2  # ...or this many lines
@@ -223,6 +228,7 @@ class BillingTripWire:
                 pl.len().alias("n_history"),
                 pl.col("usual").first(),
                 (pl.col("total") - pl.col("usual")).abs().median().alias("mad"),
+                pl.col("total").last().alias("previous"),
             )
             .filter(pl.col("n_history") >= p.min_history)
             .join(current, on="customer_id")
@@ -233,8 +239,11 @@ class BillingTripWire:
             )
             .with_columns(((pl.col("cur_total") - pl.col("usual")) / pl.col("scale")).alias("z"))
         )
+        upper = pl.col("usual") + p.z_threshold * pl.col("scale")
         fired = band.filter(
-            pl.col("z") >= p.z_threshold, pl.col("cur_total") - pl.col("usual") >= p.min_increase_abs
+            pl.col("z") >= p.z_threshold,
+            pl.col("cur_total") - pl.col("usual") >= p.min_increase_abs,
+            (pl.col("previous") < upper) | (not p.new_jumps_only),
         ).sort("customer_id")
         if fired.height == 0:
             return []
@@ -272,6 +281,7 @@ class BillingTripWire:
                 "total": f["cur_total"],
                 "usual": f["usual"],
                 "mad": f["mad"],
+                "previous_total": f["previous"],
                 "scale": f["scale"],
                 "z": round(f["z"], 3),
                 "ratio": round(ratio, 3),
