@@ -498,11 +498,107 @@ def _incident_notices(truth: pl.DataFrame) -> dict[date, list[tuple[str, str, da
     return out
 
 
+# Words that say what an untagged contact is about (support language, not tuned to any data set); the topic
+# with the most hits wins, ties in this order. Contacts that already carry a topic keep it.
+TOPIC_WORDS: dict[str, tuple[str, ...]] = {
+    "outage": (
+        "outage",
+        "down",
+        "no internet",
+        "no signal",
+        "no service",
+        "offline",
+        "disconnected",
+        "no connection",
+        "cannot connect",
+        "can't connect",
+        "not working",
+    ),
+    "device": (
+        "router",
+        "modem",
+        "box",
+        "device",
+        "reboot",
+        "rebooting",
+        "restarting",
+        "dvr",
+        "hub",
+        "set-top",
+        "remote",
+        "hardware",
+        "disk",
+        "drive",
+        "died",
+        "broken",
+        "replace",
+    ),
+    "billing": (
+        "bill",
+        "billing",
+        "charge",
+        "charged",
+        "invoice",
+        "refund",
+        "payment",
+        "overcharged",
+        "fee",
+        "price",
+        "debit",
+    ),
+    "usage": ("data", "usage", "allowance", "gb", "limit", "used"),
+    "shipping": ("delivery", "shipment", "parcel", "package", "courier", "tracking", "arrived"),
+    "account": (
+        "password",
+        "login",
+        "account",
+        "cancel",
+        "renewal",
+        "renew",
+        "contract",
+        "plan",
+        "card",
+        "upgrade",
+        "moving",
+    ),
+}
+
+
+def infer_topic(text: str | None) -> str | None:
+    """The topic an untagged contact's words point to, or ``None``.
+
+    >>> infer_topic("My TV box keeps rebooting"), infer_topic("Why was I charged twice?"), infer_topic("hi")
+    ('device', 'billing', None)
+    """
+    if not text:
+        return None
+    low = f" {text.lower()} "
+    best, hits = None, 0
+    for topic, words in TOPIC_WORDS.items():
+        n = sum(1 for w in words if (f" {w}" in low if " " in w else _has_word(low, w)))
+        if n > hits:
+            best, hits = topic, n
+    return best
+
+
+def _has_word(low: str, word: str) -> bool:
+    import re
+
+    return re.search(rf"\b{re.escape(word)}\b", low) is not None
+
+
 def _contacts(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """Inbound contacts with a topic: their own, else inferred from subject and text."""
     c = frames.get("contact")
     schema = {"customer_id": pl.String, "ts": TS, "topic": pl.String, "event_id": pl.String}
-    if c is None or c.height == 0 or "topic" not in c.columns:
+    if c is None or c.height == 0:
         return pl.DataFrame(schema=schema)
+    cols = c.columns
+    text = pl.concat_str(
+        [pl.col(k).fill_null("") for k in ("subject", "text") if k in cols] or [pl.lit("")], separator=" "
+    )
+    given = pl.col("topic") if "topic" in cols else pl.lit(None, pl.String)
+    c = c.with_columns(topic=pl.coalesce(given, text.map_elements(infer_topic, return_dtype=pl.String)))
     return c.select("customer_id", "ts", "topic", "event_id").filter(pl.col("topic").is_not_null()).sort("ts")
 
 
