@@ -72,7 +72,7 @@ class World:
 
     @property
     def customers(self) -> pl.DataFrame:
-        return pl.read_ndjson(io.BytesIO("\n".join(self.customer_lines).encode()))
+        return pl.read_ndjson(io.BytesIO("\n".join(self.customer_lines).encode()), infer_schema_length=None)
 
     @property
     def truth(self) -> pl.DataFrame:
