@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from forewarn.cli import app
+from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.decide.control import in_control
 from forewarn.decide.engine import approve, held, run_playbooks
 from forewarn.decide.playbooks import PlaybookError, load_playbooks, parse_duration
 from forewarn.detect.registry import TRIP_WIRES
-from forewarn.state.db import transaction
+from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import (
     AffectedCustomer,
     Consent,
@@ -164,6 +166,19 @@ playbooks:
 """
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    """The same engine tests on the embedded SQLite store and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("ctx")
+        return
+    url = request.getfixturevalue("pg_url")
+    upgrade(url)
+    context = Context(Settings(home=tmp_path, database_url=url))
+    yield context
+    context.close()
+
+
 def _seed(ctx: Context) -> None:
     with transaction(ctx.engine) as s:
         for i in range(8):
@@ -239,7 +254,8 @@ def _rows(ctx: Context) -> list[OutboxMessage]:
         return list(s.execute(select(OutboxMessage).where(OutboxMessage.playbook.is_not(None))).scalars())
 
 
-def test_run_playbooks_records_every_decision(ctx: Context, tmp_path: Path) -> None:
+def test_run_playbooks_records_every_decision(store: Context, tmp_path: Path) -> None:
+    ctx = store
     _seed(ctx)
     pset = load_playbooks(write(tmp_path, PLAYBOOKS))
     summary = run_playbooks(ctx, pset, as_of=NOW, now=NOW)
@@ -288,7 +304,8 @@ def test_run_playbooks_records_every_decision(ctx: Context, tmp_path: Path) -> N
     assert not approve(ctx, queue[0]["id"], now=NOW)
 
 
-def test_quiet_hours_defer_and_budget_counts_incident_notices(ctx: Context, tmp_path: Path) -> None:
+def test_quiet_hours_defer_and_budget_counts_incident_notices(store: Context, tmp_path: Path) -> None:
+    ctx = store
     _seed(ctx)
     pset = load_playbooks(write(tmp_path, PLAYBOOKS))
     night = datetime(2026, 3, 10, 23, 0, tzinfo=UTC)  # midnight in Brussels
@@ -317,7 +334,8 @@ def test_quiet_hours_defer_and_budget_counts_incident_notices(ctx: Context, tmp_
     assert rows[("c6", "outage-biz", "email")].next_attempt_at == night
 
 
-def test_control_group_is_recorded_as_would_have_sent(ctx: Context, tmp_path: Path) -> None:
+def test_control_group_is_recorded_as_would_have_sent(store: Context, tmp_path: Path) -> None:
+    ctx = store
     with transaction(ctx.engine) as s:
         for i in range(40):
             s.add(Customer(id=f"h{i}", email=f"h{i}@example.com", timezone="UTC", channels=[], attributes={}))
