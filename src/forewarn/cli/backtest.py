@@ -34,6 +34,9 @@ def backtest_cmd(
     ),
     run_at: str = typer.Option("09:00", "--run-at", help="time of the daily run (UTC, HH:MM)"),
     horizon: float = typer.Option(30.0, "--horizon", help="days after a message in which an outcome counts"),
+    detect_every: int = typer.Option(
+        1, "--detect-every", min=1, help="call trip wires without history scoring every N days (faster)"
+    ),
 ) -> None:
     """Replay history day by day and report, per playbook, what would have gone out and how well it aimed."""
     from forewarn.context import Context
@@ -70,7 +73,14 @@ def backtest_cmd(
 
         with console.status(f"replaying {start} .. {end}"):
             report = run_backtest(
-                pset, data, start, end, settings=ctx.settings, run_at=at, horizon=timedelta(days=horizon)
+                pset,
+                data,
+                start,
+                end,
+                settings=ctx.settings,
+                run_at=at,
+                horizon=timedelta(days=horizon),
+                detect_every=detect_every,
             )
     finally:
         ctx.close()
