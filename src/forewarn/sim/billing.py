@@ -32,7 +32,6 @@ from forewarn.sim.customers import Population
 from forewarn.sim.truth import record
 from forewarn.sim.usage import UsageResult
 
-ORDER = {"base": 0, "addon": 1, "device": 2, "roaming": 3, "overage": 4, "discount": 5, "tax": 9}
 SERVICE_NAMES = {
     "mobile": "Mobile add-on",
     "tv": "TV add-on",
@@ -84,9 +83,8 @@ def generate(cfg: SimConfig, pop: Population, usage: UsageResult) -> BillingResu
     notice_rows: list[dict[str, Any]] = []
     change_at: dict[int, int] = {}  # customer -> invoice index where the new price first shows
     for c in changed:
-        inv = [i for i in for_c.get(int(c), []) if ie[i] >= cfg.history_days]
-        if len(inv) < 1 or seq[inv[0]] < 2:
-            inv = [i for i in inv if seq[i] >= 2]
+        # the new price shows from the customer's third invoice on, after the history period
+        inv = [i for i in for_c.get(int(c), []) if ie[i] >= cfg.history_days and seq[i] >= 2]
         if not inv:
             continue
         first = inv[int(g.integers(0, len(inv)))]
@@ -136,14 +134,12 @@ def generate(cfg: SimConfig, pop: Population, usage: UsageResult) -> BillingResu
     roam_amount = np.where(small, np.round(g.uniform(2.0, 15.0, n_inv), 2), 0.0)
     roam_days = np.where(small, g.integers(1, 4, n_inv), 0)
     shock_cust = np.nonzero(pop.has("mobile") & ~pop.prepaid & (g.random(pop.n) < cfg.p_roaming_shock))[0]
-    roam_shock_inv = set()
     for c in shock_cust:
         inv = [i for i in for_c.get(int(c), []) if seq[i] >= 1 and ie[i] >= cfg.history_days]
         if inv:
             i = inv[int(g.integers(0, len(inv)))]
             roam_amount[i] = round(float(g.uniform(*cfg.roaming_shock)), 2)
             roam_days[i] = int(g.integers(4, 15))
-            roam_shock_inv.add(i)
     rows = np.nonzero(roam_amount > 0)[0]
     parts.append(
         (rows, 3, "roaming", ["Roaming charges"] * len(rows), roam_amount[rows], roam_days[rows] * 1.0)

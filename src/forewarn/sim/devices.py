@@ -59,12 +59,10 @@ def generate(cfg: SimConfig, pop: Population) -> DeviceResult:
     length = g.integers(cfg.degrade_days[0], cfg.degrade_days[1] + 1, size=len(failing))
     deg_start = np.maximum(1, fail_day - length)
     t = np.arange(days)[None, :]
+    moving = g.random((len(failing), len(ATTRS))) < P_ATTR
+    moving[:, 0] |= ~moving.any(axis=1)  # at least one counter moves on every failing disk
     for a in range(len(ATTRS)):
-        moves = g.random(len(failing)) < P_ATTR[a]
-        if a == 0:
-            moves |= ~(g.random((len(failing), len(ATTRS))) < P_ATTR).any(
-                axis=1
-            )  # at least one counter moves
+        moves = moving[:, a]
         amp = 60.0 * np.exp(0.8 * g.standard_normal(len(failing)))
         power = g.uniform(1.5, 3.0, size=len(failing))
         x = np.clip((t - deg_start[:, None] + 1) / (fail_day - deg_start)[:, None], 0, None)

@@ -30,7 +30,6 @@ class Cycles:
 
     start_mask: np.ndarray  # bool (customers, days): day d is the first day of a cycle
     cycle_used: np.ndarray  # float (customers, days): use so far in the cycle, including day d
-    month_start_dates: list[Any]
 
 
 @dataclass
@@ -58,7 +57,7 @@ def cycles(cfg: SimConfig, pop: Population, daily: np.ndarray) -> Cycles:
     cs = np.cumsum(daily, axis=1)
     prior = np.where(last_start > 0, np.take_along_axis(cs, np.maximum(last_start - 1, 0), axis=1), 0.0)
     start_mask[:, 0] = dom[0] == pop.bill_day
-    return Cycles(start_mask=start_mask, cycle_used=cs - prior, month_start_dates=[])
+    return Cycles(start_mask=start_mask, cycle_used=cs - prior)
 
 
 def _choose(g: np.random.Generator, pool: np.ndarray, p: float) -> np.ndarray:
@@ -151,7 +150,7 @@ def generate(cfg: SimConfig, pop: Population) -> UsageResult:
                 kind,
                 ids[rows],
                 t0,
-                np.where(factor > 1, 1.0, 1.0) * cfg.reactions[kind].p_contact,
+                cfg.reactions[kind].p_contact,
                 main_service[rows],
                 [f"{f:.1f}x" for f in factor],
             )
