@@ -2,8 +2,8 @@
 
 Covers: a notice series arrives complete and in order per thread (even when one message needs a retry), HMAC
 signatures verify, 5xx is retried with backoff then dead-lettered, 4xx is dead at once, consent off means no
-request and a recorded reason, quiet hours defer, the rate limit holds, SMS/chat gateways, and on PostgreSQL (and
-SQLite) two workers sharing the outbox never double-send.
+request and a recorded reason, quiet hours defer, the rate limit holds, SMS/chat gateways, and on PostgreSQL
+(and SQLite) two workers sharing the outbox never double-send.
 """
 
 from __future__ import annotations

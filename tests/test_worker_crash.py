@@ -1,8 +1,9 @@
 """Crash safety: a worker process delivering a fan-out is SIGKILLed at random moments and restarted; every
-message still reaches the receiver at least once, and exactly once after dropping duplicates by idempotency key.
+message still reaches the receiver at least once, and exactly once after dropping duplicates by
+idempotency key.
 
-The fast variant (a few thousand messages, two kills) runs by default; the 100k-message drill with five kills is
-``-m slow`` (on SQLite, and on PostgreSQL when a server is there). Each prints what the receiver saw:
+The fast variant (a few thousand messages, two kills) runs by default; the 100k-message drill with five kills
+is ``-m slow`` (on SQLite, and on PostgreSQL when a server is there). Each prints what the receiver saw:
 ``python -m pytest tests/test_worker_crash.py -m slow -s``.
 """
 
@@ -33,15 +34,16 @@ def _fan_out(engine: sa.Engine, n: int) -> None:
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO customers (id, name, timezone, locale, channels, attributes, created_at, updated_at) "
+                "INSERT INTO customers (id, name, timezone, locale, channels, attributes, created_at, "
+                "updated_at) "
                 "VALUES (:id, :name, 'UTC', 'en', '[]', '{}', :t, :t)"
             ),
             [{"id": f"c{i:06d}", "name": f"Customer {i}", "t": "2026-01-01 00:00:00"} for i in range(n)],
         )
         conn.execute(
             sa.text(
-                "INSERT INTO outbox (idempotency_key, customer_id, channel, topic, thread_key, priority, subject, body,"
-                " payload, status, attempts, next_attempt_at, created_at) "
+                "INSERT INTO outbox (idempotency_key, customer_id, channel, topic, thread_key, priority,"
+                " subject, body, payload, status, attempts, next_attempt_at, created_at) "
                 "SELECT 'inc1:u0:' || id, id, 'webhook', 'outage', 'inc1:' || id, 'high', 'Outage', "
                 "'Our network is down in your area; we are on it.', '{}', 'pending', 0, :t, :t FROM customers"
             ),

@@ -55,6 +55,8 @@ CLAIMABLE = ("sending", "failed", "pending")
 IN_FLIGHT = ("pending", "sending", "failed")
 _REQUIRED = ("idempotency_key", "customer_id", "channel", "topic", "thread_key")
 _COLUMNS = [c.name for c in TABLE.columns if c.name != "id"]
+# what a claim hands the worker; the timestamps are left out (parsing them is a third of a claim's cost)
+_RETURNED = [c for c in TABLE.columns if c.name not in ("created_at", "sent_at", "next_attempt_at")]
 
 __all__ = ["Customer", "enqueue", "claim", "Outcomes", "apply_outcomes", "counts_by_status", "TABLE"]
 
@@ -165,8 +167,8 @@ def _claim_stmt(
         sub = sub.where(cand.c.channel.in_(list(channels)))
     sub = sub.order_by(cand.c.next_attempt_at).limit(limit)
     if dialect == "postgresql":
-        # a materialised CTE, not ``id IN (sub-select)``: PostgreSQL may re-run an IN sub-select per outer row,
-        # and with SKIP LOCKED each re-run finds new rows, so the LIMIT would not hold
+        # a materialised CTE, not ``id IN (sub-select)``: PostgreSQL may re-run an IN sub-select per outer
+        # row, and with SKIP LOCKED each re-run finds new rows, so the LIMIT would not hold
         due = sub.with_for_update(skip_locked=True, of=cand).cte("due").prefix_with("MATERIALIZED")
         # (rows are locked, so no status re-check; joining on id alone keeps the plan a primary-key lookup
         # even when the statistics of a just-filled outbox are stale)
@@ -182,7 +184,7 @@ def _claim_stmt(
             attempts=TABLE.c.attempts + 1,
             reason=f"claimed by {worker_id}"[:256],
         )
-        .returning(*TABLE.c)
+        .returning(*_RETURNED)
     )
 
 
@@ -196,8 +198,9 @@ def claim(
 ) -> list[Any]:
     """Claim up to ``limit`` due messages for ``worker_id`` in the caller's transaction; returns their rows.
 
-    Rows come back with ``status='sending'``, ``attempts`` already counting this attempt, and
-    ``next_attempt_at`` = the lease expiry. ``channels`` restricts the claim to those channels.
+    Rows come back with ``status='sending'`` and ``attempts`` already counting this attempt (their
+    ``next_attempt_at`` in the table is the lease expiry; the row returned leaves the timestamps out).
+    ``channels`` restricts the claim to those channels.
     Commit promptly: on SQLite the claim holds the write lock until then.
     """
     t = _now(now)

@@ -3,7 +3,7 @@
 ``WebhookReceiver`` is a small HTTP/1.1 server (asyncio, keep-alive) on loopback that records every POST
 (path, headers, body) and answers with a programmable status; ``SmtpReceiver`` wraps aiosmtpd's ``Controller``
 (it cannot bind port 0, so a free port is picked first) and records every message. Both run in a background
-thread of the calling process. ``python -m forewarn.deliver.receivers webhook --port 8025`` runs one standalone.
+thread of the calling process; ``python -m forewarn.deliver.receivers webhook --port 8025`` runs one alone.
 
 >>> import http.client, json
 >>> with WebhookReceiver() as rx:

@@ -39,6 +39,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,6 +87,21 @@ def consent_allows(rules: Mapping[tuple[str, str], bool], channel: str, topic: s
     return rules.get((channel, "*"), True)
 
 
+_NO_RULES: dict[tuple[str, str], bool] = {}
+
+
+@dataclass
+class _Batch:
+    """One claimed batch on its way through prepare -> send -> record."""
+
+    rows: Sequence[Any]
+    now: datetime
+    out: Outcomes = field(default_factory=Outcomes)
+    ready: dict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
+    attempts: dict[int, int] = field(default_factory=dict)
+    record_now: datetime | None = None
+
+
 class Worker:
     """Drains the outbox. ``channels`` maps short names to channels; when given, only those channels are
     claimed, otherwise every registered channel is available and built on first use from settings.
@@ -115,37 +132,46 @@ class Worker:
         self.channels: dict[str, Channel] = dict(channels or {})
         self.limiter = RateLimiter(self.delivery.rate_limits)
         self.stats: dict[str, int] = defaultdict(int)
+        # seconds spent per phase (claim, prepare, send, record): where a batch's time goes
+        self.timings: dict[str, float] = defaultdict(float)
 
     # ---- the loop -----------------------------------------------------------------------------------
 
     def run_once(self, now: datetime | None = None) -> int:
         """Claim and process one batch; returns how many messages it claimed (0: nothing was due)."""
-        t = (now or datetime.now(UTC)).astimezone(UTC)
-        engine = self.ctx.engine
-        with engine.begin() as conn:
-            rows = claim(
-                conn, self.worker_id, self.batch_size, self.lease_s, now=t, channels=self.only_channels
-            )
-        if not rows:
+        batch = self._claim_and_prepare(now)
+        if batch is None:
             return 0
-        outcomes = self.process(rows, t)
-        with engine.begin() as conn:
-            apply_outcomes(conn, outcomes, now=now or datetime.now(UTC))
-        for k, v in outcomes.counts().items():
-            self.stats[k] += v
-        self.stats["claimed"] += len(rows)
-        self.stats["batches"] += 1
-        return len(rows)
+        self._send_and_record(batch)
+        return len(batch.rows)
 
     def drain(self, now: datetime | None = None, max_batches: int | None = None) -> int:
-        """Run batches until nothing is due (or ``max_batches``); returns messages processed."""
+        """Run batches until nothing is due (or ``max_batches``); returns messages processed.
+
+        Pipelined: while one batch is being sent and recorded (in a helper thread), the next is claimed and
+        prepared. Per-thread order still holds: a claimed batch's rows stay ``sending`` until recorded, which
+        holds back later messages of their threads.
+        """
         total, batches = 0, 0
-        while max_batches is None or batches < max_batches:
-            n = self.run_once(now)
-            if n == 0:
-                break
-            total += n
-            batches += 1
+        with ThreadPoolExecutor(1, thread_name_prefix="fw-deliver") as pool:
+            inflight: Future[None] | None = None
+            try:
+                while max_batches is None or batches < max_batches:
+                    batch = self._claim_and_prepare(now)
+                    if batch is None:
+                        if inflight is None:
+                            break
+                        inflight.result()  # its outcomes may make later thread messages due
+                        inflight = None
+                        continue
+                    if inflight is not None:
+                        inflight.result()
+                    inflight = pool.submit(self._send_and_record, batch)
+                    total += len(batch.rows)
+                    batches += 1
+            finally:
+                if inflight is not None:
+                    inflight.result()
         return total
 
     def run_forever(self, stop_event: threading.Event, poll_s: float = 1.0) -> None:
@@ -157,7 +183,7 @@ class Worker:
         try:
             while not stop_event.is_set():
                 try:
-                    n = self.run_once()
+                    n = self.drain(max_batches=100)
                 except Exception:
                     log.exception("delivery batch failed; retrying in %.1fs", poll_s)
                     n = 0
@@ -193,9 +219,10 @@ class Worker:
         people: dict[str, CustomerView] = {}
         rules: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
         ids = list(set(customer_ids))
+        conn = session.connection()  # plain rows: no ORM identity map for a batch of a thousand customers
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
-            for r in session.execute(select(*_CUSTOMER_COLS).where(Customer.id.in_(chunk))):
+            for r in conn.execute(select(*_CUSTOMER_COLS).where(Customer.id.in_(chunk))):
                 people[r.id] = CustomerView(
                     r.id,
                     r.name,
@@ -208,7 +235,7 @@ class Worker:
                     r.region,
                     r.attributes or {},
                 )
-            for r in session.execute(
+            for r in conn.execute(
                 select(Consent.customer_id, Consent.channel, Consent.topic, Consent.granted).where(
                     Consent.customer_id.in_(chunk)
                 )
@@ -218,22 +245,55 @@ class Worker:
 
     def process(self, rows: Sequence[Any], now: datetime) -> Outcomes:
         """Decide, render and send claimed rows; returns their outcomes (not yet written)."""
-        out = Outcomes()
-        ready: dict[str, list[Delivery]] = defaultdict(list)
-        attempts: dict[int, int] = {}
+        batch = self._prepare(rows, now)
+        self._send(batch)
+        return batch.out
+
+    def _claim_and_prepare(self, now: datetime | None) -> _Batch | None:
+        t = (now or datetime.now(UTC)).astimezone(UTC)
+        clock = time.perf_counter()
+        with self.ctx.engine.begin() as conn:
+            rows = claim(
+                conn, self.worker_id, self.batch_size, self.lease_s, now=t, channels=self.only_channels
+            )
+        self.timings["claim"] += time.perf_counter() - clock
+        if not rows:
+            return None
+        batch = self._prepare(rows, t)
+        batch.record_now = now
+        return batch
+
+    def _send_and_record(self, batch: _Batch) -> None:
+        self._send(batch)
+        clock = time.perf_counter()
+        with self.ctx.engine.begin() as conn:
+            apply_outcomes(conn, batch.out, now=batch.record_now or datetime.now(UTC))
+        self.timings["record"] += time.perf_counter() - clock
+        for k, v in batch.out.counts().items():
+            self.stats[k] += v
+        self.stats["claimed"] += len(batch.rows)
+        self.stats["batches"] += 1
+
+    def _prepare(self, rows: Sequence[Any], now: datetime) -> _Batch:
+        """Consent, address, quiet hours, rate limit and rendering for a claimed batch."""
+        clock = time.perf_counter()
+        batch = _Batch(rows, now)
+        out, ready = batch.out, batch.ready
         waiting: dict[str, int] = defaultdict(int)
         critical_skips = self.delivery.critical_overrides_quiet_hours
         max_attempts = self.delivery.max_attempts
+        quiet: dict[str, datetime | None] = {}  # per time zone: the same answer for the whole batch
+        public_url = self.settings.public_url
         with Session(self.ctx.engine) as session:
             people, rules = self._load_people(session, [r.customer_id for r in rows])
             for row in rows:
-                attempts[row.id] = row.attempts
+                batch.attempts[row.id] = row.attempts
                 if row.attempts > max_attempts:
                     # claimed again after leases ran out too often: a message that kills its worker
                     out.dead.append((row.id, row.last_error or f"lease expired {row.attempts - 1} times"))
                     continue
                 customer = people.get(row.customer_id) or CustomerView(row.customer_id)
-                if not consent_allows(rules.get(row.customer_id, {}), row.channel, row.topic):
+                if not consent_allows(rules.get(row.customer_id, _NO_RULES), row.channel, row.topic):
                     out.suppressed.append((row.id, f"no consent: {row.channel}/{row.topic}"))
                     continue
                 ch = self.channel(row.channel)
@@ -245,7 +305,10 @@ class Worker:
                     out.suppressed.append((row.id, f"no address: {row.channel}"))
                     continue
                 if row.priority != "critical" or not critical_skips:
-                    resume = next_allowed(now, customer.timezone, self.delivery)
+                    tz = customer.timezone
+                    if tz not in quiet:
+                        quiet[tz] = next_allowed(now, tz, self.delivery)
+                    resume = quiet[tz]
                     if resume is not None:
                         out.deferred.append((row.id, resume, f"quiet hours until {resume.isoformat()}"))
                         continue
@@ -256,7 +319,7 @@ class Worker:
                     continue
                 try:
                     rendered = render_message(
-                        session, row, customer, renderer=self.renderer, public_url=self.settings.public_url
+                        session, row, customer, renderer=self.renderer, public_url=public_url
                     )
                 except (TemplateMissing, jinja2.TemplateError) as exc:
                     out.dead.append((row.id, f"template: {type(exc).__name__}: {exc}"))
@@ -264,26 +327,33 @@ class Worker:
                 except Exception as exc:  # a loader's database hiccup: try again later
                     self._fail(out, row.id, row.attempts, f"render: {type(exc).__name__}: {exc}", now)
                     continue
-                payload = row.payload or {}
+                payload = row.payload
+                data = {k: v for k, v in payload.items() if k != "template"} if payload else {}
                 ready[row.channel].append(
                     Delivery(
-                        id=row.id,
-                        idempotency_key=row.idempotency_key,
-                        channel=row.channel,
-                        address=address,
-                        subject=rendered.subject,
-                        body=rendered.body,
-                        customer_id=row.customer_id,
-                        topic=row.topic,
-                        thread_key=row.thread_key,
-                        priority=row.priority,
-                        attempt=row.attempts,
-                        incident_id=row.incident_id,
-                        data={k: v for k, v in payload.items() if k != "template"},
+                        row.id,
+                        row.idempotency_key,
+                        row.channel,
+                        address,
+                        rendered.subject,
+                        rendered.body,
+                        row.customer_id,
+                        row.topic,
+                        row.thread_key,
+                        row.priority,
+                        row.attempts,
+                        row.incident_id,
+                        data,
                     )
                 )
             clear_batch_cache(session)
-        for name, deliveries in ready.items():
+        self.timings["prepare"] += time.perf_counter() - clock
+        return batch
+
+    def _send(self, batch: _Batch) -> None:
+        clock = time.perf_counter()
+        out, now = batch.out, batch.now
+        for name, deliveries in batch.ready.items():
             ch = self.channels[name]
             try:
                 results = ch.send_batch(deliveries)
@@ -298,8 +368,8 @@ class Worker:
                 elif r.permanent:
                     out.dead.append((r.id, r.error or "permanent failure"))
                 else:
-                    self._fail(out, r.id, attempts[r.id], r.error or "failed", now, r.retry_after)
-        return out
+                    self._fail(out, r.id, batch.attempts[r.id], r.error or "failed", now, r.retry_after)
+        self.timings["send"] += time.perf_counter() - clock
 
     def _fail(
         self,

@@ -5,9 +5,9 @@ Each request carries ``Idempotency-Key`` (receivers drop duplicates by it) and
 Outcomes: 2xx sent; 408, 429 and 5xx, timeouts and connection errors are retried (a ``Retry-After`` in seconds
 is honoured); any other status (4xx, unexpected 3xx) is permanent and the message is dead-lettered.
 
-Connections are kept alive and reused, one per sending thread. It uses the standard library's ``http.client``
-rather than httpx: on our 2-core machine httpx tops out near 1,600 POST/s against a local receiver while
-``http.client`` on a kept-alive connection does ~6,000/s, and the delivery target is 5,000 messages/s.
+Connections are kept alive and reused, one per sending thread and origin, through the small HTTP/1.1 client
+in :mod:`forewarn.deliver.channels.http1` (one send per request) rather than httpx: on our 2-core machine
+httpx tops out near 1,600 POST/s against a local receiver, and the delivery target is 5,000 messages/s.
 
 Where a message goes: ``webhook`` posts to the message's address when that is an http(s) URL, else to
 ``settings.webhook.url``; ``sms`` and ``chat`` post to ``settings.webhook.gateways["sms" | "chat"]`` with the
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 from forewarn.deliver.channels.base import CustomerView, Delivery, PooledChannel, SendResult
+from forewarn.deliver.channels.http1 import HttpConnection
 
 RETRYABLE_4XX = {408, 429}
 
@@ -115,35 +115,21 @@ class WebhookChannel(PooledChannel):
             return delivery.address
         return self.url
 
-    def _conn(self, url: str) -> tuple[http.client.HTTPConnection, str, bool]:
-        """The calling thread's connection for ``url``'s origin, and whether it was reused."""
+    def _conn(self, url: str) -> tuple[HttpConnection, str]:
+        """The calling thread's connection to ``url``'s origin, and the request path."""
         parts = urlsplit(url)
         origin = (parts.scheme, parts.hostname, parts.port)
-        conns: dict[Any, http.client.HTTPConnection] = getattr(self._local, "conns", None) or {}
-        self._local.conns = conns
+        conns: dict[Any, HttpConnection] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn = conns.get(origin)
-        if conn is not None:
-            return conn, path, True
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=self.timeout_s, context=self.ssl_context
+        if conn is None:
+            conn = HttpConnection(
+                parts.scheme, parts.hostname or "", parts.port, self.timeout_s, self.ssl_context
             )
-        elif parts.scheme == "http":
-            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout_s)
-        else:
-            raise ValueError(f"webhook URL {url!r}: expected an http:// or https:// URL")
-        conns[origin] = self._track(conn)
-        return conn, path, False
-
-    def _drop(self, url: str) -> None:
-        parts = urlsplit(url)
-        conn = (getattr(self._local, "conns", None) or {}).pop(
-            (parts.scheme, parts.hostname, parts.port), None
-        )
-        if conn is not None:
-            conn.close()
-            self._untrack(conn)
+            conns[origin] = self._track(conn)
+        return conn, path
 
     def send(self, delivery: Delivery) -> SendResult:
         url = self.target(delivery)
@@ -154,7 +140,7 @@ class WebhookChannel(PooledChannel):
                 else f"settings.webhook.gateways[{self.name!r}]"
             )
             return SendResult(
-                delivery.id, ok=False, permanent=True, error=f"no URL configured for {self.name}: set {where}"
+                delivery.id, ok=False, permanent=True, error=f"no URL for {self.name}: set {where}"
             )
         body = json.dumps(payload_for(delivery), ensure_ascii=False, separators=(",", ":")).encode()
         headers = {
@@ -164,25 +150,22 @@ class WebhookChannel(PooledChannel):
             "X-Forewarn-Channel": self.name,
             "User-Agent": self.user_agent,
         }
+        try:
+            conn, path = self._conn(url)
+        except ValueError as exc:
+            return SendResult(delivery.id, ok=False, permanent=True, error=f"webhook URL {url!r}: {exc}")
         for _try in range(2):
+            reused = conn.reused
             try:
-                conn, path, reused = self._conn(url)
-            except ValueError as exc:
-                return SendResult(delivery.id, ok=False, permanent=True, error=str(exc))
-            try:
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                text = resp.read(2048)
-                if resp.will_close:
-                    self._drop(url)
-                return self._outcome(delivery, resp.status, resp.getheader("Retry-After"), text)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop(url)
+                status, resp_headers, text = conn.post(path, body, headers)
+                return self._outcome(delivery, status, resp_headers.get("retry-after"), text)
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+                conn.close()
                 if reused:
-                    continue  # a kept-alive connection the server had closed: one fresh try
+                    continue  # a kept-alive connection the receiver had closed: one fresh try
                 return SendResult(delivery.id, ok=False, error=f"{type(exc).__name__}: {exc}")
-            except (TimeoutError, OSError, http.client.HTTPException) as exc:
-                self._drop(url)
+            except (TimeoutError, OSError, ValueError) as exc:
+                conn.close()
                 return SendResult(delivery.id, ok=False, error=f"{type(exc).__name__}: {exc}")
         return SendResult(delivery.id, ok=False, error="connection closed by receiver")
 
