@@ -126,7 +126,8 @@ def seed(engine: sa.Engine, n: int, m: int) -> None:
                     "INSERT INTO dependencies (customer_id, service_id, region) VALUES (?,?,?)", batch
                 )
             cur.executemany(
-                "INSERT INTO consents (customer_id, channel, topic, granted, source, updated_at) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO consents (customer_id, channel, topic, granted, source, updated_at) "
+                "VALUES (?,?,?,?,?,?)",
                 list(consent_rows(n)),
             )
             raw.commit()
@@ -157,53 +158,55 @@ OUTBOX_COLS = (
 )
 
 
-def reference(engine: sa.Engine, incident_id: int) -> tuple[float, int]:
-    """Read the rows the fan-out wrote, delete them, and time inserting the same rows plainly."""
-    with engine.connect() as conn:
-        affected = conn.exec_driver_sql(
-            f"SELECT incident_id, customer_id, service_id, region, added_at FROM affected_customers "
-            f"WHERE incident_id = {incident_id}"
-        ).fetchall()
-        outbox = conn.exec_driver_sql(
-            f"SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = {incident_id}"
-        ).fetchall()
+def reference(engine: sa.Engine, incident_id: int) -> float:
+    """Time inserting the very rows the fan-out wrote, plainly (executemany / COPY), into the same tables.
+
+    The rows are first set aside in holding tables (not timed) and removed; the timed part streams them back
+    in chunks from the holding tables, so memory stays flat.
+    """
+    pg = engine.dialect.name == "postgresql"
+    payload = "payload::text" if pg else "payload"
     with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE ref_affected AS SELECT incident_id, customer_id, service_id, region, added_at "
+            f"FROM affected_customers WHERE incident_id = {incident_id}"
+        )
+        cols = OUTBOX_COLS.replace("payload", f"{payload} AS payload")
+        conn.exec_driver_sql(
+            f"CREATE TABLE ref_outbox AS SELECT {cols} FROM outbox WHERE incident_id = {incident_id}"
+        )
         conn.exec_driver_sql(f"DELETE FROM outbox WHERE incident_id = {incident_id}")
         conn.exec_driver_sql(f"DELETE FROM affected_customers WHERE incident_id = {incident_id}")
-    if engine.dialect.name == "sqlite":
-        conn_ = engine.raw_connection()
-        conn_.execute("VACUUM") if False else None
-        conn_.close()
-    raw = engine.raw_connection()
+    targets = [
+        ("ref_affected", "affected_customers", "incident_id, customer_id, service_id, region, added_at", 5),
+        ("ref_outbox", "outbox", OUTBOX_COLS, 16),
+    ]
+    src, dst = engine.raw_connection(), engine.raw_connection()
     try:
-        cur = raw.cursor()
+        cur = dst.cursor()
         start = time.perf_counter()
-        if engine.dialect.name == "postgresql":
-            with cur.copy(
-                "COPY affected_customers (incident_id, customer_id, service_id, region, added_at) FROM STDIN"
-            ) as cp:
-                for row in affected:
-                    cp.write_row(tuple(row))
-            with cur.copy(f"COPY outbox ({OUTBOX_COLS}) FROM STDIN") as cp:
-                for row in outbox:
-                    r = list(row)
-                    r[9] = json.dumps(r[9]) if not isinstance(r[9], str) else r[9]
-                    cp.write_row(r)
-        else:
-            cur.executemany(
-                "INSERT INTO affected_customers (incident_id, customer_id, service_id, region, added_at) "
-                "VALUES (?,?,?,?,?)",
-                [tuple(r) for r in affected],
-            )
-            cur.executemany(
-                f"INSERT INTO outbox ({OUTBOX_COLS}) VALUES ({','.join('?' * 16)})",
-                [tuple(r) for r in outbox],
-            )
-        raw.commit()
+        for holding, table, columns, n in targets:
+            rc = src.cursor(name=f"read_{holding}") if pg else src.cursor()
+            rc.execute(f"SELECT {columns} FROM {holding}")
+            if pg:
+                with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as cp:
+                    while rows := rc.fetchmany(50_000):
+                        for row in rows:
+                            cp.write_row(row)
+            else:
+                while rows := rc.fetchmany(50_000):
+                    cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * n)})", rows)
+            rc.close()
+        dst.commit()
         elapsed = time.perf_counter() - start
+        src.rollback()
     finally:
-        raw.close()
-    return elapsed, len(outbox)
+        src.close()
+        dst.close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE ref_affected")
+        conn.exec_driver_sql("DROP TABLE ref_outbox")
+    return elapsed
 
 
 def delivery_figures(args: argparse.Namespace) -> dict:
@@ -258,7 +261,7 @@ def main() -> None:
     assert args.affected <= args.customers, "--affected must be <= --customers"
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    opens, refs, seeds = [], [], []
+    opens, refs, seeds, peaks = [], [], [], []
     outbox_rows = 0
     for run in range(args.repeat):
         url, drop = fresh_db(args)
@@ -269,7 +272,8 @@ def main() -> None:
             seed(engine, args.customers, args.affected)
             seeds.append(time.perf_counter() - t)
             print(
-                f"[run {run}] seeded {args.customers:,} customers in {seeds[-1]:.1f} s ({engine.dialect.name})"
+                f"[run {run}] seeded {args.customers:,} customers in {seeds[-1]:.1f} s "
+                f"({engine.dialect.name})"
             )
             elapsed, incident_id = time_open(engine)
             with engine.connect() as c:
@@ -280,10 +284,12 @@ def main() -> None:
             assert outbox_rows == args.affected, (outbox_rows, args.affected)
             opens.append(elapsed)
             print(
-                f"[run {run}] incident open -> {outbox_rows:,} notices in the outbox ({suppressed:,} suppressed): "
+                f"[run {run}] incident open -> {outbox_rows:,} notices in the outbox "
+                f"({suppressed:,} suppressed): "
                 f"{elapsed:.2f} s"
             )
-            ref, _ = reference(engine, incident_id)
+            peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            ref = reference(engine, incident_id)
             refs.append(ref)
             print(f"[run {run}] reference: same rows bulk-inserted plainly: {ref:.2f} s")
             engine.dispose()
@@ -304,6 +310,7 @@ def main() -> None:
         "target_s": target,
         "meets_target": statistics.median(opens) < target,
         "seed_s": round(statistics.median(seeds), 1),
+        "peak_rss_mb_through_open": round(max(peaks)),
         "peak_rss_mb": round(peak_mb),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
@@ -311,8 +318,10 @@ def main() -> None:
     if not args.no_delivery:
         figures.update(delivery_figures(args))
     print(
-        f"open->outbox median {figures['open_to_outbox_s_median']} s, reference {figures['reference_bulk_insert_s_median']} s, "
-        f"ratio {figures['ratio_vs_reference']}, peak RSS {figures['peak_rss_mb']} MB"
+        f"open->outbox median {figures['open_to_outbox_s_median']} s, "
+        f"reference {figures['reference_bulk_insert_s_median']} s, "
+        f"ratio {figures['ratio_vs_reference']}, peak RSS {figures['peak_rss_mb_through_open']} MB through the open, "
+        f"{figures['peak_rss_mb']} MB in all"
     )
     print(json.dumps(figures))
 

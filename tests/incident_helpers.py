@@ -18,7 +18,8 @@ def store(url: str) -> Engine:
 
 
 def seed_isp(engine: Engine) -> None:
-    """12 customers: C00..C05 in north, C06..C08 in south, C09..C11 in east; all on internet, evens also on tv.
+    """12 customers: C00..C05 in north, C06..C08 in south, C09..C11 in east; all on internet,
+    evens also on tv.
 
     C03 withheld consent for outage notices on every channel; C04 only for sms (falls back to email);
     C05 has no channels at all.

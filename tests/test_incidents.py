@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
-from incident_helpers import T0, outbox, seed_isp, store
 from sqlalchemy import select
 
 from forewarn.incidents import service
@@ -14,6 +13,7 @@ from forewarn.incidents.impact import affected_count
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction
 from forewarn.state.models import AffectedCustomer
+from incident_helpers import T0, outbox, seed_isp, store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,7 +91,7 @@ def test_notice_series_three_per_consenting_customer_in_order(engine) -> None:
         assert {m.thread_key for m in msgs} == {f"incident:{inc.id}:{cid}"}
         assert all(m.priority == "critical" and m.topic == "outage" for m in msgs)
         assert msgs[0].idempotency_key == f"incident:{inc.id}:u0:{cid}:{msgs[0].channel}"
-    # C01 prefers sms but refused it for outages: email; C04 refused email in general but allowed it for outages
+    # C01 prefers sms but refused it for outages: email; C04 refused email in general, allowed it for outages
     assert {per_customer["C01"][0].channel, per_customer["C04"][0].channel} == {"email"}
     assert per_customer["C01"][0].address == "c01@example.test"
     with transaction(engine) as s:

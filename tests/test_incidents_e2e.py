@@ -1,5 +1,5 @@
-"""End to end: an incident's notice series delivered by the real worker through a real SMTP server (email) and a
-real HTTP receiver (SMS gateway), complete, in order, rendered in the customer's time zone; linked contacts
+"""End to end: an incident's notice series delivered by the real worker through a real SMTP server (email) and
+a real HTTP receiver (SMS gateway), complete, in order, rendered in the customer's time zone; linked contacts
 answered the same way; per-incident metrics from what was delivered."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
-
-from incident_helpers import T0, seed_isp
 
 from forewarn.config import Settings
 from forewarn.context import Context
@@ -19,6 +17,7 @@ from forewarn.incidents.link import link_tickets
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import Ticket
+from incident_helpers import T0, seed_isp
 
 
 def test_series_arrives_complete_and_in_order(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from incident_helpers import T0, outbox, seed_isp
 
 from forewarn.incidents.monitors import Monitor, MonitorConfigError, MonitorRunner, check, load_monitors
 from forewarn.incidents.service import get_incident
 from forewarn.state.db import transaction
+from incident_helpers import T0, outbox, seed_isp
 
 
 class Backend:

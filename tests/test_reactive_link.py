@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from incident_helpers import T0, outbox, seed_isp
-
 from forewarn.incidents import service
 from forewarn.incidents.link import link_tickets
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction
 from forewarn.state.models import Ticket
+from incident_helpers import T0, outbox, seed_isp
 
 
 def add_tickets(engine, rows: list[tuple[str, str, str, timedelta]], prefix: str = "e") -> list[int]:

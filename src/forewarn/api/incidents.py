@@ -8,8 +8,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from forewarn.context import Context
 from forewarn.api.deps import get_ctx
+from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
 from forewarn.incidents.impact import affected_count

@@ -1,4 +1,5 @@
-"""API routes: the public status page (``/status``, ``/status/{service_id}``) and its JSON (``/status.json``)."""
+"""API routes: the public status page (``/status``, ``/status/{service_id}``) and its JSON
+(``/status.json``)."""
 
 from __future__ import annotations
 

@@ -233,7 +233,7 @@ def link_cmd(now: str = typer.Option(None, "--now", help="Event time (default: n
 def detect_cmd(
     as_of: str = typer.Option(None, "--as-of", help="Evaluate at this time (default: now)."),
 ) -> None:
-    """Open/resolve incidents from service_metric anomalies (error rate up, traffic down) in the signal store."""
+    """Open/resolve incidents from service_metric anomalies (error rate up, traffic down)."""
     from forewarn.incidents.from_signals import sync_from_signals
 
     actions = sync_from_signals(_ctx(), as_of=_time(as_of, "--as-of"))

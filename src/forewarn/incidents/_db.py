@@ -1,7 +1,7 @@
 """Small helpers shared by the incident modules: event time, dialect and typed parameters for raw SQL.
 
-Raw SQL is used where a set query (INSERT .. SELECT) does the work of a loop; its datetime parameters go through
-``UtcDateTime`` so SQLite stores them in the same text form the ORM writes (comparisons stay correct).
+Raw SQL is used where a set query (INSERT .. SELECT) does the work of a loop; its datetime parameters go
+through ``UtcDateTime`` so SQLite stores them in the same text form the ORM writes (comparisons stay correct).
 
 >>> utc(datetime(2026, 1, 1, 12, tzinfo=UTC)).isoformat()
 '2026-01-01T12:00:00+00:00'
@@ -11,6 +11,8 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,3 +42,22 @@ def sql(statement: str, *datetime_params: str, **extra: Any) -> TextClause:
     binds = [bindparam(name, type_=UtcDateTime()) for name in datetime_params]
     binds += [bindparam(name, type_=type_) for name, type_ in extra.items()]
     return clause.bindparams(*binds) if binds else clause
+
+
+# page cache for one large fan-out on SQLite (KiB): a million notices dirty a few hundred MB of pages; with the
+# default 2 MB cache SQLite spills them to the WAL mid-transaction and rewrites them again and again
+BULK_CACHE_KIB = 512 * 1024
+
+
+@contextmanager
+def bulk_writes(session: Session) -> Iterator[None]:
+    """On SQLite, a large page cache for the duration of a set-based fan-out (restored after)."""
+    if dialect(session) != "sqlite":
+        yield
+        return
+    before = session.execute(text("PRAGMA cache_size")).scalar_one()
+    session.execute(text(f"PRAGMA cache_size = -{BULK_CACHE_KIB}"))
+    try:
+        yield
+    finally:
+        session.execute(text(f"PRAGMA cache_size = {int(before)}"))

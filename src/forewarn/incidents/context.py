@@ -73,7 +73,9 @@ def update_view(update: IncidentUpdate) -> dict[str, Any]:
 
 
 def _join(items: list[str]) -> str:
-    """>>> _join(["a", "b", "c"])
+    """Items joined for a sentence.
+
+    >>> _join(["a", "b", "c"])
     'a, b and c'
     """
     if len(items) <= 1:

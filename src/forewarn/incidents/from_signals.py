@@ -150,8 +150,8 @@ def service_events(
                     }
                     events.append(ServiceEvent("open", service_id, region, open_at, open_at, evidence))
                 continue
-            # open: the spread widens with the outage itself, so recovery is judged against the level frozen at
-            # opening (hysteresis), not by the detector going quiet
+            # open: the spread widens with the outage itself, so recovery is judged against the level
+            # frozen at opening (hysteresis), not by the detector going quiet
             current = dict(zip(row["all_metrics"], row["all_values"], strict=True))
             if _recovered(current, frozen, p):
                 good_run += 1

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import dialect, sql, utc
+from forewarn.incidents._db import bulk_writes, dialect, sql, utc
 
 if TYPE_CHECKING:
     from forewarn.context import Context
@@ -57,9 +57,10 @@ def compute_affected(
     if active_customers is not None:
         _load_active(session, active_customers)
         active_join = f"JOIN {ACTIVE_TABLE} act ON act.customer_id = d.customer_id"
-    result = session.execute(
-        sql(IMPACT_SQL.format(active_join=active_join), "now"), {"incident_id": incident_id, "now": now}
-    )
+    with bulk_writes(session):
+        result = session.execute(
+            sql(IMPACT_SQL.format(active_join=active_join), "now"), {"incident_id": incident_id, "now": now}
+        )
     return max(result.rowcount or 0, 0)
 
 
@@ -88,7 +89,7 @@ def _load_active(session: Session, ids: Iterable[str]) -> None:
 
 
 def active_customer_ids(ctx: Context, days: int, now: datetime | None = None) -> list[str]:
-    """Customers with any usage signal in the ``days`` before ``now`` (point in time: nothing after ``now``)."""
+    """Customers with any usage signal in the ``days`` before ``now`` (nothing after ``now``)."""
     now = utc(now)
     frame = ctx.signals.read("usage", start=now - timedelta(days=days), end=now, columns=["customer_id"])
     return frame["customer_id"].unique().to_list()

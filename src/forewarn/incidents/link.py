@@ -1,12 +1,12 @@
 """The reactive link: an inbound contact from an affected customer during an incident is linked to it and
 answered with the incident's status through the same outbox.
 
-A ticket is a candidate for an incident when its customer is among the incident's affected customers and it was
-opened between the incident's ``started_at`` and ``resolved_at + grace`` (still open: up to ``now``). Among
-candidates the words decide (:func:`text_score`): outage phrases ("internet down", "no signal", "not working"),
-the incident's service names and title words raise the score; words of other topics (billing, moving house)
-lower it; a ticket topic ``outage`` counts in favour. An affected customer's contact with no text at all
-(a call with no notes) is linked: during an outage that is what most of them are about.
+A ticket is a candidate for an incident when its customer is among the incident's affected customers and
+it was opened between the incident's ``started_at`` and ``resolved_at + grace`` (still open: up to ``now``).
+Among candidates the words decide (:func:`text_score`): outage phrases ("internet down", "no signal",
+"not working"), the incident's service names and title words raise the score; words of other topics
+(billing, moving house) lower it; a ticket topic ``outage`` counts in favour. An affected customer's contact
+with no text at all (a call with no notes) is linked: during an outage that is what most of them are about.
 
 Linked tickets get ``ticket.incident_id`` and one auto-reply (template ``incident_reply``) in the customer's
 incident thread, keyed ``incident:<id>:reply:<ticket_id>`` so re-running the link sends nothing twice.

@@ -1,11 +1,11 @@
 """Per-incident metrics: who was affected, who was told and how fast, and who still had to contact us.
 
-- ``affected``; ``notified`` by outbox status (queued = pending/sending/failed/deferred/held, sent, suppressed,
-  dead) over the incident's notices (auto-replies to tickets are counted apart);
+- ``affected``; ``notified`` by outbox status (queued = pending/sending/failed/deferred/held, sent,
+  suppressed, dead) over the incident's notices (auto-replies to tickets are counted apart);
 - time from the incident's start to each affected customer's first notice *queued* and first *delivered*
   (p50, p95 in seconds, over customers who have one);
-- inbound contacts (tickets) from affected customers during the incident (start .. resolved + grace), split into
-  before and after that customer's first delivered notice (no delivered notice counts as before);
+- inbound contacts (tickets) from affected customers during the incident (start .. resolved + grace), split
+  into before and after that customer's first delivered notice (no delivered notice counts as before);
 - on simulated data, contacts avoided against the simulator's no-notice baseline, when the simulator provides
   ``forewarn.sim.reactions.contacts_given_notices``.
 

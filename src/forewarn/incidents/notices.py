@@ -1,14 +1,14 @@
 """The notice series: one thread per customer per incident, fanned out to the outbox as a set query.
 
-Each public step of an incident (the opening notice, every public update, the all-clear) becomes one outbox row
-per affected customer, inserted by a single ``INSERT .. SELECT``. The row names its template in
+Each public step of an incident (the opening notice, every public update, the all-clear) becomes one outbox
+row per affected customer, inserted by a single ``INSERT .. SELECT``. The row names its template in
 ``payload.template``; rendering happens at delivery, so fan-out to a million customers writes only small rows.
 
 - channel: the first of ``customers.channels`` whose consent for the topic is not withheld and for which the
   customer has an address (email -> ``email``; sms, voice, whatsapp -> ``phone``; other channels need none).
   Consent is read per channel with the topic's own row winning over the ``*`` row; no row means not withheld
   (outage notices are service messages). The delivery worker checks consent again at send time.
-- no usable channel: the row is still inserted, as ``suppressed`` with the reason, so it is recorded, not dropped.
+- no usable channel: the row is still inserted, as ``suppressed`` with the reason (recorded, not dropped).
 - idempotency key ``incident:<id>:u<seq>:<customer>:<channel>``: re-running a fan-out inserts nothing new.
 - thread key ``incident:<id>:<customer>``; priority ``critical`` for critical and major incidents.
 
@@ -25,7 +25,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import dialect, sql, utc
+from forewarn.incidents._db import bulk_writes, dialect, sql, utc
 
 TOPIC = "outage"
 TEMPLATE_OPEN = "incident_open"
@@ -92,7 +92,8 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str
 
     def consent(customer: str, channel: str) -> str:
         return (
-            f"COALESCE((SELECT k.granted FROM consents k WHERE k.customer_id = {customer} AND k.channel = {channel} "
+            f"COALESCE((SELECT k.granted FROM consents k "
+            f"WHERE k.customer_id = {customer} AND k.channel = {channel} "
             f"AND k.topic IN (:topic, '*') ORDER BY (k.topic = '*') LIMIT 1), {granted_default})"
         )
 
@@ -148,8 +149,8 @@ def fan_out(
 ) -> int:
     """Queue step ``seq`` of incident ``incident_id`` for its affected customers; return rows inserted.
 
-    ``added_since`` limits it to customers affected since then (the catch-up after widening). Rows that already
-    exist (same idempotency key) are left alone, so calling this twice queues nothing the second time.
+    ``added_since`` limits it to customers affected since then (the catch-up after widening). Rows that
+    already exist (same idempotency key) are left alone, so calling this twice queues nothing the second time.
     """
     now = utc(now)
     payload = {"template": template, "incident_id": incident_id, "seq": seq, **(extra or {})}
@@ -166,5 +167,6 @@ def fan_out(
     }
     if added_since is not None:
         params["since"] = utc(added_since)
-    result = session.execute(statement, params)
+    with bulk_writes(session):
+        result = session.execute(statement, params)
     return max(result.rowcount or 0, 0)

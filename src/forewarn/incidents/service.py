@@ -1,8 +1,10 @@
-"""Opening, updating, widening and resolving incidents; each public step queues its notices in the same transaction.
+"""Opening, updating, widening and resolving incidents; each public step queues its notices in the same
+transaction.
 
-Every function takes ``now`` (the event time, default the wall clock in UTC) so that a simulated history can be
-replayed with its own clock. Functions work inside the caller's session and do not commit: the incident, its
-affected customers and its outbox rows are written whole or not at all (see ``forewarn.state.db.transaction``).
+Every function takes ``now`` (the event time, default the wall clock in UTC) so that a simulated history can
+be replayed with its own clock. Functions work inside the caller's session and do not commit: the incident,
+its affected customers and its outbox rows are written whole or not at all
+(``forewarn.state.db.transaction``).
 
 >>> import tempfile
 >>> from datetime import datetime, UTC
@@ -10,7 +12,8 @@ affected customers and its outbox rows are written whole or not at all (see ``fo
 >>> from forewarn.state.models import Customer, Dependency, Service
 >>> url = f"sqlite:///{tempfile.mkdtemp()}/state.db"; upgrade(url); engine = open_store(url)
 >>> with transaction(engine) as s:
-...     s.add_all([Service(id="internet", name="Internet"), Customer(id="C1", channels=["email"], email="a@x")])
+...     s.add_all([Service(id="internet", name="Internet"),
+...                Customer(id="C1", channels=["email"], email="a@x")])
 ...     s.flush(); s.add(Dependency(customer_id="C1", service_id="internet", region="north"))
 >>> t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 >>> with transaction(engine) as s:
@@ -245,8 +248,8 @@ def widen(
 ) -> StepResult:
     """Add scopes (a new region or service); catch up only the newly affected with the latest status.
 
-    Customers already affected receive nothing; the newly affected get one notice (the opening template with the
-    incident's current status and message) in the same thread, keyed by the latest update's seq.
+    Customers already affected receive nothing; the newly affected get one notice (the opening template with
+    the incident's current status and message) in the same thread, keyed by the latest update's seq.
     """
     now = utc(now)
     incident = get_incident(session, incident_id)
