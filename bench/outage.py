@@ -320,7 +320,8 @@ def main() -> None:
     print(
         f"open->outbox median {figures['open_to_outbox_s_median']} s, "
         f"reference {figures['reference_bulk_insert_s_median']} s, "
-        f"ratio {figures['ratio_vs_reference']}, peak RSS {figures['peak_rss_mb_through_open']} MB through the open, "
+        f"ratio {figures['ratio_vs_reference']}, "
+        f"peak RSS {figures['peak_rss_mb_through_open']} MB through the open, "
         f"{figures['peak_rss_mb']} MB in all"
     )
     print(json.dumps(figures))

@@ -44,8 +44,8 @@ def sql(statement: str, *datetime_params: str, **extra: Any) -> TextClause:
     return clause.bindparams(*binds) if binds else clause
 
 
-# page cache for one large fan-out on SQLite (KiB): a million notices dirty a few hundred MB of pages; with the
-# default 2 MB cache SQLite spills them to the WAL mid-transaction and rewrites them again and again
+# page cache for one large fan-out on SQLite (KiB): a million notices dirty a few hundred MB of pages; with
+# the default 2 MB cache SQLite spills them to the WAL mid-transaction and rewrites them again and again
 BULK_CACHE_KIB = 512 * 1024
 
 
