@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from forewarn.context import Context
 from forewarn.decide.candidates import first_per_episode, match, to_candidates
 from forewarn.decide.guardrails import COUNTED, CustomerView, Decision, GuardrailState, Policy, decide
-from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks
+from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks, topic_of
 from forewarn.decide.unsubscribe import unsubscribe_url
 from forewarn.state.db import transaction
 from forewarn.state.models import (
@@ -112,7 +112,7 @@ def _finding_frame(session: Session, kinds: set[str], as_of: datetime, now: date
             "score": f.score,
             "confidence": f.confidence,
             "severity": f.severity,
-            "topic": (f.evidence or {}).get("topic"),
+            "topic": (f.evidence or {}).get("topic") or topic_of(f.kind, f.condition),
             "explanation": f.explanation,
             "evidence": json.dumps(f.evidence or {}),
             "episode": f.first_detected_at,

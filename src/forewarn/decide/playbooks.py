@@ -68,6 +68,27 @@ KIND_TOPIC: dict[str, str] = {
     "opportunity": "offer",
     OUTAGE_KIND: "outage",
 }
+# Finer topics by condition prefix, for findings stored without theirs (the state store keeps no topic).
+CONDITION_TOPIC: dict[str, str] = {
+    "schedule:renewal_due": "account",
+    "schedule:card_expiry": "billing",
+    "schedule:maintenance": "outage",
+    "schedule:shipment_late": "shipping",
+}
+
+
+def topic_of(kind: str, condition: str) -> str:
+    """The consent / ticket topic of a finding known only by kind and condition.
+
+    >>> topic_of("schedule", "schedule:card_expiry:2026-04-30"), topic_of("devices", "device:D1")
+    ('billing', 'device')
+    """
+    for prefix, topic in CONDITION_TOPIC.items():
+        if condition.startswith(prefix):
+            return topic
+    return KIND_TOPIC.get(kind, kind)
+
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "deliver" / "templates"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
