@@ -218,3 +218,70 @@ def test_starttls_with_auth(tmp_path: Path) -> None:
         assert ch.send(Delivery(2, "k1", "email", "a@example.org", "s", "b", "c")).ok
         ch.close()
     assert [m.message()["X-Idempotency-Key"] for m in rx.messages] == ["k1"]
+
+
+def test_incident_notice_series_end_to_end(tmp_path: Path) -> None:
+    """Open, update and resolve an incident; the worker renders its templates and mails each customer the
+    series, in order, with times in their own time zone."""
+    from forewarn.incidents.service import open_incident, post_update, resolve_incident
+    from forewarn.state.models import Dependency, Service
+
+    with SmtpReceiver() as rx:
+        ctx = make_ctx(tmp_path, port=rx.port)
+        with transaction(ctx.engine) as s:
+            s.add(Service(id="fiber", name="Fiber internet"))
+            s.execute(
+                Customer.__table__.insert(),
+                [
+                    {
+                        "id": f"c{i}",
+                        "name": f"Ana {i}",
+                        "email": f"ana{i}@example.org",
+                        "locale": "en",
+                        "timezone": "Europe/Brussels" if i % 2 else "America/New_York",
+                        "channels": ["email"],
+                        "attributes": {},
+                    }
+                    for i in range(6)
+                ],
+            )
+            s.execute(
+                Dependency.__table__.insert(),
+                [
+                    {"customer_id": f"c{i}", "service_id": "fiber", "region": "gent" if i < 4 else "antwerp"}
+                    for i in range(6)
+                ],
+            )
+        t = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+        with transaction(ctx.engine) as s:
+            inc = open_incident(
+                s,
+                title="Fiber outage",
+                services=["fiber"],
+                regions=["gent"],
+                message="No internet in Gent.",
+                now=t,
+            )
+            incident_id = inc.id
+        with transaction(ctx.engine) as s:
+            post_update(s, incident_id, message="Engineers found a cut cable.", status="identified", now=t)
+        with transaction(ctx.engine) as s:
+            resolve_incident(s, incident_id, message="Fixed.", now=t)
+        w = Worker(ctx, channels={"email": SmtpChannel.from_settings(ctx.settings)})
+        for _ in range(10):
+            w.run_once(now=datetime(2026, 6, 10, 13, 0, tzinfo=UTC))
+        w.close()
+    by_rcpt: dict[str, list[Any]] = defaultdict(list)
+    for mail in rx.messages:
+        by_rcpt[mail.rcpt_tos[0]].append(mail.message())
+    assert sorted(by_rcpt) == [f"ana{i}@example.org" for i in range(4)]  # only Gent is affected
+    for rcpt, msgs in by_rcpt.items():
+        assert len(msgs) == 3
+        bodies = [m.get_content() for m in msgs]
+        assert "No internet in Gent." in bodies[0]
+        assert "cut cable" in bodies[1] and "Fixed." in bodies[2]
+        # the update's time (12:00 UTC) in the customer's zone: odd ids live in Brussels, even in New York
+        brussels = int(rcpt[3]) % 2 == 1
+        assert ("2:00 PM (CEST)" if brussels else "8:00 AM (EDT)") in bodies[1], bodies[1]
+        assert len({m["X-Forewarn-Thread"] for m in msgs}) == 1
+    assert {r.status for r in statuses(ctx).values()} == {"sent"}

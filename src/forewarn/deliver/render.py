@@ -25,6 +25,7 @@ UTC time in the customer's zone and language (see :mod:`forewarn.deliver.locales
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +65,22 @@ def register_context(template_prefix: str, loader: ContextLoader) -> None:
     entry = (template_prefix, loader)
     if entry not in _LOADERS:
         _LOADERS.append(entry)
+
+
+# packages that register template context on import; the worker imports them so that a bare
+# ``forewarn worker`` process renders their templates
+CONTEXT_PROVIDERS = ["forewarn.incidents", "forewarn.decide"]
+
+
+def load_context_providers() -> list[str]:
+    """Import the packages in ``CONTEXT_PROVIDERS``; returns those that could not be imported."""
+    missing = []
+    for name in CONTEXT_PROVIDERS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def batch_cache(session: Session) -> dict[Any, Any]:

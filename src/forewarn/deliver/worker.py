@@ -58,6 +58,7 @@ from forewarn.deliver.render import (
     TemplateMissing,
     clear_batch_cache,
     default_renderer,
+    load_context_providers,
     render_message,
 )
 from forewarn.state.models import Consent, Customer
@@ -127,6 +128,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.renderer = renderer or default_renderer()
+        load_context_providers()
         self.rng = rng or random.Random()
         self.only_channels = None if channels is None else list(channels)
         self.channels: dict[str, Channel] = dict(channels or {})
