@@ -15,14 +15,18 @@ from incident_helpers import T0, outbox, seed_isp
 STEP = timedelta(minutes=5)
 
 
-def health(n: int = 120, outage: tuple[int, int] = (80, 95)) -> pl.DataFrame:
+def health(
+    n: int = 120, outage: tuple[int, int] = (80, 95), south: tuple[int, int] | None = None
+) -> pl.DataFrame:
     rng = np.random.default_rng(7)
     rows = []
     for i in range(n):
         ts = T0 + i * STEP
         down = outage[0] <= i < outage[1]
         for region, base in (("north", 1000.0), ("south", 800.0)):
-            hit = down and region == "north"
+            hit = (down and region == "north") or (
+                south is not None and region == "south" and south[0] <= i < south[1]
+            )
             req = base * (0.2 if hit else 1) * (1 + 0.03 * rng.standard_normal())
             err = (0.25 if hit else 0.01) * (1 + 0.2 * rng.standard_normal())
             rows += [
@@ -76,3 +80,30 @@ def test_apply_opens_with_detection_time_and_is_idempotent(ctx) -> None:
         assert {(sc.service_id, sc.region) for sc in inc.scopes} == {("internet", "north")}
     templates = [m.payload["template"] for m in outbox(ctx.engine, inc.id) if m.customer_id == "C00"]
     assert templates == ["incident_open", "incident_resolved"]
+
+
+def test_spreading_outage_widens_one_incident_and_resolves_when_all_regions_recover(ctx) -> None:
+    seed_isp(ctx.engine)
+    frame = health(outage=(80, 95), south=(86, 100))
+    events = service_events(frame)
+    assert [(e.kind, e.region) for e in events] == [
+        ("open", "north"),
+        ("open", "south"),
+        ("resolve", "north"),
+        ("resolve", "south"),
+    ]
+    # replayed step by step (live syncs) and then all at once: the same single incident
+    for k in range(1, len(events) + 1):
+        with transaction(ctx.engine) as s:
+            apply_events(s, events[:k])
+    with transaction(ctx.engine) as s:
+        apply_events(s, events)
+        [inc] = list_incidents(s)
+        assert {sc.region for sc in inc.scopes} == {"north", "south"}
+        assert inc.status == "resolved" and inc.resolved_at == T0 + 100 * STEP
+    rows = outbox(ctx.engine, inc.id)
+    per = {}
+    for m in rows:
+        per.setdefault(m.customer_id, []).append(m.payload["template"])
+    assert per["C00"] == ["incident_open", "incident_update", "incident_resolved"]
+    assert per["C06"] == ["incident_open", "incident_resolved"]  # south: caught up, then the all-clear

@@ -8,7 +8,10 @@ A point is *bad* when it fires in the harmful direction of its metric (``error_r
 - ``confirm`` bad points in a row open an incident whose ``started_at`` is the detection time (the confirming
   point's time), keyed ``signal:<service>:<region>:<detection time>`` so replays are idempotent;
 - ``resolve_after`` points in a row with every metric back near its level before the outage (errors under
-  ``recover_up`` x, traffic over ``recover_down`` x) resolve it, at the first healthy point's time.
+  ``recover_up`` x, traffic over ``recover_down`` x) resolve it, at the first healthy point's time;
+- an episode on a service whose detector incident is still open elsewhere widens that incident (the outage
+  spread to another region): an update to those already told, a catch-up for the newly affected; it resolves
+  when all its regions have recovered.
 
 :func:`service_events` is pure (frame in, events out) and serves live runs and replays of history alike;
 :func:`apply_events` writes them to the state store.
@@ -29,9 +32,9 @@ from sqlalchemy.orm import Session
 
 from forewarn.detect.usage import UsageParams, score_series
 from forewarn.incidents._db import utc
-from forewarn.incidents.service import find_by_key, open_incident, resolve_incident, scopes_of
+from forewarn.incidents.service import Scope, open_incident, post_update, resolve_incident, scopes_of, widen
 from forewarn.state.db import transaction
-from forewarn.state.models import Service
+from forewarn.state.models import Incident, IncidentScope, Service
 
 if TYPE_CHECKING:
     from forewarn.context import Context
@@ -187,18 +190,64 @@ def _describe(metrics: dict[str, Any]) -> str:
     return " and ".join(parts) or "service health is abnormal"
 
 
+def _episode_incident(session: Session, ev: ServiceEvent) -> Incident | None:
+    """The detector incident that took in the episode of ``ev`` (its scope added at the detection time)."""
+    return session.scalars(
+        select(Incident)
+        .join(IncidentScope, IncidentScope.incident_id == Incident.id)
+        .where(
+            Incident.source == "detector",
+            IncidentScope.service_id == ev.service_id,
+            IncidentScope.region == ev.region,
+            IncidentScope.added_at == ev.opened_at,
+        )
+    ).first()
+
+
+def _open_detector_incident(session: Session, service_id: str) -> Incident | None:
+    return session.scalars(
+        select(Incident)
+        .join(IncidentScope, IncidentScope.incident_id == Incident.id)
+        .where(
+            Incident.source == "detector",
+            Incident.status != "resolved",
+            IncidentScope.service_id == service_id,
+        )
+        .order_by(Incident.started_at)
+    ).first()
+
+
 def apply_events(
     session: Session, events: list[ServiceEvent], *, severity: str = "major"
 ) -> list[tuple[str, int]]:
-    """Open and resolve incidents for ``events``; already applied events change nothing. Returns actions."""
+    """Open, widen and resolve incidents for ``events`` (in time order); applied events change nothing.
+
+    An episode on a service that already has an open detector incident (another region) widens that incident:
+    the outage spread, and only the newly affected customers are caught up. The incident resolves when every
+    region it covers has recovered. Returns the actions taken: (opened | widened | resolved, incident id).
+    """
     names = dict(session.execute(select(Service.id, Service.name)).all())
     actions: list[tuple[str, int]] = []
+    bad: set[tuple[str, str]] = set()  # (service, region) episodes open so far in this event stream
     for ev in events:
-        existing = find_by_key(session, ev.key)
+        name = names.get(ev.service_id, ev.service_id)
         if ev.kind == "open":
-            if existing is not None:
+            bad.add((ev.service_id, ev.region))
+            if _episode_incident(session, ev) is not None:
+                continue  # applied before (a replay, or the previous sync)
+            current = _open_detector_incident(session, ev.service_id)
+            if current is not None:
+                if (ev.service_id, ev.region) not in {(sc.service_id, sc.region) for sc in current.scopes}:
+                    # tell those already affected first; the newly affected are caught up with this update
+                    post_update(
+                        session,
+                        current.id,
+                        message=f"The problem with {name} now also affects {ev.region}.",
+                        now=ev.opened_at,
+                    )
+                    widen(session, current.id, [Scope(ev.service_id, ev.region)], now=ev.opened_at)
+                    actions.append(("widened", current.id))
                 continue
-            name = names.get(ev.service_id, ev.service_id)
             inc = open_incident(
                 session,
                 title=f"{name} problem in {ev.region}",
@@ -213,14 +262,15 @@ def apply_events(
                 now=ev.ts,
             )
             actions.append(("opened", inc.id))
-        elif existing is not None and existing.status != "resolved":
-            resolve_incident(
-                session,
-                existing.id,
-                message=f"{names.get(ev.service_id, ev.service_id)} in {ev.region} is back to normal.",
-                now=ev.ts,
-            )
-            actions.append(("resolved", existing.id))
+        else:
+            bad.discard((ev.service_id, ev.region))
+            inc = _episode_incident(session, ev) or _open_detector_incident(session, ev.service_id, ev.region)
+            if inc is None or inc.status == "resolved":
+                continue
+            if any((sc.service_id, sc.region) in bad for sc in inc.scopes):
+                continue  # another region of this incident is still down
+            resolve_incident(session, inc.id, message=f"{name} is back to normal.", now=ev.ts)
+            actions.append(("resolved", inc.id))
     return actions
 
 
