@@ -68,6 +68,8 @@ class DeviceParams(Params):
     min_risk: float = 0.5  # fire on level alone when the risk reaches this
     critical_risk: float = 0.9  # severity critical from this risk on
     max_staleness: timedelta = timedelta(days=7)  # devices not heard from for longer are not judged at as_of
+    # live detection reads this far before the judged window: readings further apart do not compare
+    reading_horizon: timedelta = timedelta(days=30)
 
 
 class DeviceTripWire:
@@ -86,7 +88,7 @@ class DeviceTripWire:
             )
         self.params = replace(DeviceParams(), **overrides)
 
-    def risk_history(self, telemetry: pl.DataFrame) -> pl.DataFrame:
+    def risk_history(self, telemetry: pl.DataFrame, *, latest_only: bool = False) -> pl.DataFrame:
         """One row per (customer, device, reading time) with ``risk``, ``rising``, ``fires`` and the
         per-counter numbers in ``counters``. Each row uses only readings at or before its time."""
         p = self.params
@@ -112,7 +114,10 @@ class DeviceTripWire:
         first = tel.group_by(keys).agg(first_value=pl.col("value").first())
         right = tel.select(*keys, pl.col("ts").alias("ts_r"), pl.col("value").alias("v_r"))
         half = p.lookback / 2
-        df = tel.with_columns(t_back=pl.col("ts") - p.lookback, t_half=pl.col("ts") - half)
+        judged = tel
+        if latest_only:  # live detection judges each device at its latest reading only
+            judged = tel.filter(pl.col("ts") == pl.col("ts").max().over("device_id"))
+        df = judged.with_columns(t_back=pl.col("ts") - p.lookback, t_half=pl.col("ts") - half)
         df = (
             df.sort("t_back")
             .join_asof(
@@ -191,7 +196,11 @@ class DeviceTripWire:
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()
-        hist = self.risk_history(self._relevant(point_in_time(tel, as_of), as_of))
+        recent = point_in_time(tel, as_of).filter(
+            pl.col("ts")
+            >= as_of - self.params.max_staleness - self.params.lookback - self.params.reading_horizon
+        )
+        hist = self.risk_history(recent, latest_only=True)
         if hist.height == 0:
             return empty_findings()
         latest = hist.filter(
@@ -200,20 +209,6 @@ class DeviceTripWire:
             & pl.col("fires")
         )
         return self._findings(latest).with_columns(ts=pl.lit(as_of).cast(pl.Datetime("us", "UTC")))
-
-    def _relevant(self, tel: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-        """Only the readings a judgement at ``as_of`` can use: those after ``cutoff`` (the earliest judged
-        reading minus ``lookback``) and, per device and counter, the last one at or before it. Exactly the
-        same result as the whole history, at a fraction of the cost for a long-running fleet."""
-        p = self.params
-        cutoff = as_of - p.max_staleness - p.lookback
-        old = tel.filter(pl.col("ts") <= cutoff)
-        if old.height == 0:
-            return tel
-        keys = ["customer_id", "device_id", "attribute"]
-        last_old = old.filter(pl.col("ts") == pl.col("ts").max().over(keys))
-        # a device's earliest reading still decides "rising from its first reading" for young devices
-        return pl.concat([last_old, tel.filter(pl.col("ts") > cutoff)])
 
     def _findings(self, fired: pl.DataFrame) -> pl.DataFrame:
         if fired.height == 0:
