@@ -230,6 +230,12 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_status_due", "status", "next_attempt_at"),
         Index("ix_outbox_thread", "thread_key"),
+        # for the outcome metrics and the dashboard (migration 0002)
+        Index("ix_outbox_customer_status_sent", "customer_id", "status", "sent_at"),
+        Index("ix_outbox_sent_at", "sent_at"),
+        Index("ix_outbox_created_at", "created_at"),
+        Index("ix_outbox_incident_status", "incident_id", "status"),
+        Index("ix_outbox_playbook_status", "playbook", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -261,7 +267,10 @@ class Ticket(Base):
     """An inbound contact (call, email, chat...), linked to a known incident or finding where one explains it."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_customer_opened", "customer_id", "opened_at"),)
+    __table_args__ = (
+        Index("ix_tickets_customer_opened", "customer_id", "opened_at"),
+        Index("ix_tickets_opened_at", "opened_at"),  # migration 0002
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     external_id: Mapped[str] = mapped_column(String(256), unique=True)  # the contact signal's event_id
