@@ -7,8 +7,11 @@ figures against the simulator's ground truth:
 - precision: the share of targeted customers with an inbound contact on the playbook's topic within the
   horizon (what the backtest can see in the signals) versus the share with a contact the simulator *caused*
   by a problem of that kind (ground truth) -- within ``--tolerance`` points (percentage points);
-- lead time: the median days from targeting to that first contact, observed versus ground truth -- within the
-  same number of points, read as percent of the truth's value.
+- lead time: the median days from targeting to that first contact, observed versus ground truth -- within
+  ``--tolerance`` days (the relative difference is printed too).
+
+Only samples large enough to judge count (``--min-targeted`` customers for precision, ``--min-contacted``
+contacts for lead time); smaller ones are printed and marked not judged.
 
 Run: ``.venv/bin/python bench/backtest.py`` (or ``--customers 2000 --days 180`` for a quick look). The last
 line printed is a JSON object with every figure.
@@ -94,7 +97,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1, help="backtest runs (the median is reported)")
     ap.add_argument("--limit-s", type=float, default=30.0, help="time limit for one backtest")
-    ap.add_argument("--tolerance", type=float, default=2.0, help="points of disagreement allowed")
+    ap.add_argument(
+        "--tolerance", type=float, default=2.0, help="points (precision) / days (lead time) allowed"
+    )
+    ap.add_argument("--min-targeted", type=int, default=100, help="judge precision from this many targeted")
+    ap.add_argument("--min-contacted", type=int, default=30, help="judge lead time from this many contacts")
     args = ap.parse_args()
 
     print(
@@ -143,20 +150,30 @@ def main() -> None:
             "lead_time_days": p.lead_time_days,
             "lead_time_truth_days": p.lead_time_truth_days,
         }
-        if p.precision is not None and p.precision_truth_contact is not None:
+        row["contacted"], row["contacted_truth"] = p.contacted, p.contacted_truth
+        # judged only on samples large enough for a 2-point comparison to mean something
+        if p.customers_targeted < args.min_targeted:
+            row["precision_judged"] = f"no: {p.customers_targeted} targeted < {args.min_targeted}"
+        elif p.precision is not None and p.precision_truth_contact is not None:
             d = abs(p.precision - p.precision_truth_contact) * 100
             row["precision_diff_points"] = round(d, 2)
             row["precision_ok"] = d <= tol
             ok &= d <= tol
-        if p.lead_time_days is not None and p.lead_time_truth_days:
-            d = abs(p.lead_time_days - p.lead_time_truth_days) / p.lead_time_truth_days * 100
-            row["lead_time_diff_pct"] = round(d, 2)
+        if min(p.contacted, p.contacted_truth) < args.min_contacted:
+            row["lead_time_judged"] = (
+                f"no: {min(p.contacted, p.contacted_truth)} contacts < {args.min_contacted}"
+            )
+        elif p.lead_time_days is not None and p.lead_time_truth_days:
+            d = abs(p.lead_time_days - p.lead_time_truth_days)
+            row["lead_time_diff_days"] = round(d, 3)
+            row["lead_time_diff_pct"] = round(d / p.lead_time_truth_days * 100, 2)
             row["lead_time_ok"] = d <= tol
             ok &= d <= tol
         checks[p.name] = row
         print(
-            f"{p.name:16s} precision observed {_f(p.precision)} vs truth {_f(p.precision_truth_contact)}; "
-            f"lead time observed {_d(p.lead_time_days)} vs truth {_d(p.lead_time_truth_days)}"
+            f"{p.name:16s} precision observed {_f(p.precision)} vs truth {_f(p.precision_truth_contact)} "
+            f"({p.customers_targeted} targeted); lead time observed {_d(p.lead_time_days)} vs truth "
+            f"{_d(p.lead_time_truth_days)} ({p.contacted} / {p.contacted_truth} contacts)"
         )
     print(
         f"backtest: median {total_s:.2f} s over {args.repeat} run(s) (limit {args.limit_s:.0f} s); "

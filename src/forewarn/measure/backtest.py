@@ -102,6 +102,8 @@ class PlaybookResult:
     deferred: int = 0
     recall_truth: float | None = None
     lead_time_truth_days: float | None = None
+    contacted: int = 0  # targeted customers with a contact on the topic within the horizon (observed)
+    contacted_truth: int = 0  # ... with a contact the simulator caused by a problem of the kind
     weekly: list[tuple[str, int]] = field(default_factory=list)  # (week start, messages)
     lead_times: list[float] = field(default_factory=list)  # observed, days
 
@@ -506,66 +508,17 @@ def _incident_notices(truth: pl.DataFrame) -> dict[date, list[tuple[str, str, da
 # Words that say what an untagged contact is about (support language, not tuned to any data set); the topic
 # with the most hits wins, ties in this order. Contacts that already carry a topic keep it.
 TOPIC_WORDS: dict[str, tuple[str, ...]] = {
-    "outage": (
-        "outage",
-        "down",
-        "no internet",
-        "no signal",
-        "no service",
-        "offline",
-        "disconnected",
-        "no connection",
-        "cannot connect",
-        "can't connect",
-        "not working",
-    ),
-    "device": (
-        "router",
-        "modem",
-        "box",
-        "device",
-        "reboot",
-        "rebooting",
-        "restarting",
-        "dvr",
-        "hub",
-        "set-top",
-        "remote",
-        "hardware",
-        "disk",
-        "drive",
-        "died",
-        "broken",
-        "replace",
-    ),
-    "billing": (
-        "bill",
-        "billing",
-        "charge",
-        "charged",
-        "invoice",
-        "refund",
-        "payment",
-        "overcharged",
-        "fee",
-        "price",
-        "debit",
-    ),
-    "usage": ("data", "usage", "allowance", "gb", "limit", "used"),
-    "shipping": ("delivery", "shipment", "parcel", "package", "courier", "tracking", "arrived"),
-    "account": (
-        "password",
-        "login",
-        "account",
-        "cancel",
-        "renewal",
-        "renew",
-        "contract",
-        "plan",
-        "card",
-        "upgrade",
-        "moving",
-    ),
+    topic: tuple(words.split("|"))
+    for topic, words in {
+        "outage": "outage|down|no internet|no signal|no service|offline|disconnected|no connection|"
+        "cannot connect|can't connect|not working",
+        "device": "router|modem|box|device|reboot|rebooting|restarting|dvr|hub|set-top|remote|hardware|disk|"
+        "drive|died|broken|replace|recorder|receiver|decoder|handset|battery|screen|printer|laptop",
+        "billing": "bill|billing|charge|charged|invoice|refund|payment|overcharged|fee|price|debit",
+        "usage": "data|usage|allowance|gb|limit|used",
+        "shipping": "delivery|shipment|parcel|package|courier|tracking|arrived",
+        "account": "password|login|account|cancel|renewal|renew|contract|plan|card|upgrade|moving",
+    }.items()
 }
 
 
@@ -727,6 +680,7 @@ def _measure(
     )
     first = after.group_by("customer_id").agg(lead=(pl.col("c").min() - pl.col("t").first()))
     r.precision = first.height / targeted.height
+    r.contacted = first.height
     if first.height:
         days = (first["lead"].dt.total_seconds() / 86400).to_numpy()
         r.lead_time_days = float(np.median(days))
@@ -767,6 +721,7 @@ def _measure(
         )
         lead = lead.group_by("customer_id").agg(lead=(pl.col("c").min() - pl.col("t").first()))
         r.precision_truth_contact = lead.height / targeted.height
+        r.contacted_truth = lead.height
         if lead.height:
             r.lead_time_truth_days = float(np.median((lead["lead"].dt.total_seconds() / 86400).to_numpy()))
     return r
