@@ -61,12 +61,14 @@ class UsageParams(Params):
     season: int | None = 7  # season length in periods (7 = weekly for daily data); None: no seasonality
     z_threshold: float = 4.0  # robust z beyond which one period is a spike
     drop_z_threshold: float = 3.0  # ... and a drop (usage noise is multiplicative: drops have less room)
-    min_ratio: float = 1.5  # a spike is also at least this many times the usual level
-    max_drop_ratio: float = 0.5  # a drop is also at most this fraction of the usual level
+    # what is worth telling a customer: at least double (or at most 40%) of the usual level in a period, or a
+    # lasting move of at least 50%; with multiplicative day-to-day noise, smaller moves happen by chance
+    min_ratio: float = 2.0  # a spike is also at least this many times the usual level
+    max_drop_ratio: float = 0.4  # a drop is also at most this fraction of the usual level
     min_abs_change: float = 0.0  # and differs from the usual level by at least this much (in value units)
     shift_window: int = 7  # periods whose median must have moved for a level shift
     shift_z: float = 3.0  # ... by this many spreads
-    shift_min_change: float = 0.3  # ... and by at least this fraction of the old level
+    shift_min_change: float = 0.5  # ... and by at least this fraction of the old level
     silent_periods: int = 3  # zero / missing periods in a row that make "went silent"
     fill_gaps: bool = True  # a missing period counts as zero usage (needs a regular ``every``)
     every: str = "1d"  # the period length of the series (a Polars duration string)
