@@ -33,12 +33,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.base import Params, as_findings, empty_findings
 
 
 @dataclass(frozen=True)
@@ -103,18 +103,28 @@ def plan_limits(customers: pl.DataFrame | None, attribute: str = "plan_limit_gb"
 
 def _on_day(month_start: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
     """The billing day in the month starting at ``month_start``, clamped to the month's length."""
-    last = month_start.dt.month_end().dt.day().cast(pl.Int64)
+    last = month_start.dt.days_in_month().cast(pl.Int64)
     return pl.date(month_start.dt.year(), month_start.dt.month(), pl.min_horizontal(billing_day, last))
 
 
-def period_start(day: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
-    """Start of the billing period containing ``day`` for periods starting on ``billing_day``."""
-    this = _on_day(day.dt.month_start(), billing_day)
-    return (
-        pl.when(day >= this)
-        .then(this)
-        .otherwise(_on_day(day.dt.month_start().dt.offset_by("-1mo"), billing_day))
-    )
+def period_index(day: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
+    """The billing period containing ``day``, as a month count (year * 12 + month - 1 of its start).
+
+    Integer arithmetic only, so it is cheap on every usage row.
+
+    >>> from datetime import date
+    >>> f = pl.DataFrame({"d": [date(2026, 3, 5), date(2026, 3, 20), date(2026, 2, 28)], "bd": [14, 14, 31]})
+    >>> f.select(period_index(pl.col("d"), pl.col("bd")) - 2026 * 12)["d"].to_list()  # Feb=1, Mar=2
+    [1, 2, 1]
+    """
+    clamped = pl.min_horizontal(billing_day, day.dt.days_in_month().cast(pl.Int64))
+    before = (day.dt.day().cast(pl.Int64) < clamped).cast(pl.Int64)
+    return day.dt.year().cast(pl.Int64) * 12 + day.dt.month().cast(pl.Int64) - 1 - before
+
+
+def period_start(index: pl.Expr, billing_day: pl.Expr) -> pl.Expr:
+    """The first day of the billing period ``index`` (see :func:`period_index`)."""
+    return _on_day(pl.date(index // 12, index % 12 + 1, 1), billing_day)
 
 
 def _number(v: float) -> str:
@@ -150,32 +160,32 @@ class OpportunityTripWire:
         limits = (
             limits.join(days, on="customer_id", how="left")
             .with_columns(pl.col("billing_day").fill_null(1))
-            .with_columns(period_start(pl.lit(as_of.date()), pl.col("billing_day")).alias("current"))
-            .with_columns(
-                _on_day(
-                    pl.col("current").dt.offset_by(f"-{p.periods}mo").dt.month_start(), pl.col("billing_day")
-                ).alias("first"),
-                _on_day(pl.col("current").dt.month_start().dt.offset_by("1mo"), pl.col("billing_day")).alias(
-                    "next"
-                ),
-            )
+            .with_columns(period_index(pl.lit(as_of.date()), pl.col("billing_day")).alias("current"))
         )
+        oldest = as_of - timedelta(days=31 * (p.periods + 1))  # cheap pre-filter before the join
         periods = (
-            point_in_time(usage, as_of)
-            .filter(pl.col("metric") == p.metric)
+            usage.lazy()
+            .filter(pl.col("ts") <= as_of, pl.col("ts") >= oldest, pl.col("metric") == p.metric)
             .select("customer_id", pl.col("ts").dt.date().alias("day"), "value")
-            .join(limits, on="customer_id")
-            .filter(pl.col("day") >= pl.col("first"))
-            .with_columns(period_start(pl.col("day"), pl.col("billing_day")).alias("period"))
+            .join(limits.lazy(), on="customer_id")
+            .with_columns(period_index(pl.col("day"), pl.col("billing_day")).alias("period"))
+            .filter(pl.col("period") >= pl.col("current") - p.periods)
             .group_by("customer_id", "period")
             .agg(
-                pl.col("value").sum().alias("used"),
+                # rounded: a parallel sum's last bits depend on chunking, findings must not
+                pl.col("value").sum().round(6).alias("used"),
                 pl.col("plan_limit").first(),
+                pl.col("billing_day").first(),
                 pl.col("current").first(),
-                pl.col("next").first(),
             )
-            .with_columns((pl.col("used") / pl.col("plan_limit")).alias("fraction"))
+            .with_columns(
+                (pl.col("used") / pl.col("plan_limit")).alias("fraction"),
+                period_start(pl.col("period") + 1, pl.col("billing_day")).alias("next"),
+                period_start(pl.col("period"), pl.col("billing_day")).alias("period"),
+                period_start(pl.col("current"), pl.col("billing_day")).alias("current"),
+            )
             .sort("customer_id", "period")
+            .collect()
         )
         rows = self._plan_offers(periods.filter(pl.col("period") < pl.col("current")), as_of)
         rows += self._approaching(periods.filter(pl.col("period") == pl.col("current")), as_of)
