@@ -216,3 +216,23 @@ def test_cli_backtest(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert bad.exit_code != 0 and "expected a date" in bad.output
     finally:
         get_settings.cache_clear()
+
+
+def test_untagged_contacts_get_a_topic_from_their_words() -> None:
+    from forewarn.measure.backtest import _contacts, infer_topic
+
+    assert infer_topic("My router keeps rebooting since yesterday") == "device"
+    assert infer_topic("I was charged twice on my last bill") == "billing"
+    assert infer_topic("Thanks!") is None
+    c = pl.DataFrame(
+        {
+            "event_id": ["1", "2", "3"],
+            "customer_id": ["A", "B", "C"],
+            "ts": [T0, T0, T0],
+            "subject": ["Box died", None, None],
+            "text": [None, "no internet since 9am", "hello"],
+            "topic": [None, None, "billing"],
+        }
+    )
+    got = dict(_contacts({"contact": c}).select("customer_id", "topic").iter_rows())
+    assert got == {"A": "device", "B": "outage", "C": "billing"}

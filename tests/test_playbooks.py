@@ -363,3 +363,26 @@ def test_control_group_is_recorded_as_would_have_sent(store: Context, tmp_path: 
     assert all("would have sent" in r.reason for r in notify if r.status == "control")
     tasks = {r.customer_id: r.status for r in _rows(ctx) if r.channel == "task"}
     assert all(tasks[c] == "control" for c in control)
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_every_playbook_template_renders(channel: str) -> None:
+    from forewarn.deliver.channels.base import CustomerView
+    from forewarn.deliver.render import render_template
+
+    names = sorted(
+        {a.notify.template for p in load_playbooks(EXAMPLES).playbooks for a in p.then if a.notify}
+    )
+    assert len(names) >= 7
+    for name in names:
+        r = render_template(
+            name,
+            channel,
+            {
+                "customer": CustomerView("c1", name="Ana"),
+                "explanation": "Your bill is 2.4x your usual.",
+                "unsubscribe_url": "http://127.0.0.1:8000/u/t.s",
+            },
+        )
+        assert "Your bill is 2.4x your usual." in r.body and "http://127.0.0.1:8000/u/t.s" in r.body
+        assert bool(r.subject) == (channel == "email")
