@@ -178,6 +178,7 @@ def rows_per_day(ts: np.ndarray) -> int:
 PARAMS = {
     "window_frac": 0.5,  # trailing window = this fraction of the probationary period (rows)
     "margin": 0.05,  # "new territory": beyond the trailing min/max by this fraction of their range
+    "range_frac": 2.0,  # ... of the last (this x probationary period) rows
     "squash": 10.0,  # score = a / (a + squash), a = robust z of the best model
     "repeat_factor": 0.25,  # a row that does not beat the last window's record reports this fraction
 }
@@ -223,7 +224,8 @@ def _new_territory(values: np.ndarray, window: int, margin: float) -> np.ndarray
 def anomaly_scores(ts: np.ndarray, values: np.ndarray, probation: int) -> np.ndarray:
     """Anomaly score in [0, 1] per row; row t uses rows <= t only."""
     a = _model_z(values, probation, rows_per_day(ts))
-    a = np.where(_new_territory(values, probation, PARAMS["margin"]), a + 10.0 * (a + PARAMS["squash"]), a)
+    novel = _new_territory(values, int(PARAMS["range_frac"] * probation), PARAMS["margin"])
+    a = np.where(novel, a + 10.0 * (a + PARAMS["squash"]), a)
     score = a / (a + PARAMS["squash"])
     score[:probation] = 0.0  # NAB does not score the probationary period; it is history for the detector
     # report each excursion once: a row that does not beat the record of the last window is damped
