@@ -386,3 +386,47 @@ def test_every_playbook_template_renders(channel: str) -> None:
         )
         assert "Your bill is 2.4x your usual." in r.body and "http://127.0.0.1:8000/u/t.s" in r.body
         assert bool(r.subject) == (channel == "email")
+
+
+def test_overflow_folds_into_a_digest_sent_when_the_budget_has_room(store: Context, tmp_path: Path) -> None:
+    from forewarn.decide.digest import send_digests
+
+    ctx = store
+    with transaction(ctx.engine) as s:
+        s.add(
+            Customer(id="d1", name="Dee", email="d1@example.com", timezone="UTC", channels=[], attributes={})
+        )
+        s.flush()
+        for cond in ("usage:drop:data_gb", "usage:drop:minutes"):
+            s.add(
+                Finding(
+                    customer_id="d1",
+                    kind="usage",
+                    condition=cond,
+                    score=5,
+                    confidence=1,
+                    explanation=f"{cond} fell.",
+                    evidence={},
+                    first_detected_at=NOW,
+                    last_detected_at=NOW,
+                )
+            )
+    text = (
+        "guardrails:\n  budget: {max_messages: 1, window: 7d, overflow: digest}\n"
+        "playbooks:\n  - name: drop\n    mode: live\n    when: {kind: usage}\n"
+        "    then: [{notify: {channels: [email], template: playbook_usage}}]\n    cooldown: 0s\n"
+    )
+    pset = load_playbooks(write(tmp_path, text))
+    run_playbooks(ctx, pset, as_of=NOW, now=NOW)
+    rows = _rows(ctx)
+    assert sorted(r.status for r in rows) == ["pending", "suppressed"]
+    folded = next(r for r in rows if r.status == "suppressed")
+    assert "folded into the digest" in folded.reason
+    # the budget is still used: no digest yet
+    assert send_digests(ctx, pset, now=NOW + timedelta(days=1)) == 0
+    # a week later it fits, once
+    assert send_digests(ctx, pset, now=NOW + timedelta(days=8)) == 1
+    assert send_digests(ctx, pset, now=NOW + timedelta(days=8, hours=1)) == 0
+    digest = next(r for r in _rows(ctx) if r.playbook == "digest")
+    assert digest.status == "pending" and digest.payload["items"] == [folded.payload["explanation"]]
+    assert digest.payload["template"] == "playbook_digest"

@@ -76,6 +76,29 @@ def run_cmd(
     console.print_json(json.dumps(summary.to_dict()))
 
 
+@playbooks_app.command("digests")
+def digests_cmd(
+    paths: list[Path] = typer.Argument(..., help="playbook YAML files or folders (for the guardrails)"),
+    now: str | None = typer.Option(None, "--now", help="decision time (default: the clock)"),
+) -> None:
+    """Send the digests of messages the fatigue budget folded away, where the budget has room now."""
+    from forewarn.context import Context
+    from forewarn.decide.digest import send_digests
+    from forewarn.decide.playbooks import PlaybookError, load_playbooks
+
+    try:
+        pset = load_playbooks(*paths)
+    except PlaybookError as e:
+        err.print(str(e), highlight=False)
+        raise typer.Exit(1) from None
+    ctx = Context()
+    try:
+        n = send_digests(ctx, pset, _when(now))
+    finally:
+        ctx.close()
+    console.print(f"digests enqueued: {n}")
+
+
 @playbooks_app.command("held")
 def held_cmd(limit: int = typer.Option(100, help="at most this many")) -> None:
     """List the approval queue (decisions held for low confidence)."""
