@@ -176,3 +176,30 @@ def test_row_order_does_not_matter() -> None:
     want = wire.detect({"usage": frame}, day(69))
     got = wire.detect({"usage": frame.sample(fraction=1.0, shuffle=True, seed=3)}, day(69))
     assert want.height == 1 and got.equals(want)
+
+
+def test_nab_scorer_rewards_early_detection_and_normalises() -> None:
+    """The NAB scorer of bench/nab.py on a hand-made series: perfect = 100, null = 0, late < early."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import nab
+
+    ts = [T0 + timedelta(minutes=5 * i) for i in range(2000)]
+    parts = nab.file_parts("x.csv", ts, [(ts[1000], ts[1099])])
+    assert nab.probation_length(2000) == 300 and parts.n_windows == 1
+    prof = {"tp": 1.0, "fp": 0.11, "fn": 1.0}
+
+    def score_with(rows: list[int]) -> float:
+        s = np.zeros(2000)
+        s[rows] = 1.0
+        return nab.file_score(parts, s, 0.5, prof)
+
+    assert score_with([]) == -1.0
+    assert score_with([1000]) == pytest.approx(1.0)  # the left edge earns the full A_TP
+    assert 0 < score_with([1090]) < score_with([1050]) < 1.0  # later in the window earns less
+    assert score_with([1000, 500]) == pytest.approx(1.0 - 0.11)  # an FP before any window costs A_FP
+    assert score_with([1000, 100]) == pytest.approx(1.0)  # the probationary period is not scored
+    thr, total = nab.corpus_sweep([parts], [np.where(np.arange(2000) == 1000, 0.9, 0.1)], prof)
+    assert thr == 0.9 and total == pytest.approx(1.0)
