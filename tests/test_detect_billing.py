@@ -185,8 +185,9 @@ def usage(customer: str, start: date, days: int, per_day: float) -> pl.DataFrame
         {
             "event_id": [f"u{customer}{i}" for i in range(days)],
             "customer_id": [customer] * days,
+            # each day's total is stamped at the following midnight, the end of the day it measures
             "ts": [
-                datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=i)
+                datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=i + 1)
                 for i in range(days)
             ],
             "metric": ["data_gb"] * days,

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
-from forewarn.detect.opportunity import plan_limits
+from forewarn.detect.opportunity import plan_limits, usage_day
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = sigma
 
@@ -76,6 +76,7 @@ class BillingParams(Params):
     unit: str = "GB"
     overage_tolerance: float = 0.05  # overage quantity may exceed the metered excess by this fraction...
     overage_tolerance_abs: float = 0.5  # ...plus this many units (rounding in the billing system)
+    usage_stamp: str = "end"  # usage ts marks the end of the measured period (see opportunity.usage_day)
     min_usage_coverage: float = 0.9  # share of the period's days with usage rows before usage is judged
 
 
@@ -440,7 +441,7 @@ class BillingTripWire:
             .filter(pl.col("metric") == p.usage_metric)
             .select(
                 "customer_id",
-                pl.col("ts").dt.date().alias("day"),
+                usage_day(pl.col("ts"), p.usage_stamp).alias("day"),
                 "value",
                 *(
                     [pl.col("period")]

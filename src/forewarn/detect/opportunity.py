@@ -13,7 +13,9 @@ calendar months when it is missing. Two conditions:
   can add data before extra charges or throttling (severity ``info``, topic ``usage``).
 
 Context used: ``customers`` (``id`` or ``customer_id``; ``attributes`` as a JSON string or a struct with
-``plan_limit_gb`` and optionally ``billing_day``; customers without a limit are skipped).
+``plan_limit_gb`` and optionally ``billing_day``; customers without a limit are skipped). A usage row's day
+is the day its period ends (``usage_stamp``: a daily total stamped at the following midnight counts for the
+day before).
 
 >>> from datetime import datetime, timedelta, UTC
 >>> days = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i) for i in range(120)]
@@ -52,6 +54,25 @@ class OpportunityParams(Params):
     periods: int = 3  # complete billing periods in a row that must be near the limit
     near_fraction: float = 0.85  # "near": at least this fraction of the allowance
     approach_fraction: float = 0.8  # in the current period: tell the customer once this much is used
+    usage_stamp: str = "end"  # a usage row's ts is the "end" of the period it measures (or its "start")
+
+
+def usage_day(ts: pl.Expr, stamp: str = "end") -> pl.Expr:
+    """The calendar day (UTC) a usage reading belongs to.
+
+    With ``stamp="end"`` a reading stamped at the end of its period (a day's total at the next midnight)
+    belongs to the day before that instant; ``"start"`` takes the day of ``ts``.
+
+    >>> from datetime import datetime, UTC
+    >>> f = pl.DataFrame({"ts": [datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 3, 12, tzinfo=UTC)]})
+    >>> [str(d) for d in f.select(usage_day(pl.col("ts")))["ts"]]
+    ['2026-03-02', '2026-03-03']
+    """
+    if stamp == "end":
+        return (ts - pl.duration(microseconds=1)).dt.date()
+    if stamp == "start":
+        return ts.dt.date()
+    raise ValueError(f"usage_stamp must be 'end' or 'start', got {stamp!r}")
 
 
 def customer_number(customers: pl.DataFrame | None, attribute: str) -> pl.DataFrame:
@@ -166,7 +187,7 @@ class OpportunityTripWire:
         periods = (
             usage.lazy()
             .filter(pl.col("ts") <= as_of, pl.col("ts") >= oldest, pl.col("metric") == p.metric)
-            .select("customer_id", pl.col("ts").dt.date().alias("day"), "value")
+            .select("customer_id", usage_day(pl.col("ts"), p.usage_stamp).alias("day"), "value")
             .join(limits.lazy(), on="customer_id")
             .with_columns(period_index(pl.col("day"), pl.col("billing_day")).alias("period"))
             .filter(pl.col("period") >= pl.col("current") - p.periods)
