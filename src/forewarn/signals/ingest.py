@@ -34,9 +34,10 @@ by the contact's ``event_id``).
 from __future__ import annotations
 
 import json
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext, suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from forewarn.context import Context
@@ -178,11 +180,16 @@ def ingest_paths(
                 session.known.clear()  # customers changed
                 continue
             reader = open_reader(path)
-            task = bar.add_task(path.name, total=reader.progress_total) if bar else None
-            advance = (lambda n, t=task: bar.advance(t, n)) if bar else None  # type: ignore[misc]
-            chunks = reader.chunks(_wanted_columns(k), chunk_rows)
+            total = reader.progress_total
+            task = bar.add_task(path.name, total=total) if bar else None
+            update = (lambda n, t=task: bar.update(t, completed=n)) if bar else None  # type: ignore[misc]
+            if reader.native_sql([]) is not None:
+                chunks: Iterable[tuple[pa.Table | None, int]] = iter([(None, total)])
+            else:
+                chunks = reader.chunks(_wanted_columns(k), chunk_rows)
+            tracker = _Progress(update) if update else None
             report.sources.append(
-                session.ingest(str(path), k, reader, chunks, strict=strict, advance=advance)  # type: ignore[arg-type]
+                session.ingest(str(path), k, reader, chunks, strict=strict, progress=tracker)  # type: ignore[arg-type]
             )
     return report
 
@@ -329,10 +336,10 @@ class _Session:
         source: str,
         kind: str | None,
         reader: Reader,
-        chunks: Iterable[tuple[pa.Table, int]],
+        chunks: Iterable[tuple[pa.Table | None, int]],
         *,
         strict: bool,
-        advance: Callable[[int], Any] | None = None,
+        progress: _Progress | None = None,
     ) -> SourceReport:
         report = SourceReport(source, kind or "(kind column)")
         to_create: set[str] = set()
@@ -340,9 +347,8 @@ class _Session:
         try:
             with self.store.transaction() as cur:
                 for table, step in chunks:
-                    self._chunk(cur, report, reader, kind, table, strict, to_create, tickets)
-                    if advance:
-                        advance(step)
+                    with progress.watch(cur, step) if progress else nullcontext():
+                        self._chunk(cur, report, reader, kind, table, strict, to_create, tickets)
                 report.rejected += reader.rejected_rows
                 report.rows_read += reader.rejected_rows
                 for e in reader.row_errors:
@@ -371,21 +377,25 @@ class _Session:
         report: SourceReport,
         reader: Reader,
         kind: str | None,
-        table: pa.Table,
+        table: pa.Table | None,
         strict: bool,
         to_create: set[str],
         tickets: list[pa.Table],
     ) -> None:
         view = f"__chunk_{uuid.uuid4().hex}"
-        cur.register(view, table)
+        if table is not None:
+            cur.register(view, table)
         try:
-            src = reader.source_sql(view, _wanted_columns(kind))
+            wanted = _wanted_columns(kind)
+            native = reader.native_sql(wanted) if table is None else None
+            src = native or reader.source_sql(view, wanted)
             types = {r[0]: r[1] for r in cur.execute(f"DESCRIBE {src}").fetchall()}
             parts = [(KINDS[kind], src)] if kind is not None else self._split_by_kind(cur, report, src, types)
             for k, part in parts:
                 self._part(cur, report, k, part, types, strict, to_create, tickets)
         finally:
-            _unregister(cur, view)
+            if table is not None:
+                _unregister(cur, view)
 
     def _split_by_kind(
         self, cur: duckdb.DuckDBPyConnection, report: SourceReport, src: str, types: dict[str, str]
@@ -544,13 +554,47 @@ def open_tickets(engine: Engine, contacts: pa.Table) -> int:
         }
         for r in contacts.to_pylist()
     ]
+    if not rows:
+        return 0
     insert = _insert(engine)
-    created = 0
+    count = sa.select(sa.func.count()).select_from(Ticket.__table__)
     with engine.begin() as conn:
-        for i in range(0, len(rows), 1000):
-            stmt = insert(Ticket.__table__).values(rows[i : i + 1000]).on_conflict_do_nothing()
-            created += max(conn.execute(stmt).rowcount or 0, 0)
-    return created
+        before = conn.execute(count).scalar_one()
+        conn.execute(insert(Ticket.__table__).on_conflict_do_nothing(index_elements=["external_id"]), rows)
+        return conn.execute(count).scalar_one() - before
+
+
+class _Progress:
+    """Drives a progress bar: by chunk for chunked reads, by DuckDB's own query progress within a chunk."""
+
+    def __init__(self, update: Callable[[int], Any]) -> None:
+        self.update, self.done = update, 0
+
+    @contextmanager
+    def watch(self, cur: duckdb.DuckDBPyConnection, step: int) -> Iterator[None]:
+        stop = threading.Event()
+        seen = [0.0]
+
+        def poll() -> None:
+            # a chunk runs several queries (validate, insert) each reporting 0..100%: show a monotone blend
+            while not stop.wait(0.25):
+                try:
+                    pct = cur.query_progress()
+                except duckdb.Error:
+                    return
+                if pct >= 0:
+                    seen[0] = max(seen[0], min(0.99, seen[0] + (pct / 100 - seen[0]) * 0.5))
+                    self.update(self.done + int(step * seen[0]))
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.done += step
+            self.update(self.done)
 
 
 # -- progress ---------------------------------------------------------------------------------------------

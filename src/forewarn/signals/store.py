@@ -133,6 +133,9 @@ class SignalStore:
         """A new cursor (its own connection to the same database), set to UTC; one per thread or task."""
         cur = self._con.cursor()
         cur.execute("SET TimeZone = 'UTC'").fetchall()
+        # lets another thread read query_progress() for progress bars, without DuckDB printing its own
+        cur.execute("SET enable_progress_bar = true").fetchall()
+        cur.execute("SET enable_progress_bar_print = false").fetchall()
         return cur
 
     @contextmanager

@@ -235,20 +235,19 @@ def upsert_customers(
         result.updated = len(existing)
         result.inserted = len(rows) - len(existing)
         cols = [c for c in CustomerIn.model_fields if c not in ("id", "consent")] + ["updated_at"]
-        for i in range(0, len(rows), BATCH):
-            batch = [{**r, "created_at": now} for r in rows[i : i + BATCH]]
-            stmt = insert(Customer.__table__).values(batch)
-            conn.execute(
-                stmt.on_conflict_do_update(index_elements=["id"], set_={c: stmt.excluded[c] for c in cols})
+        # executemany: SQLAlchemy batches these into multi-row statements ("insertmanyvalues") and compiles
+        # once; building one big .values(list) statement instead costs ~0.5 s per 1,000 rows to compile
+        if rows:
+            stmt = insert(Customer.__table__)
+            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={c: stmt.excluded[c] for c in cols})
+            conn.execute(stmt, [{**r, "created_at": now} for r in rows])
+        if consents:
+            stmt = insert(Consent.__table__)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["customer_id", "channel", "topic"],
+                set_={c: stmt.excluded[c] for c in ("granted", "source", "updated_at")},
             )
-        for i in range(0, len(consents), BATCH):
-            stmt = insert(Consent.__table__).values(consents[i : i + BATCH])
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["customer_id", "channel", "topic"],
-                    set_={c: stmt.excluded[c] for c in ("granted", "source", "updated_at")},
-                )
-            )
+            conn.execute(stmt, consents)
     return result
 
 
@@ -267,13 +266,13 @@ def ensure_customers(engine: Engine, ids: Iterable[str]) -> int:
         }
         for i in sorted(set(ids))
     ]
+    if not rows:
+        return 0
     insert = _insert(engine)
-    created = 0
     with engine.begin() as conn:
-        for i in range(0, len(rows), BATCH):
-            stmt = insert(Customer.__table__).values(rows[i : i + BATCH]).on_conflict_do_nothing()
-            created += conn.execute(stmt).rowcount or 0
-    return created
+        existing = _existing(conn, Customer.id, [r["id"] for r in rows])
+        conn.execute(insert(Customer.__table__).on_conflict_do_nothing(), rows)
+    return len(rows) - len(existing)
 
 
 def known_customers(engine: Engine, ids: Sequence[str]) -> set[str]:
@@ -293,26 +292,23 @@ def _simple_upsert(
     good, rejected, errors = validate_records(model, _pairs(records), source)
     rows = _dedupe_last([g.model_dump() for _, g in good], key)
     result = UpsertResult(rejected=rejected, errors=errors)
+    if not rows:
+        return result
     insert = _insert(engine)
+    count = sa.select(sa.func.count()).select_from(table)
     with engine.begin() as conn:
-        if len(key) == 1:
-            existing = _existing(conn, table.c[key[0]], [r[key[0]] for r in rows])
-            result.updated = len(existing)
-            result.inserted = len(rows) - len(existing)
-        for i in range(0, len(rows), BATCH):
-            stmt = insert(table).values(rows[i : i + BATCH])
-            others = [c for c in rows[0] if c not in key]
-            if others:
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=list(key), set_={c: stmt.excluded[c] for c in others}
-                )
-            else:
-                stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-            n = conn.execute(stmt).rowcount
-            if len(key) > 1:
-                result.inserted += max(n or 0, 0)
-        if len(key) > 1:
-            result.updated = len(rows) - result.inserted
+        before = conn.execute(count).scalar_one()
+        stmt = insert(table)
+        others = [c for c in rows[0] if c not in key]
+        if others:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(key), set_={c: stmt.excluded[c] for c in others}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
+        conn.execute(stmt, rows)
+        result.inserted = conn.execute(count).scalar_one() - before
+        result.updated = len(rows) - result.inserted
     return result
 
 
