@@ -18,7 +18,7 @@ from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.metrics import outcome_metrics
 from forewarn.measure.ops import prometheus_text
-from forewarn.web.routes import resolve_period, signal_reader
+from forewarn.web.routes import overview_data, resolve_period, signal_reader
 
 router = APIRouter()
 
@@ -61,9 +61,9 @@ def overview(
     segment: str | None = None,
     bucket: str = "day",
 ) -> dict[str, Any]:
-    """The overview page's data: outcome metrics plus what needs attention now."""
+    """The overview page's data: outcome metrics (recomputed at most every 30 s) and what needs attention."""
     period = resolve_period(ctx, start, end, segment)
-    return views.overview_view(ctx.engine, period, signals=signal_reader(ctx), bucket_size=_bucket(bucket))
+    return overview_data(ctx, period, _bucket(bucket))
 
 
 @router.get("/v1/metrics/incidents", tags=["metrics"])

@@ -241,7 +241,10 @@ def time_to_notify(conn: sa.Connection, period: Period) -> dict[str, Any]:
     first = (
         sa.select(o.c.incident_id, sa.func.min(o.c.sent_at).label("first_sent"))
         .where(
-            o.c.status == "sent", o.c.incident_id.is_not(None), _in_segment(o.c.customer_id, period.segment)
+            o.c.status == "sent",
+            # only the incidents that started in the period: an indexed lookup, not every notice ever sent
+            o.c.incident_id.in_(sa.select(i.c.id).where(_in_period(i.c.started_at, period))),
+            _in_segment(o.c.customer_id, period.segment),
         )
         .group_by(o.c.incident_id)
         .subquery()

@@ -561,15 +561,8 @@ def latest_activity(engine: sa.Engine) -> datetime | None:
     return max(found) if found else None
 
 
-def overview_view(
-    engine: sa.Engine,
-    period: Period,
-    *,
-    signals: SignalReader | None = None,
-    bucket_size: str = "day",
-) -> dict[str, Any]:
-    """The outcome metrics for ``period`` plus what needs attention now (open incidents, findings, queue)."""
-    metrics = outcome_metrics(engine, period, signals=signals, bucket_size=bucket_size)
+def attention_now(engine: sa.Engine) -> dict[str, int]:
+    """What needs attention now: open incidents and findings, queued messages, dead letters."""
     o = outbox_t
     with engine.connect() as conn:
         by_status = {
@@ -586,10 +579,23 @@ def overview_view(
         open_findings = conn.execute(
             sa.select(sa.func.count()).where(findings_t.c.status == "open")
         ).scalar_one()
-    now = {
+    return {
         "open_incidents": int(open_incidents),
         "open_findings": int(open_findings),
         "queued": sum(by_status.get(s, 0) for s in QUEUED),
         "dead_letters": by_status.get("dead", 0),
     }
-    return {"now": now, "metrics": metrics}
+
+
+def overview_view(
+    engine: sa.Engine,
+    period: Period,
+    *,
+    signals: SignalReader | None = None,
+    bucket_size: str = "day",
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The outcome metrics for ``period`` (computed unless given) plus what needs attention now."""
+    if metrics is None:
+        metrics = outcome_metrics(engine, period, signals=signals, bucket_size=bucket_size)
+    return {"now": attention_now(engine), "metrics": metrics}

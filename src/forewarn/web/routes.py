@@ -26,7 +26,8 @@ from forewarn import __version__
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.measure import views
-from forewarn.measure.metrics import Period, SignalReader
+from forewarn.measure.cache import StaleWhileRevalidate
+from forewarn.measure.metrics import Period, SignalReader, outcome_metrics
 from forewarn.web import charts
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,24 @@ def signal_reader(ctx: Context) -> SignalReader | None:
                 reader = False
             ctx.__dict__["_dashboard_signals"] = reader
     return reader or None
+
+
+# The overview's outcome metrics are recomputed at most this often, however many people watch it.
+OVERVIEW_FRESH_S = 30.0
+
+
+def overview_data(ctx: Context, period: Period, bucket: str = "day") -> dict[str, Any]:
+    """The overview: outcome metrics (cached, stale-while-revalidate) and live attention counts."""
+    with _readers_lock:
+        cache = ctx.__dict__.setdefault("_overview_cache", StaleWhileRevalidate(OVERVIEW_FRESH_S))
+    key = (period.start, period.end, period.segment, bucket)
+    entry = cache.get(
+        key, lambda: outcome_metrics(ctx.engine, period, signals=signal_reader(ctx), bucket_size=bucket)
+    )
+    data = views.overview_view(ctx.engine, period, metrics=entry.value)
+    data["computed"] = {"at": entry.computed_at.isoformat(), "seconds": round(entry.seconds, 3)}
+    data["refresh_s"] = OVERVIEW_FRESH_S
+    return data
 
 
 def default_period(ctx: Context, days: int = 30, segment: str | None = None) -> Period:
@@ -146,7 +165,7 @@ def overview(
     if bucket not in ("day", "week"):
         raise HTTPException(400, "bucket must be 'day' or 'week'")
     period = resolve_period(ctx, start, end, segment)
-    data = views.overview_view(ctx.engine, period, signals=signal_reader(ctx), bucket_size=bucket)
+    data = overview_data(ctx, period, bucket)
     shown_end = period.end - timedelta(days=1)
     form = {
         "from": period.start.date().isoformat(),
