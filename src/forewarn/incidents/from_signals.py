@@ -7,8 +7,9 @@ A point is *bad* when it fires in the harmful direction of its metric (``error_r
 
 - ``confirm`` bad points in a row open an incident whose ``started_at`` is the detection time (the confirming
   point's time), keyed ``signal:<service>:<region>:<detection time>`` so replays are idempotent;
-- ``resolve_after`` points in a row with every metric back near its level before the outage (errors under
-  ``recover_up`` x, traffic over ``recover_down`` x) resolve it, at the first healthy point's time;
+- ``resolve_after`` points in a row back to normal resolve it, at the first healthy point's time: error rates
+  (when they alarmed) under ``recover_up`` x their level before the outage or under ``min_error_rate``;
+  otherwise traffic over ``recover_down`` x its level before;
 - an episode on a service whose detector incident is still open elsewhere widens that incident (the outage
   spread to another region): an update to those already told, a catch-up for the newly affected; it resolves
   when all its regions have recovered.
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -48,6 +50,7 @@ BAD_DIRECTION = {
     "sessions": "down",
     "throughput": "down",
 }
+RATE_METRICS = ("error_rate",)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class ServiceParams:
     min_abs_change: float = 0.0
     confirm: int = 2
     resolve_after: int = 3
+    min_error_rate: float = 0.05  # an error-rate alarm needs at least 5% of requests failing
+    poisson_z: float = 6.0  # a traffic drop must be this many count standard errors below usual
     recover_up: float = 1.5  # recovered when errors are back under 1.5x the level before the outage
     recover_down: float = 0.8  # and traffic back over 0.8x it
 
@@ -100,18 +105,33 @@ class ServiceEvent:
 def score(
     frame: pl.DataFrame, params: ServiceParams | None = None, as_of: datetime | None = None
 ) -> pl.DataFrame:
-    """Every (service, region, metric, ts) scored, with ``bad`` = fired in the metric's harmful direction."""
+    """Every (service, region, metric, ts) scored, with ``bad`` = fired in the metric's harmful direction.
+
+    Besides the detector's own test, an error-rate point needs at least ``min_error_rate`` failing, and a drop
+    in a count (requests...) must be ``poisson_z`` standard errors of a count below the usual level: a quiet
+    series losing 17 of 30 requests at night is noise, losing 1,300 of 1,900 is not.
+    """
     p = params or ServiceParams()
     if as_of is not None:
         frame = frame.filter(pl.col("ts") <= as_of)
     frame = frame.filter(pl.col("metric").is_in(list(BAD_DIRECTION)))
     if frame.is_empty():
-        return frame.with_columns(bad=pl.lit(False))
+        return frame.with_columns(bad=pl.lit(False), expected=pl.lit(None, pl.Float64))
     scored = score_series(frame, ["service_id", "region", "metric"], "value", p.usage_params())
     harmful = pl.col("metric").replace_strict(BAD_DIRECTION, default=None)
-    return scored.with_columns(
-        bad=(pl.col("signal").is_in(["spike", "drop"]) & (pl.col("direction") == harmful)).fill_null(False)
+    fired = pl.col("signal").is_in(["spike", "drop"]) & (pl.col("direction") == harmful)
+    rate = pl.col("metric").is_in(RATE_METRICS)
+    up = harmful == "up"
+    meaningful = (
+        pl.when(rate)
+        .then(pl.col("value") >= p.min_error_rate)
+        .when(up)
+        .then(pl.lit(True))
+        .otherwise(
+            (pl.col("expected") - pl.col("value")) / pl.col("expected").clip(1.0).sqrt() >= p.poisson_z
+        )
     )
+    return scored.with_columns(bad=(fired & meaningful).fill_null(False))
 
 
 def service_events(
@@ -122,63 +142,73 @@ def service_events(
     scored = score(frame, p, as_of)
     if scored.is_empty():
         return []
-    per_time = (
-        scored.group_by(["service_id", "region", "ts"])
-        .agg(
-            bad=pl.col("bad").any(),
-            metrics=pl.col("metric").filter(pl.col("bad")),
-            values=pl.col("value").filter(pl.col("bad")),
-            expected=pl.col("expected").filter(pl.col("bad")),
-            all_metrics=pl.col("metric"),
-            all_values=pl.col("value"),
-            all_expected=pl.col("expected"),
-        )
+    metrics = sorted(scored["metric"].unique().to_list())
+    wide = (
+        scored.select("service_id", "region", "ts", "metric", "value", "expected", "bad")
+        .pivot(on="metric", index=["service_id", "region", "ts"], values=["value", "expected", "bad"])
         .sort(["service_id", "region", "ts"])
     )
+
+    def col(name: str, metric: str) -> str:
+        return f"{name}_{metric}" if len(metrics) > 1 else name
+
     events: list[ServiceEvent] = []
-    for (service_id, region), group in per_time.group_by(["service_id", "region"], maintain_order=True):
-        bad_run = good_run = 0
-        open_at: datetime | None = None
-        frozen: dict[str, float] = {}  # each metric's usual level when the episode opened
-        first_good: datetime | None = None
-        for row in group.iter_rows(named=True):
-            if open_at is None:
-                bad_run = bad_run + 1 if row["bad"] else 0
-                if bad_run >= p.confirm:
-                    open_at, good_run, first_good = row["ts"], 0, None
-                    frozen = {m: e for m, e in zip(row["all_metrics"], row["all_expected"], strict=True) if e}
-                    evidence = {
-                        m: {"value": round(v, 4), "usual": round(e, 4) if e is not None else None}
-                        for m, v, e in zip(row["metrics"], row["values"], row["expected"], strict=True)
-                    }
-                    events.append(ServiceEvent("open", service_id, region, open_at, open_at, evidence))
-                continue
-            # open: the spread widens with the outage itself, so recovery is judged against the level
-            # frozen at opening (hysteresis), not by the detector going quiet
-            current = dict(zip(row["all_metrics"], row["all_values"], strict=True))
-            if _recovered(current, frozen, p):
-                good_run += 1
-                first_good = first_good or row["ts"]
-                if good_run >= p.resolve_after:
-                    events.append(ServiceEvent("resolve", service_id, region, first_good, open_at))
-                    open_at, bad_run, frozen = None, 0, {}
-            else:
-                good_run, first_good = 0, None
+    for (service_id, region), g in wide.group_by(["service_id", "region"], maintain_order=True):
+        ts = g["ts"].to_list()
+        value = {m: g[col("value", m)].to_numpy().astype(float) for m in metrics}
+        expected = {m: g[col("expected", m)].to_numpy().astype(float) for m in metrics}
+        bad_m = {m: g[col("bad", m)].fill_null(False).to_numpy().astype(bool) for m in metrics}
+        bad = np.logical_or.reduce([bad_m[m] for m in metrics])
+        start = 0
+        while start < len(ts):
+            opened = _first_run_end(bad[start:], p.confirm)
+            if opened is None:
+                break
+            i = start + opened
+            # the spread widens with the outage itself, so recovery is judged against the level frozen at
+            # opening (hysteresis), not by the detector going quiet
+            # recovery is judged on the error rates when they alarmed (traffic has a daily rhythm a frozen
+            # level would misread at night), else on the traffic that dropped
+            judged = [m for m in metrics if bad_m[m][i] and BAD_DIRECTION[m] == "up"] or [
+                m for m in metrics if bad_m[m][i]
+            ]
+            frozen = {m: expected[m][i] for m in judged if np.isfinite(expected[m][i]) and expected[m][i] > 0}
+            evidence = {
+                m: {"value": round(float(value[m][i]), 4), "usual": round(float(expected[m][i]), 4)}
+                for m in metrics
+                if bad_m[m][i]
+            }
+            events.append(ServiceEvent("open", service_id, region, ts[i], ts[i], evidence))
+            ok = np.ones(len(ts) - i - 1, dtype=bool)
+            for m, usual in frozen.items():
+                v = value[m][i + 1 :]
+                if BAD_DIRECTION[m] == "up":  # back under the alarm floor, or near the usual level
+                    limit = max(usual * p.recover_up, p.min_error_rate if m in RATE_METRICS else 0.0)
+                else:
+                    limit = usual * p.recover_down
+                fine = (v <= limit) if BAD_DIRECTION[m] == "up" else (v >= limit)
+                ok &= fine | ~np.isfinite(v)
+            closed = _first_run_end(ok, p.resolve_after)
+            if closed is None:
+                break  # still open at the end of the data
+            first_good = i + 1 + closed - p.resolve_after + 1
+            events.append(ServiceEvent("resolve", service_id, region, ts[first_good], ts[i]))
+            start = i + 1 + closed + 1
     return sorted(events, key=lambda e: (e.ts, e.kind != "resolve"))
 
 
-def _recovered(current: dict[str, float], frozen: dict[str, float], p: ServiceParams) -> bool:
-    """Every metric with a frozen usual level is back near it (errors below ``recover_up`` x, traffic above
-    ``recover_down`` x)."""
-    for metric, usual in frozen.items():
-        value = current.get(metric)
-        if value is None:
-            continue
-        if BAD_DIRECTION[metric] == "up" and value > usual * p.recover_up:
-            return False
-        if BAD_DIRECTION[metric] == "down" and value < usual * p.recover_down:
-            return False
-    return True
+def _first_run_end(mask: np.ndarray, length: int) -> int | None:
+    """Index where the first run of ``length`` consecutive True values in ``mask`` is complete.
+
+    >>> _first_run_end(np.array([True, False, True, True, True]), 2)
+    3
+    """
+    if length <= 1:
+        hits = np.flatnonzero(mask)
+        return int(hits[0]) if hits.size else None
+    window = np.convolve(mask.astype(np.int64), np.ones(length, dtype=np.int64), mode="valid")
+    hits = np.flatnonzero(window >= length)
+    return int(hits[0]) + length - 1 if hits.size else None
 
 
 def _describe(metrics: dict[str, Any]) -> str:
