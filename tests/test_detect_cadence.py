@@ -36,8 +36,9 @@ def test_interval_rule_fires_when_overdue_by_k_median_gaps() -> None:
     wire = CadenceTripWire()
     frame = events("c1", [0, 91, 182, 273])  # every 3 months
     quiet_4_months = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 122))
-    assert quiet_4_months.height == 0  # 1.34x the usual gap: within the default 1.5x
-    late = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 150))
+    assert quiet_4_months.height == 0  # 1.34x the usual gap: within the default 2x
+    assert wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 182)).height == 0  # exactly 2x
+    late = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 190))
     assert late.schema == FINDINGS_SCHEMA
     row = late.row(0, named=True)
     assert (row["customer_id"], row["condition"], row["severity"], row["topic"]) == (
@@ -48,13 +49,13 @@ def test_interval_rule_fires_when_overdue_by_k_median_gaps() -> None:
     )
     assert (
         row["explanation"]
-        == "It has been 5 months since your last visit; you usually visit about every 3 months."
+        == "It has been 6 months since your last visit; you usually visit about every 3 months."
     )
     evidence = json.loads(row["evidence"])
     assert (
         evidence["rule"] == "interval"
         and evidence["median_gap_days"] == 91
-        and evidence["days_since_last"] == 150
+        and evidence["days_since_last"] == 190
     )
     # The example: "came every 3 months, not in 4" with k = 1.3.
     assert (
@@ -76,10 +77,10 @@ def test_interval_rule_needs_enough_events_and_uses_each_type_separately() -> No
 def test_point_in_time_rows_after_as_of_are_ignored() -> None:
     wire = CadenceTripWire()
     frame = events("c1", [0, 30, 60, 90])
-    as_of = T0 + timedelta(days=150)
+    as_of = T0 + timedelta(days=160)
     before = wire.detect({"purchase": frame}, as_of)
-    later = pl.concat([frame, events("c1", [150.2, 151, 200]).with_columns(pl.lit("x").alias("event_id"))])
-    after = wire.detect({"purchase": later}, as_of)  # 150.2 is later the same day, still the future
+    later = pl.concat([frame, events("c1", [160.2, 161, 200]).with_columns(pl.lit("x").alias("event_id"))])
+    after = wire.detect({"purchase": later}, as_of)  # 160.2 is later the same day, still the future
     assert before.height == 1
     assert before.equals(after)
 

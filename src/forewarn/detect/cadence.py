@@ -10,7 +10,7 @@ Three conditions, each judged against the customer's own history (same-day event
   ``as_of`` only.
 - the same condition for customers with fewer events (at least ``min_events`` days), or when no model can be
   fitted: the interval rule, overdue by ``overdue_factor`` x the customer's own median gap ("came every 3
-  months, not in 4 and a half").
+  months, not in 6").
 - ``cadence:quiet:contact`` (kind ``contact``): a customer who usually gets in touch regularly
   (``contact_min_events`` contact days within ``contact_lookback_days`` before their last one) has been quiet
   for ``contact_overdue_factor`` x their median gap.
@@ -21,11 +21,13 @@ Context used: ``bgnbd`` (optional, see above). Findings are severity ``info``, t
 >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
 >>> visits = pl.DataFrame({"customer_id": ["c1"] * 4, "event_type": ["visit"] * 4,
 ...                        "ts": [t0 + timedelta(days=90 * i) for i in range(4)]})
->>> out = CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 140))
+>>> CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 150)).height  # 1.7x: not yet
+0
+>>> out = CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 190))
 >>> out.select("condition", "score").row(0)
-('cadence:lapse:visit', 1.5555555555555556)
+('cadence:lapse:visit', 2.111111111111111)
 >>> print(out["explanation"][0])
-It has been 5 months since your last visit; you usually visit about every 3 months.
+It has been 6 months since your last visit; you usually visit about every 3 months.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ class CadenceParams(Params):
     """Parameters of the cadence trip wire; defaults suit retail purchases / visits and support contacts."""
 
     event_types: tuple[str, ...] = ("purchase", "visit")  # purchase-kind event types, each its own rhythm
-    min_events: int = 3  # event days before the interval rule speaks (2 gaps)
-    overdue_factor: float = 1.5  # interval rule: overdue when the silence exceeds this x the median gap
+    min_events: int = 4  # event days before the interval rule speaks (3 gaps: a median worth the name)
+    # Interval rule: overdue when the silence exceeds this x the median gap. For fairly regular gaps
+    # (gamma-like, CV 0.5) a gap over 2x the median is a ~5% event; over 1.5x it is ~20%, too many alarms.
+    overdue_factor: float = 2.0
     max_gaps: int = 12  # the median gap is over the customer's last this many gaps (rhythms change)
     bgnbd_min_repeat: int = 5  # repeat days from which BG/NBD P(alive) decides instead of the interval rule
     p_alive_threshold: float = 0.3  # BG/NBD: lapsed when P(alive) is below this
