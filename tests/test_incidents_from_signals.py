@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from forewarn.incidents.from_signals import apply_events, service_events
 from forewarn.incidents.service import list_incidents
@@ -107,3 +108,33 @@ def test_spreading_outage_widens_one_incident_and_resolves_when_all_regions_reco
         per.setdefault(m.customer_id, []).append(m.payload["template"])
     assert per["C00"] == ["incident_open", "incident_update", "incident_resolved"]
     assert per["C06"] == ["incident_open", "incident_resolved"]  # south: caught up, then the all-clear
+
+
+@pytest.mark.slow
+def test_simulated_world_every_disruption_found_no_false_alarms() -> None:
+    """On the simulator's service health (ground truth known): each outage/maintenance window is detected
+    within 15 minutes of its start and resolved within 15 minutes of its end; nothing else alarms."""
+    from forewarn.sim.config import SimConfig
+    from forewarn.sim.world import simulate
+
+    world = simulate(SimConfig(customers=2000, days=90, seed=1))
+    events = service_events(world.frames["service_metric"])
+    truth = world.truth.filter(pl.col("type").is_in(["outage", "maintenance"])).explode("regions")
+    opens = [e for e in events if e.kind == "open"]
+    assert len(opens) == truth.height
+    for row in truth.iter_rows(named=True):
+        [hit] = [
+            e
+            for e in opens
+            if (e.service_id, e.region) == (row["service_id"], row["regions"])
+            and row["start"] <= e.ts <= row["start"] + timedelta(minutes=15)
+        ]
+        [end] = [
+            e
+            for e in events
+            if e.kind == "resolve"
+            and e.opened_at == hit.opened_at
+            and e.service_id == hit.service_id
+            and e.region == hit.region
+        ]
+        assert abs(end.ts - row["end"]) <= timedelta(minutes=15)
