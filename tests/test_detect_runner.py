@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -10,9 +12,10 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.detect.runner import run_detection
-from forewarn.state.db import transaction
+from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import Customer, Finding
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,11 +59,19 @@ def frames() -> dict[str, pl.DataFrame]:
     return {"usage": usage(), "telemetry": telemetry()}
 
 
-@pytest.fixture
-def store(ctx: Context) -> Context:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    """The same tests on the embedded SQLite store and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    upgrade(url)
+    ctx = Context(Settings(home=tmp_path, database_url=url))
     with transaction(ctx.engine) as s:
         s.add_all([Customer(id=c, name=c, plan="basic", region="eu") for c in ("c1", "c2", "c3")])
-    return ctx
+    yield ctx
+    ctx.close()
 
 
 def findings(ctx: Context) -> list[Finding]:

@@ -1,7 +1,8 @@
 """Running the enabled trip wires once: read signals, detect at ``as_of``, write findings.
 
 ``run_detection`` reads each signal kind the selected trip wires need from the signal store (once per kind,
-only rows at or before ``as_of``), builds the context frames from the state store (customers, dependencies),
+only rows at or before ``as_of``), builds the context frames from the state store (customers, dependencies,
+services),
 calls every trip wire's ``detect`` and reconciles its findings with the open ones
 (``findings_store.sync_findings``).
 A trip wire whose module is not installed yet is skipped with a warning, not an error, so the runner works
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings, point_in_time
 from forewarn.detect.findings_store import SyncResult, sync_findings
 from forewarn.detect.registry import TRIP_WIRES
-from forewarn.state.models import Customer, Dependency
+from forewarn.state.models import Customer, Dependency, Service
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,12 @@ def dependencies_frame(ctx: Any) -> pl.DataFrame:
     return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
 
 
+def services_frame(ctx: Any) -> pl.DataFrame:
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(Service.id, Service.name)).all()
+    return pl.DataFrame([tuple(r) for r in rows], schema={"id": pl.String, "name": pl.String}, orient="row")
+
+
 def store_reader(ctx: Any) -> Reader:
     """Reads one kind from ``ctx.signals`` up to ``as_of`` (everything when ``as_of`` is None)."""
 
@@ -169,7 +176,11 @@ def run_detection(
             data[kind] = read(kind, as_of)
     if as_of is None:
         as_of = _latest_ts(data) or datetime.now(UTC)
-    context = {"customers": customers_frame(ctx), "dependencies": dependencies_frame(ctx)}
+    context = {
+        "customers": customers_frame(ctx),
+        "dependencies": dependencies_frame(ctx),
+        "services": services_frame(ctx),
+    }
     for name, wire in loaded.items():
         t0 = time.perf_counter()
         try:
