@@ -58,7 +58,8 @@ def ingest_cmd(
         ctx.close()
     table = Table(title="ingested")
     for col in ("source", "kind", "new", "duplicate", "rejected", "note"):
-        table.add_column(col, justify="right" if col in ("new", "duplicate", "rejected") else "left")
+        numeric = col in ("new", "duplicate", "rejected")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for s in report.sources:
         note = s.note or ""
         if s.created_customers:
@@ -75,7 +76,7 @@ def ingest_cmd(
         shown = min(len(errors), SHOWN_ERRORS)
         err_console.print(f"[red]first {shown} errors ({report.rejected:,} rows rejected in all):[/]")
         for e in errors[:SHOWN_ERRORS]:
-            err_console.print(f"  {e}", markup=False, highlight=False)
+            err_console.print(f"  {e}", markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 

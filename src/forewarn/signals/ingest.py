@@ -353,6 +353,7 @@ class _Session:
                 report.rows_read += reader.rejected_rows
                 for e in reader.row_errors:
                     report.add_error(e)
+                report.errors = sorted(reader.relocate(report.errors), key=lambda e: e.line or 0)
                 if strict and report.rejected:
                     raise _StrictRejection
                 if to_create:

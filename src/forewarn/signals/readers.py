@@ -4,7 +4,9 @@ A reader does not judge values; it hands raw rows to validation (``forewarn.sign
 ``__row`` column locating each row in its file: the 1-based line for CSV (the header is line 1) and JSONL, the
 1-based row number for Parquet. CSV text and JSONL values arrive as text, Parquet values with their own types.
 
-For CSV, ``__row`` counts records; it is the physical line unless a quoted value spans several lines.
+For CSV, ``__row`` counts records as if each took one line; when a file has errors, :meth:`Reader.relocate`
+maps them to physical lines (a quoted value may span lines, and rows with the wrong number of values are
+skipped by the parser).
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "usage.csv"
@@ -22,6 +24,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -92,6 +95,10 @@ class Reader:
     def native_sql(self, columns: Sequence[str]) -> str | None:
         """SQL reading the whole file in DuckDB itself (``__row`` and the raw ``columns``), when it can."""
         return None
+
+    def relocate(self, errors: list[RowError]) -> list[RowError]:
+        """``errors`` with their ``line`` set to the physical line in the file (a no-op but for CSV)."""
+        return errors
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line, record) pairs, for small entity files (customers, services, dependencies)."""
@@ -169,7 +176,7 @@ class CsvReader(Reader):
                 self.row_errors.append(
                     RowError(
                         str(self.path),
-                        row.number,
+                        None,  # set by relocate()
                         "(row)",
                         f"{row.expected_columns} comma-separated values, as in the header",
                         row.text,
@@ -205,6 +212,32 @@ class CsvReader(Reader):
                 yield t, counting.read_bytes - done
         finally:
             counting.close()
+
+    def relocate(self, errors: list[RowError]) -> list[RowError]:
+        if not errors:
+            return errors
+        # one pass with Python's csv module, only when there is something to report
+        kept: list[int] = []  # physical first line of each record the Arrow parser kept
+        skipped: list[int] = []  # and of each it skipped for having the wrong number of values
+        with open(self.path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            last = reader.line_num
+            for rec in reader:
+                start, last = last + 1, reader.line_num
+                if not rec:
+                    continue
+                (kept if len(rec) == len(header) else skipped).append(start)
+        out, k = [], 0
+        for e in errors:
+            if e.line is None and e.field == "(row)" and k < len(skipped):
+                out.append(replace(e, line=skipped[k]))
+                k += 1
+            elif e.line is not None and 0 <= e.line - 2 < len(kept):
+                out.append(replace(e, line=kept[e.line - 2]))
+            else:
+                out.append(e)
+        return out
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         with open(self.path, newline="", encoding="utf-8-sig") as f:
