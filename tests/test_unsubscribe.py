@@ -1,4 +1,4 @@
-"""Unsubscribe links end to end: the link in a decided message, through a real HTTP server, stops the next one."""
+"""Unsubscribe links end to end: the link in a message, through a real HTTP server, stops the next one."""
 
 from __future__ import annotations
 
