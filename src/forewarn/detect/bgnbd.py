@@ -156,8 +156,10 @@ def _ll_and_grad(theta: Array, x: Array, t_x: Array, T: Array, w: Array) -> tupl
     d_alpha = r / alpha - (r + x) * (w_stay / (alpha + T) + w_died / (alpha + t_x))
     d_a = digamma(a + b) - digamma(a + b + x) + w_died / a
     d_b = digamma(b + x) - digamma(a + b + x) - digamma(b) + digamma(a + b) - w_died / bx1
-    grad = np.array([np.dot(w, d) for d in (d_r, d_alpha, d_a, d_b)])
-    return float(np.dot(w, ll)), grad
+    # Elementwise products and sums, not np.dot: BLAS thread hand-offs cost more than the work here and
+    # stall badly on a busy machine.
+    grad = np.array([np.sum(w * d) for d in (d_r, d_alpha, d_a, d_b)])
+    return float(np.sum(w * ll)), grad
 
 
 def p_alive(params: BGNBDParams, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:

@@ -65,7 +65,7 @@ class CadenceParams(Params):
     p_alive_threshold: float = 0.3  # BG/NBD: lapsed when P(alive) is below this
     unit_days: float = 7.0  # BG/NBD time unit (weeks, as in the literature); P(alive) does not depend on it
     min_fit_customers: int = 200  # fewer customers than this: no BG/NBD fit here (interval rule only)
-    fit_sample: int = 50_000  # at most this many customers (a deterministic sample) for the fit
+    fit_sample: int = 20_000  # at most this many customers (a deterministic sample) for the fit
     expect_horizon_days: int = 30  # evidence: purchases expected in the next this many days
     contact_min_events: int = 4  # contact days (within the lookback) before "usually gets in touch" is known
     contact_overdue_factor: float = 2.0
@@ -110,9 +110,11 @@ def interval_stats(
     if lookback_days is not None:
         last = pl.col("day").max().over("customer_id")
         frame = frame.filter(pl.col("day") >= last - pl.duration(days=lookback_days))
-    gap = (pl.col("day") - pl.col("day").shift(1)).dt.total_days().cast(pl.Float64)
+    # Sorted by customer: the gap to the previous row, null at each customer's first day (no hash partition).
+    same = pl.col("customer_id") == pl.col("customer_id").shift(1)
+    gap = pl.when(same).then((pl.col("day") - pl.col("day").shift(1)).dt.total_days().cast(pl.Float64))
     return (
-        frame.with_columns(gap.over("customer_id").alias("gap"))
+        frame.with_columns(gap.alias("gap"))
         .group_by("customer_id")
         .agg(
             pl.len().alias("n_days"),
@@ -166,8 +168,10 @@ class CadenceTripWire:
         self, events: pl.DataFrame, as_of: datetime, event_type: str = "purchase"
     ) -> bgnbd.BGNBDParams | None:
         """The population BG/NBD fitted on (a deterministic sample of) ``events`` up to ``as_of``, or None."""
+        return self._fit(bgnbd.summarize(events, _utc(as_of), unit_days=self.params.unit_days))
+
+    def _fit(self, summary: pl.DataFrame) -> bgnbd.BGNBDParams | None:
         p = self.params
-        summary = bgnbd.summarize(events, _utc(as_of), unit_days=p.unit_days)
         if summary.height < p.min_fit_customers or summary["frequency"].sum() == 0:
             return None
         if summary.height > p.fit_sample:
@@ -185,11 +189,11 @@ class CadenceTripWire:
     def _lapses(self, events: pl.DataFrame, event_type: str, as_of: datetime, given: Any) -> pl.DataFrame:
         p = self.params
         model = given.get(event_type) if isinstance(given, Mapping) else given
-        if model is None:
-            model = self.model_for(events, as_of, event_type)
-        elif isinstance(model, Mapping):
+        if isinstance(model, Mapping):
             model = bgnbd.BGNBDParams(**model)
         summary = bgnbd.summarize(events, as_of, unit_days=model.unit_days if model else p.unit_days)
+        if model is None:
+            model = self._fit(summary)
         days = events.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
         stats = interval_stats(days, as_of.date(), p.max_gaps, None).join(
             summary.select("customer_id", "frequency", "recency", "T"), on="customer_id"
