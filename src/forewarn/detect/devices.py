@@ -12,8 +12,9 @@ the device is degrading now. So per device and counter, from readings at or befo
   sectors, 197/198) a non-zero value is itself a warning sign.
 
 ``risk = 1 - exp(-sum_a w_a * (log1p(delta_a) + accel_bonus * accelerating_a + level_weight * log1p(level_a)))``,
-in [0, 1). A device fires (condition ``device:<device_id>``) when a watched counter rose within ``lookback`` or
-``risk >= min_risk``.
+in [0, 1). A device fires (condition ``device:<device_id>``) when ``risk >= min_risk``: e.g. reallocated
+sectors appearing (0 -> 1 gives 0.5), but not a single extra command timeout (half weight: cables and
+controllers cause them too).
 
 >>> from datetime import datetime, timedelta, UTC
 >>> t0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -175,7 +176,7 @@ class DeviceTripWire:
             counters=pl.struct("attribute", "value", "before", "delta", "accelerating").sort_by("attribute"),
         )
         per_device = per_device.with_columns(risk=1.0 - (-pl.col("total")).exp()).with_columns(
-            fires=pl.col("rising") | (pl.col("risk") >= p.min_risk)
+            fires=pl.col("risk") >= p.min_risk
         )
         per_device = per_device.sort("ts").join_asof(
             models, on="ts", by="device_id", strategy="backward", check_sortedness=False
