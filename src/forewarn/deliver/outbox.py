@@ -158,7 +158,9 @@ def _claim_stmt(
         .where(
             earlier.c.thread_key == cand.c.thread_key,
             earlier.c.id < cand.c.id,
-            earlier.c.status.in_(IN_FLIGHT),
+            # ``status || ''``: keeps the planner on the thread index. Matching the status index instead (a
+            # PostgreSQL plan chosen on a freshly filled, not yet analysed outbox) costs milliseconds per row
+            earlier.c.status.concat("").in_(IN_FLIGHT),
         )
         .exists()
     )
@@ -249,7 +251,8 @@ def apply_outcomes(conn: Connection, outcomes: Outcomes, now: datetime | None = 
     later claimant recorded.
     """
     t = _now(now)
-    still_mine = TABLE.c.status == "sending"
+    # not ``status = 'sending'``: an indexable status test can lure the planner off the primary key
+    still_mine = TABLE.c.status.concat("") == "sending"
     for ids in _chunks(outcomes.sent):
         conn.execute(
             update(TABLE)
