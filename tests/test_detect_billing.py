@@ -112,6 +112,21 @@ def test_increase_and_price_change_are_explained() -> None:
     )
 
 
+def test_tax_is_not_named_as_the_cause() -> None:
+    def with_tax(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [*lines, line("tax", "Tax 20%", round(0.2 * sum(li["amount"] for li in lines), 2))]
+
+    rows = [invoice(m, with_tax([PLAN])) for m in range(1, 7)]
+    rows.append(invoice(7, with_tax([PLAN, line("roaming", "Roaming charges", 30.0)])))
+    out = BillingTripWire(explain_share=1.0).detect(
+        {"invoice": frame(rows)}, datetime(2025, 8, 3, tzinfo=UTC)
+    )
+    assert out["explanation"][0] == (
+        "Your bill of 84.00 EUR is 1.8x your usual 48.00 EUR; "
+        "Roaming charges of 30.00 EUR are new this month."
+    )
+
+
 def test_explain_change_ranks_by_increase() -> None:
     old = [[PLAN, line("x", "Extra", 5.0)]] * 3
     changes = explain_change([PLAN, line("x", "Extra", 9.0), ROAM], old)

@@ -69,6 +69,7 @@ class BillingParams(Params):
     recent_days: int = 45  # an invoice is news for this many days after its last change
     explain_share: float = 0.8  # name changed lines until they explain this share of the increase...
     explain_lines: int = 2  # ...or this many lines
+    derived_codes: tuple[str, ...] = ("tax", "vat")  # lines computed from the others, never named as a cause
     service_code_prefixes: tuple[str, ...] = ("addon_",)  # line code = prefix + service id
     overage_codes: tuple[str, ...] = ("overage", "data_overage")
     usage_metric: str = "data_gb"
@@ -262,6 +263,9 @@ class BillingTripWire:
             for c in changes:
                 if c["change"] <= 0 or len(named) >= p.explain_lines or covered >= p.explain_share * increase:
                     break
+                if c["code"] in p.derived_codes:  # tax follows the other lines; it is not a cause
+                    c["price_change"] = False
+                    continue
                 named.append(c)
                 covered += c["change"]
             currency = inv["currency"]
