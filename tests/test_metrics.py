@@ -177,24 +177,27 @@ def test_contacts_and_notices(engine: sa.Engine) -> None:
     m = outcome_metrics(engine, PERIOD)
     c = m["contacts"]
     assert (c["customers"], c["total"], c["per_1000"]) == (10, 9, 900.0)
+    # every day of the period, zero where nobody got in touch
     assert [(s["bucket"], s["contacts"]) for s in c["series"]] == [
+        ("2026-03-01", 0),
         ("2026-03-02", 4),
+        ("2026-03-03", 0),
+        ("2026-03-04", 0),
         ("2026-03-05", 1),
         ("2026-03-06", 2),
         ("2026-03-07", 2),
     ]
-    assert c["series"][0]["per_1000"] == 400.0
+    assert c["series"][1]["per_1000"] == 400.0
     assert m["notices"]["sent"] == 4 and m["notices"]["customers"] == 4
-    assert [(s["bucket"], s["sent"]) for s in m["notices"]["series"]] == [
-        ("2026-03-02", 2),
-        ("2026-03-03", 1),
-        ("2026-03-04", 1),
-    ]
+    sent = [(s["bucket"], s["sent"]) for s in m["notices"]["series"] if s["sent"]]
+    assert sent == [("2026-03-02", 2), ("2026-03-03", 1), ("2026-03-04", 1)]
+    assert len(m["notices"]["series"]) == 7
 
 
 def test_weekly_buckets_start_on_monday(engine: sa.Engine) -> None:
     m = outcome_metrics(engine, Period.parse("2026-02-20", "2026-03-08"), bucket_size="week")
     assert [(s["bucket"], s["contacts"]) for s in m["contacts"]["series"]] == [
+        ("2026-02-16", 0),
         ("2026-02-23", 1),
         ("2026-03-02", 9),
     ]
@@ -271,7 +274,8 @@ def test_segments(engine: sa.Engine) -> None:
 
 def test_empty_period_and_bad_input(engine: sa.Engine) -> None:
     m = outcome_metrics(engine, Period.parse("2025-01-01", "2025-02-01"))
-    assert m["contacts"]["total"] == 0 and m["contacts"]["series"] == []
+    assert m["contacts"]["total"] == 0 and len(m["contacts"]["series"]) == 31
+    assert {s["contacts"] for s in m["contacts"]["series"]} == {0}
     assert m["time_to_notify"] == {"count": 0, "p50_s": None, "p95_s": None}
     assert m["delivery"]["success_rate"] is None and m["control_groups"] == []
     with pytest.raises(ValueError, match="must be after start"):

@@ -125,6 +125,24 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def _dense(period: Period, size: str, counts: dict[str, int]) -> dict[str, int]:
+    """Every day (or Monday-started week) of the period in order, zero where nothing happened.
+
+    >>> _dense(Period.parse("2026-03-01", "2026-03-04"), "day", {"2026-03-02": 5})
+    {'2026-03-01': 0, '2026-03-02': 5, '2026-03-03': 0}
+    """
+    day = period.start.date()
+    step = timedelta(days=1 if size == "day" else 7)
+    if size == "week":
+        day -= timedelta(days=day.weekday())
+    last = period.end - timedelta(microseconds=1)  # the end is exclusive
+    out: dict[str, int] = {}
+    while day <= last.date():
+        out[day.isoformat()] = counts.get(day.isoformat(), 0)
+        day += step
+    return out
+
+
 def customer_count(conn: sa.Connection, segment: str | None = None) -> int:
     """Customers in ``segment`` (all customers when None)."""
     q = sa.select(sa.func.count()).select_from(customers_t)
@@ -140,7 +158,8 @@ def contacts(conn: sa.Connection, period: Period, *, size: str = "day") -> dict[
     where = sa.and_(_in_period(t.c.opened_at, period), _in_segment(t.c.customer_id, period.segment))
     b = bucket(t.c.opened_at, _dialect(conn), size).label("bucket")
     rows = conn.execute(sa.select(b, sa.func.count().label("n")).where(where).group_by(b).order_by(b)).all()
-    total = sum(int(r.n) for r in rows)
+    counts = _dense(period, size, {str(r.bucket): int(r.n) for r in rows})
+    total = sum(counts.values())
 
     def per_1000(n: int) -> float | None:
         return round(n * 1000 / n_customers, 3) if n_customers else None
@@ -150,9 +169,7 @@ def contacts(conn: sa.Connection, period: Period, *, size: str = "day") -> dict[
         "total": total,
         "per_1000": per_1000(total),
         "bucket": size,
-        "series": [
-            {"bucket": str(r.bucket), "contacts": int(r.n), "per_1000": per_1000(int(r.n))} for r in rows
-        ],
+        "series": [{"bucket": b, "contacts": n, "per_1000": per_1000(n)} for b, n in counts.items()],
     }
 
 
@@ -232,7 +249,8 @@ def notices_series(conn: sa.Connection, period: Period, *, size: str = "day") ->
         .group_by(b)
         .order_by(b)
     )
-    return [{"bucket": str(r.bucket), "sent": int(r.n)} for r in conn.execute(q)]
+    counts = _dense(period, size, {str(r.bucket): int(r.n) for r in conn.execute(q)})
+    return [{"bucket": b, "sent": n} for b, n in counts.items()]
 
 
 def time_to_notify(conn: sa.Connection, period: Period) -> dict[str, Any]:
