@@ -12,7 +12,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from forewarn.state.db import SchemaOutOfDate, downgrade, make_engine, open_store, schema_status, transaction, upgrade
+from forewarn.state.db import (
+    SchemaOutOfDate,
+    downgrade,
+    make_engine,
+    open_store,
+    schema_status,
+    transaction,
+    upgrade,
+)
 from forewarn.state.models import (
     AffectedCustomer,
     Consent,
