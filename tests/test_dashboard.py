@@ -188,6 +188,25 @@ def test_prometheus_metrics(client: TestClient) -> None:
     assert 'forewarn_detector_last_run_seconds{tripwire="billing"} 0.25' in text
 
 
+def test_detector_run_reports_are_exported(client: TestClient) -> None:
+    from forewarn.detect.runner import RunReport, WireReport
+    from forewarn.measure.ops import record_run_report
+
+    report = RunReport(
+        as_of=at(8),
+        wires=[
+            WireReport("cadence", "ok", firing=3, seconds=0.5),
+            WireReport("devices", "error", "ValueError: boom", seconds=0.1),
+            WireReport("schedule", "skipped", "module not available"),
+        ],
+    )
+    record_run_report(report)
+    text = client.get("/metrics").text
+    assert 'forewarn_detector_last_findings{tripwire="cadence"} 3' in text
+    assert 'forewarn_detector_errors_total{tripwire="devices"}' in text
+    assert 'tripwire="schedule"' not in text
+
+
 def test_delivery_rate_counts_the_last_hour(ctx: Context) -> None:
     from forewarn.measure.ops import prometheus_text
 

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -61,6 +62,13 @@ def record_detector_run(tripwire: str, seconds: float, *, findings: int = 0, err
         s.total_seconds += seconds
         s.last_findings = findings
         s.last_run_at = time.time()
+
+
+def record_run_report(report: Any) -> None:
+    """Record every trip wire of a ``forewarn.detect.runner.RunReport`` (skipped ones are left out)."""
+    for w in report.wires:
+        if w.status != "skipped":
+            record_detector_run(w.name, w.seconds, findings=w.firing, error=w.status == "error")
 
 
 def _esc(v: str) -> str:
