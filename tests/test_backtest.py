@@ -236,3 +236,20 @@ def test_untagged_contacts_get_a_topic_from_their_words() -> None:
     )
     got = dict(_contacts({"contact": c}).select("customer_id", "topic").iter_rows())
     assert got == {"A": "device", "B": "outage", "C": "billing"}
+
+
+def test_reusing_firings_gives_the_same_report_without_detection() -> None:
+    data = BacktestData({"usage": _usage({"A": 60, "B": 65})}, _customers())
+    pset = _pset({"playbooks": [DROP]})
+    cold = run_backtest(pset, data, date(2026, 2, 15), date(2026, 3, 31), settings=QUIET_NONE)
+    # no signal frames at all the second time: the firings carry everything the replay needs
+    warm = run_backtest(
+        pset,
+        BacktestData({}, _customers()),
+        date(2026, 2, 15),
+        date(2026, 3, 31),
+        settings=QUIET_NONE,
+        reuse=cold.firings,
+    )
+    assert warm.to_dict()["playbooks"] == cold.to_dict()["playbooks"]
+    assert any("reused" in n for n in warm.notes)

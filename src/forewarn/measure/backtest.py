@@ -122,6 +122,8 @@ class BacktestReport:
     horizon_days: float = 30.0
     # every decision (not serialised): playbook, customer_id, action, status, guardrail, at, send_at, ...
     decisions: pl.DataFrame | None = None
+    # every trip wire firing by kind (not serialised): pass as ``reuse=`` to try other playbooks on it
+    firings: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -384,6 +386,7 @@ def run_backtest(
     open_ticket_days: float = 3.0,
     wire_params: Mapping[str, Mapping[str, Any]] | None = None,
     detect_every: int = 1,
+    reuse: Mapping[str, pl.DataFrame] | None = None,
 ) -> BacktestReport:
     """Replay ``start``..``end`` (inclusive days) and measure every playbook that is not ``off``.
 
@@ -391,7 +394,8 @@ def run_backtest(
     ``settings``: quiet hours (``Settings`` or its ``delivery``). A contact seen in the ``open_ticket_days``
     before a decision counts as an open ticket on its topic. Trip wires without ``score_history`` are called
     at every day's run, or every ``detect_every`` days (faster, and findings may be decided up to that many
-    days late).
+    days late). ``reuse`` takes an earlier report's ``firings`` (same data, same trip wire parameters), so
+    trying other playbooks and guardrails skips detection.
     """
     frames, customers, consents = data.frames, data.customers, data.consents
     dependencies, truth = data.dependencies, data.truth
@@ -416,11 +420,14 @@ def run_backtest(
     if dependencies is not None:
         context["dependencies"] = dependencies
 
-    # 1. findings over the whole period, per trip wire
+    # 1. findings over the whole period, per trip wire (or reused from an earlier report on the same data)
     parts = []
+    firings: dict[str, pl.DataFrame] = {}
     for kind in sorted({p.when.kind for p in active}):
         t0 = _time.perf_counter()
-        if kind == OUTAGE_KIND:
+        if reuse is not None and kind in reuse:
+            found, how = reuse[kind], "reused"
+        elif kind == OUTAGE_KIND:
             if truth is None:
                 notes.append("outage playbooks need incidents: pass the simulator's ground truth (--truth)")
                 continue
@@ -429,6 +436,7 @@ def run_backtest(
             found, how = _findings_for(
                 kind, frames, context, runs[::detect_every], (wire_params or {}).get(kind, {})
             )
+        firings[kind] = found
         found = found.filter((pl.col("ts") > lo) & (pl.col("ts") <= hi))
         parts.append(found)
         timings[f"detect:{kind}"] = round(_time.perf_counter() - t0, 3)
@@ -497,6 +505,7 @@ def run_backtest(
         timings=timings,
         horizon_days=horizon.total_seconds() / 86400,
         decisions=frame,
+        firings=firings,
     )
 
 
