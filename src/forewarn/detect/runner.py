@@ -194,6 +194,7 @@ def run_detection(
         reports[name] = WireReport(
             name,
             "ok",
+            "as_of is before this trip wire's latest run: nothing written" if result.stale else "",
             firing=found.height,
             opened=result.opened,
             updated=result.updated,
