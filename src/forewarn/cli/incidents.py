@@ -243,6 +243,69 @@ def detect_cmd(
         console.print("no change")
 
 
+@incidents_app.command("replay")
+def replay_cmd(
+    deliver: bool = typer.Option(False, "--deliver", help="Run the delivery worker on the history's clock."),
+    truth: Path = typer.Option(
+        None, "--truth", help="Simulator ground truth (ground_truth.jsonl) for contacts avoided."
+    ),
+    link_every_min: float = typer.Option(5.0, "--link-every", help="Minutes between reactive-link passes."),
+) -> None:
+    """Replay the stored service health: detect, open/widen/resolve, notify, deliver, link; print metrics."""
+    from datetime import timedelta
+
+    from forewarn.incidents.replay import replay_outages
+
+    ctx = _ctx()
+    worker = None
+    if deliver:
+        from forewarn.deliver.worker import Worker
+
+        worker = Worker(ctx)
+    truth_frame = None
+    if truth is not None:
+        from forewarn.sim.truth import load
+
+        truth_frame = load(truth)
+    try:
+        result = replay_outages(
+            ctx, worker=worker, truth=truth_frame, link_every=timedelta(minutes=link_every_min)
+        )
+    finally:
+        if worker is not None:
+            worker.close()
+    table = Table(
+        "incident",
+        "title",
+        "affected",
+        "sent",
+        "suppressed",
+        "p50 to delivered",
+        "contacts before",
+        "after",
+        "linked",
+        "avoided",
+    )
+    for r in result.incidents:
+        avoided = r.get("contacts_avoided") or {}
+        table.add_row(
+            str(r["incident_id"]),
+            r["title"],
+            f"{r['affected']:,}",
+            f"{r['notified']['sent']:,}",
+            f"{r['notified']['suppressed']:,}",
+            str(r["time_to_first_delivered_s"]["p50"]),
+            str(r["contacts_before_notice"]),
+            str(r["contacts_after_notice"]),
+            str(r["tickets_linked"]),
+            f"{avoided.get('avoided', '')} of {avoided.get('contacts_without_notices', '')}"
+            if avoided
+            else "",
+        )
+    console.print(table)
+    typer.echo(json.dumps(result.incidents, default=str))
+
+
 @monitors_app.command("check")
 def monitors_check(config: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Run every monitor once and print the results (no incidents are opened)."""
