@@ -430,3 +430,34 @@ def test_overflow_folds_into_a_digest_sent_when_the_budget_has_room(store: Conte
     digest = next(r for r in _rows(ctx) if r.playbook == "digest")
     assert digest.status == "pending" and digest.payload["items"] == [folded.payload["explanation"]]
     assert digest.payload["template"] == "playbook_digest"
+
+
+def test_cli_run_held_approve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forewarn.config import get_settings
+
+    monkeypatch.setenv("FOREWARN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FOREWARN_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        upgrade(get_settings().database_url)
+        ctx = Context(get_settings())
+        _seed(ctx)
+        ctx.close()
+        pb = write(tmp_path, PLAYBOOKS)
+        runner = CliRunner()
+        res = runner.invoke(
+            app, ["playbooks", "run", str(pb), "--as-of", NOW.isoformat(), "--now", NOW.isoformat()]
+        )
+        assert res.exit_code == 0, res.output
+        assert '"enqueued"' in res.output and '"held": 2' in res.output
+        res = runner.invoke(app, ["playbooks", "held"])
+        assert res.exit_code == 0 and "c4" in res.output
+        ctx = Context(get_settings())
+        [first, *_] = held(ctx)
+        ctx.close()
+        assert runner.invoke(app, ["playbooks", "approve", str(first["id"])]).exit_code == 0
+        assert runner.invoke(app, ["playbooks", "approve", str(first["id"])]).exit_code == 1
+        bad = runner.invoke(app, ["playbooks", "run", str(pb), "--as-of", "soon"])
+        assert bad.exit_code != 0 and "ISO-8601" in bad.output
+    finally:
+        get_settings.cache_clear()
