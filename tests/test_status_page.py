@@ -53,3 +53,41 @@ def test_incident_api_and_status_page(ctx) -> None:
         m = c.get(f"/v1/incidents/{inc['id']}/metrics").json()
         assert m["affected"] == 6 and m["notified"]["total"] == 18
         assert c.post(f"/v1/incidents/{inc['id']}/updates", json={"message": "late"}).status_code == 409
+
+
+def test_only_recently_active_customers(ctx) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    seed_isp(ctx.engine)
+    now = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    usage = pl.DataFrame(
+        {
+            "event_id": ["u1", "u2", "u3", "u4"],
+            "customer_id": ["C00", "C02", "C01", "C04"],
+            "ts": [
+                now - timedelta(days=2),
+                now - timedelta(days=29),
+                now - timedelta(days=40),
+                now + timedelta(days=1),
+            ],
+            "metric": ["data_gb"] * 4,
+            "value": [1.0] * 4,
+        }
+    )
+    ctx.signals.append("usage", usage)
+    with TestClient(create_app(ctx)) as c:
+        r = c.post(
+            "/v1/incidents",
+            json={
+                "title": "Down",
+                "services": ["internet"],
+                "regions": ["north"],
+                "active_days": 30,
+                "now": now.isoformat(),
+            },
+        )
+        assert r.status_code == 201, r.text
+        # C01 was last active 40 days ago; C04's usage is after ``now`` (not known yet)
+        assert r.json()["affected"] == 2

@@ -12,7 +12,7 @@ from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
-from forewarn.incidents.impact import affected_count
+from forewarn.incidents.impact import active_customer_ids, affected_count
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident
@@ -40,6 +40,7 @@ class IncidentIn(BaseModel):
     eta: datetime | None = None
     started_at: datetime | None = None
     external_key: str | None = None
+    active_days: int | None = Field(None, ge=1, description="only customers with usage in the last N days")
     now: datetime | None = Field(None, description="event time (for replaying history); default: now")
 
 
@@ -78,6 +79,7 @@ def _scopes(services: list[str], regions: list[str], scopes: list[ScopeIn]) -> l
 @router.post("", status_code=201)
 def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Open an incident; its affected customers are computed and their opening notices queued."""
+    active = active_customer_ids(ctx, body.active_days, body.now) if body.active_days else None
     try:
         with transaction(ctx.engine) as s:
             inc = service.open_incident(
@@ -90,6 +92,7 @@ def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str
                 eta=body.eta,
                 started_at=body.started_at,
                 external_key=body.external_key,
+                active_customers=active,
                 now=body.now,
             )
             return _view(s, inc, full=True)
