@@ -253,3 +253,12 @@ def test_reusing_firings_gives_the_same_report_without_detection() -> None:
     )
     assert warm.to_dict()["playbooks"] == cold.to_dict()["playbooks"]
     assert any("reused" in n for n in warm.notes)
+
+
+def test_backtest_world_over_the_whole_history(world) -> None:
+    from forewarn.measure.backtest import backtest_world
+
+    report = backtest_world(world, EXAMPLES, settings=Settings(home="/tmp/fw-bt"), detect_every=7)
+    assert report.start == date(2026, 1, 2) and report.days >= 70
+    assert any("detect x" in n for n in report.notes)
+    assert {p.name for p in report.playbooks} == {p.name for p in load_playbooks(EXAMPLES).active()}

@@ -360,6 +360,30 @@ def data_from_ctx(ctx: Any, truth_path: Any = None, kinds: Sequence[str] | None 
     return BacktestData(frames, customers, consents, dependencies, truth)
 
 
+def backtest_world(
+    world: Any,
+    playbooks: PlaybookSet | str | Any,
+    *,
+    settings: Any,
+    start: date | None = None,
+    end: date | None = None,
+    **options: Any,
+) -> BacktestReport:
+    """Backtest ``playbooks`` (a set, or a file / folder) on a simulated world, over its whole history by
+    default (from its second day). ``options`` go to :func:`run_backtest` (``detect_every=7`` makes trip wires
+    without history scoring affordable on large worlds)."""
+    from forewarn.decide.playbooks import load_playbooks
+
+    pset = playbooks if isinstance(playbooks, PlaybookSet) else load_playbooks(playbooks)
+    data = data_from_world(world)
+    stamps = [f["ts"] for f in data.frames.values() if f.height and "ts" in f.columns]
+    first = min(s.min() for s in stamps).date()
+    last = max(s.max() for s in stamps).date()
+    return run_backtest(
+        pset, data, start or first + timedelta(days=1), end or last, settings=settings, **options
+    )
+
+
 def signal_kinds(playbooks: PlaybookSet) -> list[str]:
     """The signal kinds a backtest of ``playbooks`` reads: their trip wires' kinds and inbound contacts."""
     from importlib import import_module
