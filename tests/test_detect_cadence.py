@@ -38,7 +38,7 @@ def test_interval_rule_fires_when_overdue_by_k_median_gaps() -> None:
     quiet_4_months = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 122))
     assert quiet_4_months.height == 0  # 1.34x the usual gap: within the default 2x
     assert wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 182)).height == 0  # exactly 2x
-    late = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 190))
+    late = wire.detect({"purchase": frame}, T0 + timedelta(days=273 + 200))
     assert late.schema == FINDINGS_SCHEMA
     row = late.row(0, named=True)
     assert (row["customer_id"], row["condition"], row["severity"], row["topic"]) == (
@@ -49,17 +49,20 @@ def test_interval_rule_fires_when_overdue_by_k_median_gaps() -> None:
     )
     assert (
         row["explanation"]
-        == "It has been 6 months since your last visit; you usually visit about every 3 months."
+        == "It has been 7 months since your last visit; you usually visit about every 3 months."
     )
     evidence = json.loads(row["evidence"])
     assert (
         evidence["rule"] == "interval"
         and evidence["median_gap_days"] == 91
-        and evidence["days_since_last"] == 190
+        and evidence["days_since_last"] == 200
+        and evidence["p_gap_this_long"] < 0.005
     )
     # The example: "came every 3 months, not in 4" with k = 1.3.
     assert (
-        CadenceTripWire(overdue_factor=1.3).detect({"purchase": frame}, T0 + timedelta(days=273 + 122)).height
+        CadenceTripWire(overdue_factor=1.3, rhythm_alpha=1.0)
+        .detect({"purchase": frame}, T0 + timedelta(days=273 + 122))
+        .height
         == 1
     )
 

@@ -8,9 +8,13 @@ Three conditions, each judged against the customer's own history (same-day event
   :class:`~forewarn.detect.bgnbd.BGNBDParams`, or a dict of them by event type, fitted once and broadcast to
   every bucket) or are fitted here on (a deterministic sample of) the customers in the frame, using rows up to
   ``as_of`` only.
+  For them a silence over ``overdue_factor`` x their median gap that their own gap distribution (a gamma
+  with the mean and spread of their last ``max_gaps`` gaps) puts below ``rhythm_alpha`` fires too (rule
+  ``rhythm``): BG/NBD assumes irregular, Poisson-like buying and is slow to doubt a steady customer.
 - the same condition for customers with fewer events (at least ``min_events`` days), or when no model can be
   fitted: the interval rule, overdue by ``overdue_factor`` x the customer's own median gap ("came every 3
-  months, not in 6").
+  months, not in 6") and a gap that long below ``rhythm_alpha`` under their gap distribution (its shape
+  capped at 8 there: a few gaps say little about the spread).
 - ``cadence:quiet:contact`` (kind ``contact``): a customer who usually gets in touch regularly
   (``contact_min_events`` contact days within ``contact_lookback_days`` before their last one) has been quiet
   for ``contact_overdue_factor`` x their median gap.
@@ -23,11 +27,11 @@ Context used: ``bgnbd`` (optional, see above). Findings are severity ``info``, t
 ...                        "ts": [t0 + timedelta(days=90 * i) for i in range(4)]})
 >>> CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 150)).height  # 1.7x: not yet
 0
->>> out = CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 190))
+>>> out = CadenceTripWire().detect({"purchase": visits}, t0 + timedelta(days=270 + 200))
 >>> out.select("condition", "score").row(0)
-('cadence:lapse:visit', 2.111111111111111)
+('cadence:lapse:visit', 2.2222222222222223)
 >>> print(out["explanation"][0])
-It has been 6 months since your last visit; you usually visit about every 3 months.
+It has been 7 months since your last visit; you usually visit about every 3 months.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+from scipy.stats import gamma
 
 from forewarn.detect import bgnbd
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
@@ -63,6 +68,7 @@ class CadenceParams(Params):
     max_gaps: int = 12  # the median gap is over the customer's last this many gaps (rhythms change)
     bgnbd_min_repeat: int = 5  # repeat days from which BG/NBD P(alive) decides instead of the interval rule
     p_alive_threshold: float = 0.3  # BG/NBD: lapsed when P(alive) is below this
+    rhythm_alpha: float = 0.005  # steady rhythm: lapsed when a gap this long has at most this probability
     unit_days: float = 7.0  # BG/NBD time unit (weeks, as in the literature); P(alive) does not depend on it
     min_fit_customers: int = 200  # fewer customers than this: no BG/NBD fit here (interval rule only)
     fit_sample: int = 20_000  # at most this many customers (a deterministic sample) for the fit
@@ -121,6 +127,8 @@ def interval_stats(
             pl.col("day").max().alias("last_day"),
             pl.col("gap").drop_nulls().tail(max_gaps).median().alias("median_gap"),
             pl.col("gap").drop_nulls().tail(max_gaps).max().alias("max_gap"),
+            pl.col("gap").drop_nulls().tail(max_gaps).mean().alias("mean_gap"),
+            pl.col("gap").drop_nulls().tail(max_gaps).std().alias("sd_gap"),
         )
         .with_columns((pl.lit(as_of_day) - pl.col("last_day")).dt.total_days().alias("days_since"))
     )
@@ -210,19 +218,34 @@ class CadenceTripWire:
             alive = np.full(stats.height, np.nan)
             expected = np.full(stats.height, np.nan)
         use_model = (model is not None) & (x >= p.bgnbd_min_repeat)
+        # How unusual is a gap this long for this customer's own rhythm: gaps as a gamma with their mean and
+        # spread (shape 1 = as irregular as Poisson buying, capped at 50 = clockwork).
+        mean, sd = stats["mean_gap"].to_numpy(), stats["sd_gap"].fill_null(0.0).to_numpy()
+        # Few gaps say little about the spread: cap the shape lower there (a wider, more forgiving rhythm).
+        cap = np.where(stats["n_days"].to_numpy() - 1 >= p.bgnbd_min_repeat, 50.0, 8.0)
+        shape = np.clip(mean**2 / np.maximum(sd**2, 1e-9), 1.0, cap)
+        p_gap = gamma.sf(stats["days_since"].to_numpy(), shape, scale=mean / shape)
         stats = stats.with_columns(
             pl.Series("p_alive", alive),
             pl.Series("expected_next", expected),
             pl.Series("by_model", use_model),
+            pl.Series("p_gap", p_gap),
             (pl.col("days_since") / pl.col("median_gap")).alias("score"),
         )
-        fired = stats.filter(
-            pl.when(pl.col("by_model"))
-            .then(pl.col("p_alive") < p.p_alive_threshold)
-            .otherwise(pl.col("days_since") > p.overdue_factor * pl.col("median_gap"))
+        overdue = pl.col("days_since") > p.overdue_factor * pl.col("median_gap")
+        # BG/NBD assumes Poisson (irregular) buying, so it is slow to doubt a customer with a steady rhythm;
+        # for those, a silence their own gap distribution makes very unlikely is telling.
+        rule = (
+            pl.when(pl.col("by_model") & (pl.col("p_alive") < p.p_alive_threshold))
+            .then(pl.lit("bgnbd"))
+            .when(pl.col("by_model") & overdue & (pl.col("p_gap") < p.rhythm_alpha))
+            .then(pl.lit("rhythm"))
+            .when(~pl.col("by_model") & overdue & (pl.col("p_gap") < p.rhythm_alpha))
+            .then(pl.lit("interval"))
         )
+        fired = stats.with_columns(rule.alias("rule")).filter(pl.col("rule").is_not_null())
         confidence = (
-            pl.when(pl.col("by_model"))
+            pl.when(pl.col("rule") == "bgnbd")
             .then(1.0 - pl.col("p_alive"))
             .otherwise(_confidence_from_gaps(pl.col("n_days") - 1.0))
         )
@@ -243,6 +266,7 @@ class CadenceTripWire:
             (pl.col("days_since") / pl.col("median_gap")).alias("score"),
             _confidence_from_gaps(pl.col("n_days") - 1.0).alias("confidence"),
             pl.lit(False).alias("by_model"),
+            pl.lit("interval").alias("rule"),
             pl.lit(None, dtype=pl.Float64).alias("p_alive"),
             pl.lit(None, dtype=pl.Float64).alias("expected_next"),
         )
@@ -264,7 +288,7 @@ class CadenceTripWire:
             since, gap = humanize_days(r["days_since"]), humanize_days(r["median_gap"])
             evidence: dict[str, Any] = {
                 "event_type": event_type,
-                "rule": "bgnbd" if r["by_model"] else "interval",
+                "rule": r["rule"],
                 "event_days": r["n_days"],
                 "last_event": r["last_day"].isoformat(),
                 "days_since_last": r["days_since"],
@@ -272,6 +296,8 @@ class CadenceTripWire:
                 "longest_gap_days": r["max_gap"],
                 "overdue_factor": round(r["score"], 3),
             }
+            if r.get("p_gap") is not None:
+                evidence["p_gap_this_long"] = float(f"{r['p_gap']:.3g}")
             if r["p_alive"] is not None and not np.isnan(r["p_alive"]):
                 evidence["p_alive"] = round(r["p_alive"], 4)
                 evidence[f"expected_next_{self.params.expect_horizon_days}d"] = round(r["expected_next"], 3)
