@@ -330,6 +330,7 @@ class _Session:
         self.ctx, self.policy = ctx, policy
         self.store: SignalStore = ctx.signals
         self.known: set[str] = set()
+        self._malformed_col = False  # the source has a __malformed column (rows the reader could not parse)
 
     def ingest(
         self,
@@ -390,10 +391,14 @@ class _Session:
             wanted = _wanted_columns(kind)
             native = reader.native_sql(wanted) if table is None else None
             src = native or reader.source_sql(view, wanted)
-            types = {r[0]: r[1] for r in cur.execute(f"DESCRIBE {src}").fetchall()}
+            types = None if native else reader.source_types(view, wanted)
+            if types is None:
+                types = {r[0]: r[1] for r in cur.execute(f"DESCRIBE {src}").fetchall()}
             parts = [(KINDS[kind], src)] if kind is not None else self._split_by_kind(cur, report, src, types)
             for k, part in parts:
-                self._part(cur, report, k, part, types, strict, to_create, tickets)
+                # a chunk in memory is validated once into a temporary table (JSON is parsed once); a file
+                # DuckDB reads itself is scanned twice instead of copied
+                self._part(cur, report, k, part, types, strict, to_create, tickets, materialize=not native)
         finally:
             if table is not None:
                 _unregister(cur, view)
@@ -431,12 +436,25 @@ class _Session:
         report: SourceReport,
         kind: SignalKind,
         src: str,
-        types: dict[str, str],
+        types: dict[str, str] | None,
         strict: bool,
         to_create: set[str],
         tickets: list[pa.Table],
+        *,
+        materialize: bool = False,
     ) -> None:
-        checked = f"WITH c AS ({checked_sql(kind, src, types)}) "
+        if types is not None:
+            self._malformed_col = "__malformed" in types
+        if materialize:
+            tmp = f"__checked_{uuid.uuid4().hex}"
+            cur.execute(f"CREATE TEMP TABLE {tmp} AS {checked_sql(kind, src, types)}").fetchall()
+            try:
+                self._part(cur, report, kind, f"SELECT * FROM {tmp}", None, strict, to_create, tickets)
+            finally:
+                with suppress(duckdb.Error):
+                    cur.execute(f"DROP TABLE IF EXISTS {tmp}").fetchall()
+            return
+        checked = f"WITH c AS ({src if types is None else checked_sql(kind, src, types)}) "
         has_customer = "customer_id" in kind.columns
         if has_customer:
             groups = cur.execute(
@@ -493,7 +511,7 @@ class _Session:
     ) -> None:
         codes = [f"__e_{f.name}" for f in kind.all_fields]
         raws = [f"__raw_{f.name}" for f in kind.all_fields]
-        malformed = "__malformed" if "__malformed" in checked else "NULL"
+        malformed = "__malformed" if self._malformed_col else "NULL"
         unk = f"(__ok AND customer_id IN (SELECT id FROM {unknown_view}))" if unknown_view else "FALSE"
         sql = (
             checked + f"SELECT __row, {malformed}, {unk}, {', '.join(q(c) for c in codes + raws)} FROM c "

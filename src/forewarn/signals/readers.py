@@ -96,6 +96,10 @@ class Reader:
         """SQL reading the whole file in DuckDB itself (``__row`` and the raw ``columns``), when it can."""
         return None
 
+    def source_types(self, view: str, columns: Sequence[str]) -> dict[str, str] | None:
+        """DuckDB types of :meth:`source_sql`'s columns when known without asking DuckDB (None: ask)."""
+        return None
+
     def relocate(self, errors: list[RowError]) -> list[RowError]:
         """``errors`` with their ``line`` set to the physical line in the file (a no-op but for CSV)."""
         return errors
@@ -164,6 +168,10 @@ class CsvReader(Reader):
     def columns(self) -> list[str]:
         with open(self.path, newline="", encoding="utf-8-sig") as f:
             return next(csv.reader(f), [])
+
+    def source_types(self, view: str, columns: Sequence[str]) -> dict[str, str] | None:
+        header = set(self.columns())
+        return {"__row": "BIGINT", **{c: "VARCHAR" for c in columns if c in header}}
 
     def chunks(self, columns: Sequence[str], chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[pa.Table, int]]:
         header = self.columns()
@@ -301,6 +309,12 @@ class JsonlReader(Reader):
                     pending, size = [], 0
         if pending:
             yield pa.concat_tables(pending), size
+
+    def source_types(self, view: str, columns: Sequence[str]) -> dict[str, str] | None:
+        types = {"__row": "BIGINT", **{c: "VARCHAR" for c in columns}, "__malformed": "VARCHAR"}
+        if "lines" in columns:
+            types["lines"] = "JSON"
+        return types
 
     def source_sql(self, view: str, columns: Sequence[str]) -> str:
         strings = [c for c in columns if c != "lines"]

@@ -123,6 +123,7 @@ class SignalStore:
         self._con = duckdb.connect(database, read_only=read_only, config=config)
         self._con.execute("SET TimeZone = 'UTC'").fetchall()
         self._write_lock = threading.RLock()
+        self._local = threading.local()
         if not read_only:
             for kind in KINDS.values():
                 self._con.execute(_ddl(kind)).fetchall()
@@ -130,12 +131,15 @@ class SignalStore:
     # -- writing -----------------------------------------------------------------------------------------
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new cursor (its own connection to the same database), set to UTC; one per thread or task."""
-        cur = self._con.cursor()
-        cur.execute("SET TimeZone = 'UTC'").fetchall()
-        # lets another thread read query_progress() for progress bars, without DuckDB printing its own
-        cur.execute("SET enable_progress_bar = true").fetchall()
-        cur.execute("SET enable_progress_bar_print = false").fetchall()
+        """This thread's cursor (its own connection to the same database), set to UTC; kept for reuse."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            cur.execute("SET TimeZone = 'UTC'").fetchall()
+            # lets another thread read query_progress() for progress bars, without DuckDB printing its own
+            cur.execute("SET enable_progress_bar = true").fetchall()
+            cur.execute("SET enable_progress_bar_print = false").fetchall()
+            self._local.cursor = cur
         return cur
 
     @contextmanager
@@ -149,10 +153,8 @@ class SignalStore:
                 yield cur
             except BaseException:
                 cur.execute("ROLLBACK").fetchall()
-                cur.close()
                 raise
             cur.execute("COMMIT").fetchall()
-            cur.close()
 
     def append(self, kind: str, data: pl.DataFrame | pa.Table) -> AppendResult:
         """Store the rows of ``data`` (validated and typed) that are not stored yet; columns match by name.
@@ -248,7 +250,6 @@ class SignalStore:
         finally:
             if view:
                 cur.unregister(view)
-            cur.close()
         return table.cast(_arrow_schema(k, cols))
 
     def read(
@@ -275,23 +276,17 @@ class SignalStore:
         """How many signals of ``kind`` are stored."""
         k = get_kind(kind)
         cur = self.cursor()
-        try:
-            if not self._has_table(cur, k):
-                return 0
-            return int(cur.execute(f"SELECT count(*) FROM {k.table}").fetchall()[0][0])
-        finally:
-            cur.close()
+        if not self._has_table(cur, k):
+            return 0
+        return int(cur.execute(f"SELECT count(*) FROM {k.table}").fetchall()[0][0])
 
     def time_range(self, kind: str) -> tuple[datetime, datetime] | None:
         """The first and last ``ts`` stored for ``kind`` (UTC), or None when there is none."""
         k = get_kind(kind)
         cur = self.cursor()
-        try:
-            if not self._has_table(cur, k):
-                return None
-            t = cur.sql(f"SELECT min(ts) AS lo, max(ts) AS hi FROM {k.table}").to_arrow_table()
-        finally:
-            cur.close()
+        if not self._has_table(cur, k):
+            return None
+        t = cur.sql(f"SELECT min(ts) AS lo, max(ts) AS hi FROM {k.table}").to_arrow_table()
         lo, hi = t.column("lo")[0].as_py(), t.column("hi")[0].as_py()
         return None if lo is None else (lo, hi)
 

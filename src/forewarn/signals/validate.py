@@ -95,44 +95,38 @@ def _epoch(v: str) -> str:
     return f"(CASE WHEN isfinite({v}) THEN to_timestamp({scaled}) END)"
 
 
-def typed_expr(f: Field, col: str, source_type: str | None) -> str:
-    """SQL converting column ``col`` of ``source_type`` (None: absent) to field ``f``; NULL when bad."""
+def typed_expr(f: Field, t: str, n: str | None, source_type: str | None) -> str:
+    """SQL converting one raw value to field ``f``'s type; NULL when absent or bad.
+
+    ``t`` is the raw value (trimmed, '' as NULL, when text), ``n`` the same read as a number (text sources
+    only, for numbers and epoch timestamps), ``source_type`` the raw column's DuckDB type (None: absent).
+    """
     target = DUCKDB_TYPES[f.type]
     if source_type is None:
         return f"CAST(NULL AS {target})"
     text = _is_text(source_type)
-    x = f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')" if text else col
     if f.type == "str":
-        return x if text else f"CAST({col} AS VARCHAR)"
+        return t if text else f"CAST({t} AS VARCHAR)"
     if f.type == "float":
-        v = f"TRY_CAST({x} AS DOUBLE)"
+        v = n if text and n else f"TRY_CAST({t} AS DOUBLE)"
         return f"(CASE WHEN isfinite({v}) THEN {v} END)"
     if f.type in ("int", "bool"):
-        return f"TRY_CAST({x} AS {target})"
+        return f"TRY_CAST({t} AS {target})"
     if f.type == "timestamp":
         if text:
-            return f"COALESCE(TRY_CAST({x} AS TIMESTAMPTZ), {_epoch(f'TRY_CAST({x} AS DOUBLE)')})"
+            return f"COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {_epoch(n or f'TRY_CAST({t} AS DOUBLE)')})"
         if _is_numeric(source_type):
-            return _epoch(f"CAST({col} AS DOUBLE)")
-        return f"TRY_CAST({col} AS TIMESTAMPTZ)"
+            return _epoch(f"CAST({t} AS DOUBLE)")
+        return f"TRY_CAST({t} AS TIMESTAMPTZ)"
     if f.type == "date":
         if text:
-            return f"COALESCE(TRY_CAST({x} AS DATE), CAST(TRY_CAST({x} AS TIMESTAMPTZ) AS DATE))"
-        return f"TRY_CAST({col} AS DATE)"
+            return f"COALESCE(TRY_CAST({t} AS DATE), CAST(TRY_CAST({t} AS TIMESTAMPTZ) AS DATE))"
+        return f"TRY_CAST({t} AS DATE)"
     if f.type == "lines":
         if text:
-            return f"TRY_CAST(TRY_CAST({x} AS JSON) AS {target})"
-        return f"TRY_CAST({col} AS {target})"
+            return f"TRY_CAST(TRY_CAST({t} AS JSON) AS {target})"
+        return f"TRY_CAST({t} AS {target})"
     raise ValueError(f"no conversion for field type {f.type!r}")
-
-
-def present_expr(col: str, source_type: str | None) -> str:
-    """SQL true when the raw value was given (not NULL, not empty text)."""
-    if source_type is None:
-        return "FALSE"
-    if _is_text(source_type):
-        return f"({col} IS NOT NULL AND TRIM(CAST({col} AS VARCHAR)) <> '')"
-    return f"({col} IS NOT NULL)"
 
 
 def _literal(s: str) -> str:
@@ -145,16 +139,29 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
     Output columns: ``__row``, each field of ``kind`` typed, ``__raw_<field>`` (the raw value as text, for
     error messages), ``__e_<field>`` (NULL, or MISSING / MALFORMED / NOT_A_CHOICE) and ``__ok``. A source
     column ``__malformed`` (non-NULL for a row the reader could not parse) is kept and fails the row.
+
+    Three layers keep each raw value's clean-up computed once (and the SQL small, which keeps planning
+    cheap for small API batches): raw -> trimmed text / number -> typed -> error codes.
     """
-    inner, outer, codes = ["__row"], ["*"], []
+    raw, typed, outer, codes = ["__row"], ["__row"], ["*"], []
     for f in kind.all_fields:
         st = source_types.get(f.name)
-        col = f"src.{q(f.name)}"
-        inner.append(f"{typed_expr(f, col, st)} AS {q(f.name)}")
-        inner.append(f"{present_expr(col, st)} AS {q('__p_' + f.name)}")
-        inner.append(
-            f"{'CAST(' + col + ' AS VARCHAR)' if st else 'CAST(NULL AS VARCHAR)'} AS {q('__raw_' + f.name)}"
-        )
+        col, t, n = f"src.{q(f.name)}", q("__t_" + f.name), q("__n_" + f.name)
+        if st is None:
+            raw.append(f"CAST(NULL AS VARCHAR) AS {q('__raw_' + f.name)}")
+            raw.append(f"CAST(NULL AS VARCHAR) AS {t}")
+        elif _is_text(st):
+            raw.append(f"CAST({col} AS VARCHAR) AS {q('__raw_' + f.name)}")
+            raw.append(f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS {t}")
+        else:
+            raw.append(f"CAST({col} AS VARCHAR) AS {q('__raw_' + f.name)}")
+            raw.append(f"{col} AS {t}")
+        number = st is not None and _is_text(st) and f.type in ("float", "timestamp")
+        if number:
+            raw.append(f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE) AS {n}")
+        typed.append(f"{typed_expr(f, t, n if number else None, st)} AS {q(f.name)}")
+        typed.append(f"({t} IS NOT NULL) AS {q('__p_' + f.name)}")
+        typed.append(q("__raw_" + f.name))
         v, p = q(f.name), q("__p_" + f.name)
         cases = [f"WHEN {p} AND {v} IS NULL THEN {MALFORMED}"]
         if f.required:
@@ -164,14 +171,14 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
         code = q("__e_" + f.name)
         outer.append(f"CAST(CASE {' '.join(cases)} END AS TINYINT) AS {code}")
         codes.append(code)
-    if (
-        "__malformed" in source_types
-    ):  # the reader could not parse the row at all (a JSONL line that is not JSON)
-        inner.append("src.__malformed")
+    if "__malformed" in source_types:  # the reader could not parse the row (a JSONL line that is not JSON)
+        raw.append("src.__malformed")
+        typed.append("__malformed")
         codes.append("__malformed")
     ok = " AND ".join(f"{c} IS NULL" for c in codes)
-    inner_sql = f"SELECT {', '.join(inner)} FROM ({source_sql}) AS src"
-    return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM ({inner_sql})"
+    raw_sql = f"SELECT {', '.join(raw)} FROM ({source_sql}) AS src"
+    typed_sql = f"SELECT {', '.join(typed)} FROM ({raw_sql})"
+    return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM ({typed_sql})"
 
 
 def describe(kind: SignalKind, fld: str, code: int) -> tuple[str, str]:
