@@ -127,12 +127,16 @@ def test_detect_equals_history_at_latest() -> None:
             v[70:] = [x * 0.2 for x in v[70:]]
         elif kind == 2:
             v[80:] = [0.0] * 10
+        elif i % 8 == 3:  # missing readings, before and inside the recent tail
+            v[30] = v[47] = v[86] = None
+        if i == 39:  # a customer who joined late
+            v[:60] = [None] * 60
         series[f"c{i}"] = v
     frame = usage_frame(series)
     wire = UsageTripWire()
     hist = wire.score_history({"usage": frame})
     assert hist.height > 20
-    for as_of_day in (55, 72, 83, 89):
+    for as_of_day in (55, 72, 83, 86, 89):
         as_of = day(as_of_day)
         live = wire.detect({"usage": frame}, as_of).drop("ts").sort("customer_id", "condition")
         want = hist.filter(pl.col("ts") == as_of).drop("ts").sort("customer_id", "condition")

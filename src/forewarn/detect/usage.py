@@ -31,14 +31,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
-from forewarn.detect.baseline import lag, latest_rows, sort_series, trailing_baseline, with_positions
+from forewarn.detect.baseline import (
+    SEASON_LAGS,
+    lag,
+    latest_rows,
+    sort_series,
+    trailing_baseline,
+    with_positions,
+)
 
 PERIOD_EVERY = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo"}
 PERIOD_SEASON = {"hour": 24, "day": 7, "week": None, "month": None}
@@ -120,6 +127,17 @@ def _sorted_by(frame: pl.DataFrame, cols: Sequence[str]) -> bool:
         equal_so_far = equal_so_far & (pl.col(c) == prev)
     ok = ok | equal_so_far
     return bool(frame.select(ok.slice(1).all()).item())
+
+
+def tail_periods(params: UsageParams) -> int:
+    """How many earlier periods a row's scores can depend on (besides a zero run's start and the history
+    count, which is capped at this number in findings)."""
+    p = params
+    season = (p.season or 0) * SEASON_LAGS
+    reach = max(
+        p.window + p.scale_window, season + p.scale_window, p.shift_window - 1 + p.window + p.scale_window
+    )
+    return reach + 1
 
 
 def score_series(
@@ -302,15 +320,43 @@ class UsageTripWire:
         values, desc = self._prepare(point_in_time(usage, as_of))
         if values.height == 0:
             return empty_findings()
-        scored = score_series(values, ["customer_id", "metric"], "value", self.params)
-        latest = latest_rows(scored, ["customer_id", "metric"]).filter(pl.col("signal").is_not_null())
+        latest = self._latest_scores(values).filter(pl.col("signal").is_not_null())
         return self._findings(latest, desc).with_columns(ts=pl.lit(as_of).cast(pl.Datetime("us", "UTC")))
+
+    def _latest_scores(self, values: pl.DataFrame) -> pl.DataFrame:
+        """The scored latest row of every series, computing from the recent tail where that is exact.
+
+        A latest row depends on at most ``tail_periods`` earlier periods, except through a zero run (its start
+        may be older). So the tail is scored, and series that are young, gappy at the tail's start or in a
+        zero run are scored again from their whole history: the same result as scoring everything.
+        """
+        p = self.params
+        keys = ["customer_id", "metric"]
+        step = _fixed_step(p.every)
+        k = tail_periods(p)
+        if not p.fill_gaps or step is None:
+            return latest_rows(score_series(values, keys, "value", p), keys)
+        end = values["ts"].max()
+        tail = values.filter(pl.col("ts") > end - timedelta(microseconds=step * (k + 1)))
+        if tail.height > 0.7 * values.height:  # little to save
+            return latest_rows(score_series(values, keys, "value", p), keys)
+        scored = latest_rows(score_series(tail, keys, "value", p, end=end), keys)
+        exact = (pl.col("history") == k) & (pl.col("zero_run") == 0)
+        good = scored.filter(exact)
+        redo = values.select(keys).unique().join(good.select(keys), on=keys, how="anti")
+        if redo.height == 0:
+            return good
+        again = score_series(values.join(redo, on=keys, how="semi"), keys, "value", p, end=end)
+        return pl.concat([good, latest_rows(again, keys).select(good.columns)]).sort(keys)
 
     def _findings(self, fired: pl.DataFrame, desc: pl.DataFrame) -> pl.DataFrame:
         if fired.height == 0:
             return empty_findings()
         p = self.params
         need = p.window + p.scale_window
+        cap = tail_periods(p)
+        # history counts in findings are capped where the baseline stops looking back (live == backtest)
+        fired = fired.with_columns(history=pl.col("history").clip(upper_bound=cap))
         df = fired.join(desc, on=["customer_id", "metric"], how="left").with_columns(
             unit=pl.coalesce(
                 pl.col("unit"),
@@ -418,7 +464,7 @@ class UsageTripWire:
         out = df.with_columns(
             kind=pl.lit(self.name),
             condition=pl.format("usage:{}:{}", "signal", "metric"),
-            confidence=(0.5 + 0.5 * ((pl.col("history") - need) / need)).clip(0.5, 1.0),
+            confidence=(0.5 + 0.5 * ((pl.col("history") - need) / max(cap - need, 1))).clip(0.5, 1.0),
             severity=severity,
             topic=pl.lit("usage"),
             explanation=text,
