@@ -1,4 +1,4 @@
-"""Benchmark: signal ingestion into the embedded store (Parquet, JSONL) and over HTTP, against DuckDB's own load.
+"""Benchmark: signal ingestion into the embedded store (Parquet, JSONL) and over HTTP, vs DuckDB's own load.
 
 Measures, each in its own process so that peak memory (ru_maxrss) is that phase's alone:
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
+PHASES = ("parquet", "jsonl", "http")
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -298,10 +299,11 @@ def main() -> None:
             results[phase] = med
             extra = ""
             if "reingest_seconds" in med:
-                extra = f", re-ingest {med['reingest_duplicates'] / med['reingest_seconds']:,.0f} rows/s (all duplicates)"
+                rate = med["reingest_duplicates"] / med["reingest_seconds"]
+                extra = f", re-ingest {rate:,.0f} rows/s (all duplicates)"
             print(
-                f"{phase:9s}: {med['rows']:>12,.0f} rows in {med['seconds']:7.2f} s = {med['rows_per_s']:>11,.0f} "
-                f"rows/s, peak {med['peak_mb']:,.0f} MB{extra}"
+                f"{phase:9s}: {med['rows']:>12,.0f} rows in {med['seconds']:7.2f} s = "
+                f"{med['rows_per_s']:>11,.0f} rows/s, peak {med['peak_mb']:,.0f} MB{extra}"
             )
     finally:
         if own_tmp:

@@ -171,8 +171,7 @@ def test_persists_and_opens_read_only(tmp_path: Path) -> None:
 def test_transaction_rolls_back_whole(store: SignalStore) -> None:
     with pytest.raises(RuntimeError), store.transaction() as cur:
         cols = ", ".join(KINDS["usage"].columns)
-        cur.execute(
-            f"INSERT INTO signal_usage ({cols}) VALUES ('e1', 'c1', TIMESTAMPTZ '2026-01-01', 'm', 1, NULL, NULL, NULL)"
-        ).fetchall()
+        values = "'e1', 'c1', TIMESTAMPTZ '2026-01-01', 'm', 1, NULL, NULL, NULL"
+        cur.execute(f"INSERT INTO signal_usage ({cols}) VALUES ({values})").fetchall()
         raise RuntimeError("boom")
     assert store.count("usage") == 0

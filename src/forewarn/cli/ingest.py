@@ -56,21 +56,31 @@ def ingest_cmd(
         raise typer.Exit(2) from None
     finally:
         ctx.close()
-    table = Table(title="ingested")
-    for col in ("source", "kind", "new", "duplicate", "rejected", "note"):
+    parents = {str(Path(s.source).parent) for s in report.sources}
+    short = len(parents) == 1  # one folder: show file names, and the folder once
+    table = Table(title="ingested", caption=f"from {parents.pop()}" if short and parents else None)
+    for col in ("source", "kind", "new", "duplicate", "rejected"):
         numeric = col in ("new", "duplicate", "rejected")
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    notes: list[str] = []
     for s in report.sources:
-        note = s.note or ""
+        name = Path(s.source).name if short else s.source
+        if s.kind == "-":  # not data (simulator ground truth...): a note only
+            notes.append(f"{name}: {s.note}")
+            continue
+        table.add_row(name, s.kind, f"{s.new:,}", f"{s.duplicate:,}", f"{s.rejected:,}")
+        extra = [s.note or ""]
         if s.created_customers:
-            note = (note + "; " if note else "") + f"{s.created_customers} customers created"
+            extra.append(f"{s.created_customers:,} unknown customers created")
         if s.tickets:
-            note = (note + "; " if note else "") + f"{s.tickets} tickets opened"
-        table.add_row(s.source, s.kind, f"{s.new:,}", f"{s.duplicate:,}", f"{s.rejected:,}", note)
-    table.add_row(
-        "total", "", f"{report.new:,}", f"{report.duplicate:,}", f"{report.rejected:,}", "", style="bold"
-    )
+            extra.append(f"{s.tickets:,} tickets opened")
+        if any(extra):
+            notes.append(f"{name}: " + "; ".join(x for x in extra if x))
+    totals = (f"{report.new:,}", f"{report.duplicate:,}", f"{report.rejected:,}")
+    table.add_row("total", "", *totals, style="bold")
     console.print(table)
+    for note in notes:
+        console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
     errors = report.errors
     if errors:
         shown = min(len(errors), SHOWN_ERRORS)
