@@ -1,7 +1,29 @@
-"""`forewarn demo`."""
+"""`forewarn demo`: every stage on a simulated company, then the API and dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the CLI."""
+    @app.command()
+    def demo(
+        customers: int = typer.Option(10_000, help="simulated customers"),
+        days: int = typer.Option(180, help="days of simulated history"),
+        seed: int = typer.Option(7, help="simulation seed (same seed, same world)"),
+        home: Path = typer.Option(Path(".forewarn/demo"), help="folder for the demo's stores and outputs"),
+        backtest_days: int = typer.Option(60, help="days of history to backtest the playbooks over"),
+        serve: bool = typer.Option(
+            True, help="serve the API and dashboard afterwards (--no-serve only prints)"
+        ),
+        port: int = typer.Option(8000, help="port for the API and dashboard"),
+    ) -> None:
+        """Simulate a company, run every stage on it, print a summary, then serve the API and dashboard."""
+        from forewarn.demo import DemoOptions, run_demo
+
+        options = DemoOptions(
+            customers=customers, days=days, seed=seed, home=home, backtest_days=backtest_days
+        )
+        run_demo(options, serve=serve, port=port)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 
@@ -10,7 +12,9 @@ from forewarn.context import Context
 console = Console()
 
 
-def serve_forever(ctx: Context, host: str, port: int, *, worker: bool = True) -> None:
+def serve_forever(
+    ctx: Context, host: str, port: int, *, worker: bool = True, worker_options: dict[str, Any] | None = None
+) -> None:
     """Serve the app on ``host:port`` until interrupted; deliver the outbox in a background thread."""
     import uvicorn
 
@@ -18,7 +22,7 @@ def serve_forever(ctx: Context, host: str, port: int, *, worker: bool = True) ->
     from forewarn.deliver.worker import start_background_worker
 
     app = create_app(ctx)
-    background = start_background_worker(ctx) if worker else None
+    background = start_background_worker(ctx, **(worker_options or {})) if worker else None
     console.print(
         f"[bold]forewarn[/] serving on http://{host}:{port}  "
         f"(dashboard /, API docs /docs, status page /status, metrics /metrics)"
