@@ -145,6 +145,7 @@ def main() -> None:
             "/incidents/{id}/progress": f"/incidents/{open_id}/progress",
             "/findings": "/findings",
             "/customers/{random}": lambda: f"/customers/C{rng.randrange(n_customers):07d}",
+            "/customers/{random}/story": lambda: f"/customers/C{rng.randrange(n_customers):07d}/story",
             "/outbox": "/outbox",
             "/outbox?status=dead": "/outbox?status=dead",
             "/playbooks": "/playbooks",

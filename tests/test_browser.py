@@ -121,6 +121,18 @@ class CDP:
         assert found, f"nothing matches {selector}"
         self.wait_for("Page.loadEventFired")
 
+    def wait_until(self, expression: str, timeout: float = 15) -> None:
+        """Poll a JavaScript condition until it holds (content htmx loads after the page)."""
+        deadline = time.monotonic() + timeout
+        while not self.eval(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still false after {timeout} s: {expression}")
+            time.sleep(0.1)
+
+    def settle(self) -> None:
+        """Wait for parts loading after the page (marked aria-busy) to arrive."""
+        self.wait_until("document.querySelector('[aria-busy=true]') === null")
+
     def problems(self) -> list[str]:
         """Console errors, uncaught exceptions and failed loads seen so far (and forget them)."""
         self.drain()
@@ -256,6 +268,7 @@ def test_every_page_loads_without_errors(server: str, browser: CDP, device: str)
     try:
         for name, path in PAGES.items():
             browser.goto(server + path)
+            browser.settle()
             assert browser.eval("document.querySelector('h1') !== null"), f"{path} has no heading"
             assert browser.eval("typeof htmx") == "object", f"{path}: htmx did not load"
             assert browser.eval("document.documentElement.lang") == "en"
@@ -304,6 +317,7 @@ def test_click_through_incident_to_customer_timeline(server: str, browser: CDP) 
     browser.click_and_wait("#notified-customers tbody tr a")
     assert browser.eval("location.pathname").startswith("/customers/")
     assert browser.eval("document.querySelector('h1').textContent") == name
+    browser.settle()  # the signals arrive after the page, through htmx
     kinds = browser.eval("[...document.querySelectorAll('#timeline .badge')].map(b => b.textContent)")
     assert "notice" in kinds, f"the timeline has no notice: {kinds}"
     assert "signal" in kinds, f"the timeline has no signals: {kinds}"

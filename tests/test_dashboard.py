@@ -117,6 +117,13 @@ def test_findings_and_customer_timeline(client: TestClient) -> None:
     stamps = [e["at"] for e in t["timeline"]]
     assert stamps == sorted(stamps, reverse=True)
     assert client.get("/customers/nobody").status_code == 404
+    # the page comes from the state store at once and asks htmx for the signals...
+    page = client.get("/customers/c6").text
+    assert 'hx-get="/customers/c6/story"' in page and "Loading signals" in page
+    # ...which arrive as the whole timeline, signals included
+    story = client.get("/customers/c6/story").text
+    assert "<html" not in story and "t-signal" in story and "t-notice" in story and "hx-get" not in story
+    assert client.get("/customers/nobody/story").status_code == 404
 
 
 def test_outbox_filters_and_dead_letter_retry(client: TestClient, ctx: Context) -> None:

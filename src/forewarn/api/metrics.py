@@ -8,6 +8,7 @@ True
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -16,19 +17,26 @@ from fastapi.responses import PlainTextResponse
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.measure import views
+from forewarn.measure.cache import StaleWhileRevalidate
 from forewarn.measure.metrics import outcome_metrics
 from forewarn.measure.ops import prometheus_text
-from forewarn.web.routes import overview_data, resolve_period, signal_reader
+from forewarn.web.routes import incidents_data, overview_data, resolve_period, signal_reader
 
 router = APIRouter()
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Scrapes within this many seconds share one computation (the counts scan the outbox's indexes).
+PROMETHEUS_FRESH_S = 10.0
+_cache_lock = threading.Lock()
 
 
 @router.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
 def metrics(ctx: Context = Depends(get_ctx)) -> PlainTextResponse:
-    """Operator metrics in the Prometheus text exposition format."""
-    return PlainTextResponse(prometheus_text(ctx.engine), media_type=PROMETHEUS_TYPE)
+    """Operator metrics in the Prometheus text exposition format (recomputed at most every 10 s)."""
+    with _cache_lock:
+        cache = ctx.__dict__.setdefault("_prometheus_cache", StaleWhileRevalidate(PROMETHEUS_FRESH_S, 1))
+    text = cache.get("metrics", lambda: prometheus_text(ctx.engine)).value
+    return PlainTextResponse(text, media_type=PROMETHEUS_TYPE)
 
 
 def _bucket(bucket: str) -> str:
@@ -69,7 +77,7 @@ def overview(
 @router.get("/v1/metrics/incidents", tags=["metrics"])
 def incidents(ctx: Context = Depends(get_ctx), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     """Recent incidents with notice progress (affected, queued, delivered, failed, tickets)."""
-    return views.incidents_view(ctx.engine, limit=limit)
+    return incidents_data(ctx, limit)
 
 
 @router.get("/v1/metrics/incidents/{incident_id}", tags=["metrics"])

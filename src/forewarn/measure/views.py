@@ -129,10 +129,18 @@ def incident_view(engine: sa.Engine, incident_id: int, *, limit: int = 200) -> d
                 )
             )
         ]
-        # latest notice per affected customer: the highest outbox id for (incident, customer)
+        # the page of affected customers first (primary-key order), then only their notices
+        shown = (
+            sa.select(a.c.customer_id, a.c.region, a.c.service_id)
+            .where(a.c.incident_id == incident_id)
+            .order_by(a.c.customer_id)
+            .limit(limit)
+            .subquery()
+        )
+        # latest notice per shown customer: the highest outbox id for (incident, customer)
         last = (
             sa.select(o.c.customer_id, sa.func.max(o.c.id).label("oid"))
-            .where(o.c.incident_id == incident_id)
+            .where(o.c.incident_id == incident_id, o.c.customer_id.in_(sa.select(shown.c.customer_id)))
             .group_by(o.c.customer_id)
             .subquery()
         )
@@ -140,22 +148,20 @@ def incident_view(engine: sa.Engine, incident_id: int, *, limit: int = 200) -> d
             _row(r)
             for r in conn.execute(
                 sa.select(
-                    a.c.customer_id,
+                    shown.c.customer_id,
                     c.c.name,
-                    a.c.region,
-                    a.c.service_id,
+                    shown.c.region,
+                    shown.c.service_id,
                     o.c.id.label("outbox_id"),
                     o.c.channel,
                     o.c.status,
                     o.c.reason,
                     o.c.sent_at,
                 )
-                .join_from(a, c, c.c.id == a.c.customer_id)
-                .outerjoin(last, last.c.customer_id == a.c.customer_id)
+                .join_from(shown, c, c.c.id == shown.c.customer_id)
+                .outerjoin(last, last.c.customer_id == shown.c.customer_id)
                 .outerjoin(o, o.c.id == last.c.oid)
-                .where(a.c.incident_id == incident_id)
-                .order_by(a.c.customer_id)
-                .limit(limit)
+                .order_by(shown.c.customer_id)
             )
         ]
         tickets = [

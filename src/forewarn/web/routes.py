@@ -78,6 +78,17 @@ def overview_data(ctx: Context, period: Period, bucket: str = "day") -> dict[str
     return data
 
 
+# Notice progress across all incidents is recomputed at most this often (the page polls every 10 s).
+INCIDENTS_FRESH_S = 5.0
+
+
+def incidents_data(ctx: Context, limit: int = 50) -> dict[str, Any]:
+    """Recent incidents with their notice progress, shared by everyone polling within a few seconds."""
+    with _readers_lock:
+        cache = ctx.__dict__.setdefault("_incidents_cache", StaleWhileRevalidate(INCIDENTS_FRESH_S, 8))
+    return cache.get(limit, lambda: views.incidents_view(ctx.engine, limit=limit)).value
+
+
 def default_period(ctx: Context, days: int = 30, segment: str | None = None) -> Period:
     """The ``days`` up to the newest activity in the store (a simulated history need not end today)."""
     latest = views.latest_activity(ctx.engine)
@@ -179,7 +190,7 @@ def overview(
 
 @router.get("/incidents", response_class=HTMLResponse, name="page_incidents")
 def incidents(request: Request, ctx: Context = Depends(get_ctx), partial: bool = False) -> HTMLResponse:
-    data = views.incidents_view(ctx.engine)
+    data = incidents_data(ctx)
     name = "_incident_rows.html" if partial else "incidents.html"
     return render(request, name, {"page": "incidents", "d": data})
 
@@ -210,13 +221,25 @@ def findings(request: Request, ctx: Context = Depends(get_ctx), kind: str | None
 
 @router.get("/customers/{customer_id}", response_class=HTMLResponse, name="page_customer")
 def customer(request: Request, customer_id: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    """The customer's page from the state store at once; the signals (a scan of the history) load after."""
+    try:
+        data = views.customer_view(ctx.engine, customer_id, signals=None)
+    except views.NotFound as e:
+        return render(request, "error.html", {"page": "findings", "message": str(e)}, status_code=404)
+    pending = signal_reader(ctx) is not None
+    return render(request, "customer.html", {"page": "customers", "d": data, "pending": pending})
+
+
+@router.get("/customers/{customer_id}/story", response_class=HTMLResponse, name="customer_story")
+def customer_story(request: Request, customer_id: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
+    """The whole timeline with signals and usage charts, swapped into the customer page by htmx."""
     try:
         data = views.customer_view(
             ctx.engine, customer_id, signals=signal_reader(ctx), now=views.latest_activity(ctx.engine)
         )
     except views.NotFound as e:
-        return render(request, "error.html", {"page": "findings", "message": str(e)}, status_code=404)
-    return render(request, "customer.html", {"page": "customers", "d": data})
+        raise HTTPException(404, str(e)) from None
+    return render(request, "_customer_story.html", {"d": data, "pending": False})
 
 
 @router.get("/outbox", response_class=HTMLResponse, name="page_outbox")
