@@ -66,7 +66,7 @@ def crash_drill(tmp_path: Path, url: str, n: int, kills: int, seed: int = 7) -> 
         "FOREWARN_DELIVERY__MAX_ATTEMPTS": "20",
         "FOREWARN_DELIVERY__BATCH_SIZE": "500",
     }
-    args = ["--lease-s", "2", "--poll-s", "0.1", "--concurrency", "4", "--id"]
+    args = ["--lease-s", "5", "--poll-s", "0.1", "--concurrency", "4", "--id"]
     killed_at: list[dict[str, Any]] = []
     started = time.monotonic()
     with WebhookReceiver(record=False) as rx:
