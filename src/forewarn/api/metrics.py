@@ -1,8 +1,6 @@
 """API routes: ``GET /metrics`` for Prometheus, and the JSON behind each dashboard page under ``/v1/metrics``.
 
->>> from fastapi import FastAPI
->>> app = FastAPI(); app.include_router(router)
->>> "/metrics" in {r.path for r in app.routes}
+>>> "/metrics" in {r.path for r in router.routes}
 True
 """
 

@@ -3,9 +3,7 @@
 Pages: ``/`` (overview), ``/incidents``, ``/incidents/{id}``, ``/findings``, ``/customers/{id}``, ``/outbox``,
 ``/playbooks``. The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
 
->>> from fastapi import FastAPI
->>> app = FastAPI(); app.include_router(router)
->>> sorted(r.path for r in app.routes if getattr(r, "name", "").startswith("page_"))[:3]
+>>> sorted(r.path for r in router.routes if r.name.startswith("page_"))[:3]
 ['/', '/customers/{customer_id}', '/findings']
 """
 
