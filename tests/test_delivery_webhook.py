@@ -402,3 +402,50 @@ def test_two_workers_never_double_send_sqlite(tmp_path: Any) -> None:
     ctx = make_ctx(tmp_path)
     rx, workers = _two_workers_share(ctx, 1500)
     _assert_no_double_send(ctx, rx, workers, 1500)
+
+
+@pytest.mark.parametrize("style", ["http10-close", "chunked", "keepalive-then-close"])
+def test_webhook_client_against_stdlib_http_server(style: str) -> None:
+    """The webhook client against Python's own http.server: HTTP/1.0 answers ended by closing the connection,
+    chunked answers, and a server that closes a kept-alive connection between requests."""
+    import http.server
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0" if style == "http10-close" else "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            assert verify(body, "k", self.headers["X-Forewarn-Signature"])
+            seen.append(self.headers["Idempotency-Key"])
+            self.send_response(202)
+            if style == "chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"2\r\nok\r\n0\r\n\r\n")
+            elif style == "keepalive-then-close":
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+                self.close_connection = True  # closes without saying so: the client must reconnect
+            else:
+                self.end_headers()
+                self.wfile.write(b"accepted")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ch = WebhookChannel(url=f"http://127.0.0.1:{server.server_address[1]}/in", secret="k", timeout_s=2)
+        from forewarn.deliver.channels.base import Delivery
+
+        results = [ch.send(Delivery(i, f"k{i}", "webhook", None, "s", "b", "c")) for i in range(5)]
+        ch.close()
+    finally:
+        server.shutdown()
+    assert all(r.ok for r in results), results
+    assert seen == [f"k{i}" for i in range(5)]  # each exactly once, even across reconnects
