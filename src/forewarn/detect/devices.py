@@ -110,7 +110,7 @@ class DeviceTripWire:
             )
         if tel.height == 0:
             return pl.DataFrame()
-        keys = ["customer_id", "device_id", "attribute"]
+        keys = ["device_id", "attribute"]  # a device id names one device (its owner is carried along)
         tel = tel.sort("ts")
         first = tel.group_by(keys).agg(first_value=pl.col("value").first())
         right = tel.select(*keys, pl.col("ts").alias("ts_r"), pl.col("value").alias("v_r"))
