@@ -98,11 +98,17 @@ def findings(
 
 
 @router.get("/v1/metrics/customers/{customer_id}", tags=["metrics"])
-def customer(customer_id: str, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
-    """One customer's timeline of signals, findings, notices and tickets."""
+def customer(
+    customer_id: str, ctx: Context = Depends(get_ctx), days: int = Query(30, ge=1, le=3650)
+) -> dict[str, Any]:
+    """One customer's timeline of signals (the last ``days``), findings, notices and tickets."""
     try:
         return views.customer_view(
-            ctx.engine, customer_id, signals=signal_reader(ctx), now=views.latest_activity(ctx.engine)
+            ctx.engine,
+            customer_id,
+            signals=signal_reader(ctx),
+            days=days,
+            now=views.latest_activity(ctx.engine),
         )
     except views.NotFound as e:
         raise HTTPException(404, str(e)) from None

@@ -329,7 +329,7 @@ def customer_view(
     customer_id: str,
     *,
     signals: SignalReader | None = None,
-    days: int = 90,
+    days: int = 30,
     limit: int = 300,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -405,6 +405,7 @@ def customer_view(
         "customer": _row(cust),
         "incidents": incidents,
         "series": series,
+        "days": days,
         "timeline": events,
         "signals_note": note,
     }
@@ -417,8 +418,12 @@ def outbox_view(
     channel: str | None = None,
     limit: int = 100,
     before_id: int | None = None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Outbox messages newest first, filtered by status and channel; counts by status for the filter bar."""
+    """Outbox messages newest first, filtered by status and channel; counts by status for the filter bar.
+
+    ``counts`` may be passed in (e.g. shared for a few seconds): counting every status reads a whole index.
+    """
     o = outbox_t
     where = []
     if status:
@@ -450,10 +455,8 @@ def outbox_view(
             .order_by(o.c.id.desc())
             .limit(limit)
         ).all()
-        counts = {
-            str(s): int(n)
-            for s, n in conn.execute(sa.select(o.c.status, sa.func.count()).group_by(o.c.status))
-        }
+        if counts is None:
+            counts = outbox_counts(conn)
     return {
         "messages": [_row(r) for r in rows],
         "counts": counts,
@@ -461,6 +464,14 @@ def outbox_view(
         "statuses": list(OUTBOX_STATUSES),
         "channels": ["email", "sms", "push", "webhook", "console"],
         "next_before_id": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+def outbox_counts(conn: sa.Connection) -> dict[str, int]:
+    """Outbox messages by status (an index-only count)."""
+    o = outbox_t
+    return {
+        str(s): int(n) for s, n in conn.execute(sa.select(o.c.status, sa.func.count()).group_by(o.c.status))
     }
 
 

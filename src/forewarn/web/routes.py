@@ -87,6 +87,25 @@ def incidents_data(ctx: Context, limit: int = 50) -> dict[str, Any]:
     return cache.get(limit, lambda: views.incidents_view(ctx.engine, limit=limit)).value
 
 
+# Counts that read a whole index (outbox by status, decisions per playbook) are shared this long.
+COUNTS_FRESH_S = 5.0
+
+
+def shared(ctx: Context, name: str, fn: Any, fresh_s: float = COUNTS_FRESH_S) -> Any:
+    """``fn()`` computed at most once per ``fresh_s`` for everyone (stale-while-revalidate)."""
+    with _readers_lock:
+        cache = ctx.__dict__.setdefault("_shared_cache", StaleWhileRevalidate(fresh_s, 32))
+    return cache.get(name, fn).value
+
+
+def outbox_counts(ctx: Context) -> dict[str, int]:
+    def compute() -> dict[str, int]:
+        with ctx.engine.connect() as conn:
+            return views.outbox_counts(conn)
+
+    return shared(ctx, "outbox_counts", compute)
+
+
 def default_period(ctx: Context, days: int = 30, segment: str | None = None) -> Period:
     """The ``days`` up to the newest activity in the store (a simulated history need not end today)."""
     latest = views.latest_activity(ctx.engine)
@@ -251,7 +270,13 @@ def outbox(
     not_retried: int | None = None,
 ) -> HTMLResponse:
     try:
-        data = views.outbox_view(ctx.engine, status=status or None, channel=channel or None, before_id=before)
+        data = views.outbox_view(
+            ctx.engine,
+            status=status or None,
+            channel=channel or None,
+            before_id=before,
+            counts=None if retried or not_retried else outbox_counts(ctx),
+        )
     except ValueError as e:
         raise HTTPException(400, str(e)) from None
     next_url = None
@@ -289,7 +314,7 @@ def outbox_retry(
 
 @router.get("/playbooks", response_class=HTMLResponse, name="page_playbooks")
 def playbooks(request: Request, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
-    data = views.playbooks_view(ctx.engine, home=ctx.settings.home)
+    data = shared(ctx, "playbooks", lambda: views.playbooks_view(ctx.engine, home=ctx.settings.home))
     return render(request, "playbooks.html", {"page": "playbooks", "d": data})
 
 
