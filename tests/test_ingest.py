@@ -408,3 +408,13 @@ class TestCustomerUpsertPostgres(CustomerUpsertContract):
     @pytest.fixture
     def url(self, pg_url: str) -> str:
         return pg_url
+
+
+def test_unreadable_file_is_reported_not_raised(ctx: Context, tmp_path: Path) -> None:
+    broken = tmp_path / "usage.parquet"
+    broken.write_bytes(b"PAR1 this is not parquet at all")
+    good = write(tmp_path / "purchase.csv", [])
+    report = ingest_paths(ctx, [broken, good])
+    src = next(s for s in report.sources if s.source == str(broken))
+    assert src.failed and "cannot read" in (src.note or "")
+    assert not report.ok  # the CLI exits 1

@@ -70,6 +70,8 @@ NOT_DATA = {
 }
 MAX_ERRORS = 100  # errors kept per source (all bad rows are counted)
 Policy = Literal["reject", "create"]
+# what reading a broken file raises (corrupt Parquet, bad CSV quoting, not UTF-8...)
+UNREADABLE = (duckdb.Error, pa.ArrowException, OSError, ValueError)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class SourceReport:
     created_customers: int = 0
     tickets: int = 0
     rows_read: int = 0  # every row seen, good or bad
+    failed: bool = False  # the source could not be read at all (see note)
 
     @property
     def rows(self) -> int:
@@ -120,7 +123,8 @@ class IngestReport:
 
     @property
     def ok(self) -> bool:
-        return self.rejected == 0 and not any(s.note and s.kind == "?" for s in self.sources)
+        """Nothing rejected and every source readable."""
+        return self.rejected == 0 and not any(s.failed for s in self.sources)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -180,7 +184,13 @@ def ingest_paths(
                 session.known.clear()  # customers changed
                 continue
             reader = open_reader(path)
-            total = reader.progress_total
+            try:
+                total = reader.progress_total
+            except UNREADABLE as e:
+                report.sources.append(
+                    SourceReport(str(path), k or "?", note=f"cannot read: {e}", failed=True)
+                )
+                continue
             task = bar.add_task(path.name, total=total) if bar else None
             update = (lambda n, t=task: bar.update(t, completed=n)) if bar else None  # type: ignore[misc]
             if reader.native_sql([]) is not None:
@@ -237,7 +247,7 @@ def _expand(paths: Sequence[Path | str], report: IngestReport) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            report.sources.append(SourceReport(str(p), "?", note="no such file or directory"))
+            report.sources.append(SourceReport(str(p), "?", note="no such file or directory", failed=True))
     return files
 
 
@@ -250,9 +260,13 @@ def _resolve_kind(path: Path, report: IngestReport) -> str | None | Literal[Fals
     try:
         reader = open_reader(path)
     except UnsupportedFile as e:
-        report.sources.append(SourceReport(str(path), "?", note=str(e)))
+        report.sources.append(SourceReport(str(path), "?", note=str(e), failed=True))
         return False
-    if stem not in ENTITIES and "kind" in reader.columns():
+    try:
+        columns = reader.columns()
+    except UNREADABLE:
+        columns = []  # reading it fails again later, and is reported then
+    if stem not in ENTITIES and "kind" in columns:
         return None
     if stem in KINDS or stem in ENTITIES:
         return stem
@@ -262,6 +276,7 @@ def _resolve_kind(path: Path, report: IngestReport) -> str | None | Literal[Fals
             "?",
             note=f"cannot tell the kind: no --kind, no 'kind' column, and the file name {stem!r} is not "
             "one of " + ", ".join([*ENTITIES, *KINDS]),
+            failed=True,
         )
     )
     return False
@@ -288,7 +303,7 @@ def _ingest_entities(engine: Engine, path: Path, kind: str, strict: bool) -> Sou
     try:
         records = list(open_reader(path).records())
     except (OSError, ValueError) as e:
-        return SourceReport(str(path), kind, note=f"cannot read: {e}")
+        return SourceReport(str(path), kind, note=f"cannot read: {e}", failed=True)
     return _entity_report(str(path), kind, records, engine, fn, strict)
 
 
@@ -364,7 +379,9 @@ class _Session:
             report.rejected = report.rows_read
             report.new = report.duplicate = 0
             return report
-        except duckdb.Error as e:
+        except UNREADABLE as e:
+            # an unreadable file (corrupt Parquet, broken CSV quoting, not UTF-8...): reported, nothing stored
+            report.failed = True
             report.note = f"cannot read: {e}"
             report.rejected = report.rows_read
             report.new = report.duplicate = 0

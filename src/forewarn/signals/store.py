@@ -38,7 +38,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +124,7 @@ class SignalStore:
         self._con.execute("SET TimeZone = 'UTC'").fetchall()
         self._write_lock = threading.RLock()
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # every thread's, closed with the store
         if not read_only:
             for kind in KINDS.values():
                 self._con.execute(_ddl(kind)).fetchall()
@@ -140,6 +141,8 @@ class SignalStore:
             cur.execute("SET enable_progress_bar = true").fetchall()
             cur.execute("SET enable_progress_bar_print = false").fetchall()
             self._local.cursor = cur
+            with self._write_lock:
+                self._cursors.append(cur)
         return cur
 
     @contextmanager
@@ -295,6 +298,12 @@ class SignalStore:
         return {name: self.count(name) for name in KINDS}
 
     def close(self) -> None:
+        """Close the store and every thread's cursor, releasing the database file."""
+        for cur in self._cursors:
+            with suppress(duckdb.Error):
+                cur.close()
+        self._cursors.clear()
+        self._local = threading.local()
         self._con.close()
 
     # -- helpers -----------------------------------------------------------------------------------------
