@@ -6,9 +6,9 @@ Usage::
 
 For each of the corpus' series, strictly in order and seeing only the past, the detector emits an anomaly
 score in [0, 1] per row: the robust z-score (``forewarn.detect.usage.score_series``: trailing median and
-spread) of the prediction error of the best of three simple models (level, previous value, a day earlier),
-raised when the value leaves the trailing range, and damped when it does not beat the recent record (each
-excursion reported once). One parameter set (``PARAMS``) for the whole corpus, chosen on the corpus as a
+spread) of the prediction error of whichever of three simple models (level, previous value, a day earlier)
+has the smallest trailing spread, raised when the value leaves the trailing range, and damped when it does
+not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole corpus, chosen on the corpus as a
 whole, never per series; windows are sized from the series' probationary period, which NAB hands every
 detector.
 
@@ -185,12 +185,13 @@ PARAMS = {
 
 
 def _model_z(values: np.ndarray, probation: int, period: int) -> np.ndarray:
-    """|robust z| of the prediction error of the best of three simple models, per row (past only).
+    """|robust z| of the prediction error of the model that has predicted this series best so far, per row.
 
     The models: the trailing median (level), the previous value (random walk, via first differences) and,
     when the probation period covers two days, the value a day earlier (daily season). Each model's residual
-    is scored by the usage core (``score_series``: trailing median and spread); a row is as surprising as it
-    is under the model that explains it best, so a perfectly periodic or trending series is not "anomalous".
+    is scored by the usage core (``score_series``: trailing median and spread, past rows only); at each row
+    the model with the smallest trailing spread is trusted, so a periodic series is judged against its season
+    and a wandering one against its last value.
     """
     n = values.size
     w = max(32, int(probation * PARAMS["window_frac"]))
@@ -201,13 +202,15 @@ def _model_z(values: np.ndarray, probation: int, period: int) -> np.ndarray:
     inputs = [values, np.concatenate([[0.0], np.diff(values)])]
     if period * 2 < probation:
         inputs.append(np.nan_to_num(values - np.concatenate([np.full(period, np.nan), values[:-period]])))
-    zs = []
+    zs, spreads = [], []
     for x in inputs:
         scored = score_series(
             frame.with_columns(value=pl.Series(x.astype(np.float64))), ["k"], "value", params
         )
         zs.append(np.abs(scored["z"].fill_null(0.0).fill_nan(0.0).to_numpy()))
-    return np.min(np.stack(zs), axis=0)
+        spreads.append(scored["scale"].fill_null(np.inf).to_numpy())
+    best = np.argmin(np.stack(spreads), axis=0)
+    return np.stack(zs)[best, np.arange(n)]
 
 
 def _new_territory(values: np.ndarray, window: int, margin: float) -> np.ndarray:
