@@ -8,9 +8,9 @@ For each of the corpus' series, strictly in order and seeing only the past, the 
 score in [0, 1] per row: the robust z-score (``forewarn.detect.usage.score_series``: trailing median and
 spread) of the prediction error of whichever of three simple models (level, previous value, a day earlier)
 has the smallest trailing spread, raised when the value leaves the trailing range, and damped when it does
-not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole corpus, chosen on the corpus as a
-whole, never per series; windows are sized from the series' probationary period, which NAB hands every
-detector.
+not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole
+corpus, chosen on the corpus as a whole, never per series; windows are sized from the series' probationary
+period, which NAB hands every detector.
 
 Result files are written in NAB's layout (``<out>/forewarn/<category>/forewarn_<file>.csv`` with timestamp,
 value, anomaly_score, label) so NAB's own scorer can read them. The scorer below follows NAB's definition
