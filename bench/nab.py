@@ -6,9 +6,9 @@ Usage::
 
 For each of the corpus' series, strictly in order and seeing only the past, the detector emits an anomaly
 score in [0, 1] per row: the robust z-score (``forewarn.detect.usage.score_series``: trailing median and
-spread) of the prediction error of whichever of three simple models (level, previous value, a day earlier)
-has the smallest trailing spread, raised when the value leaves the trailing range, and damped when it does
-not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole
+spread) of the prediction error of whichever of four simple models (level, previous value, local mean, a day
+earlier) has the smallest trailing spread, raised when the value leaves the trailing range, and damped when
+it does not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole
 corpus, chosen on the corpus as a whole, never per series; windows are sized from the series' probationary
 period, which NAB hands every detector.
 
@@ -179,6 +179,7 @@ PARAMS = {
     "window_frac": 0.5,  # trailing window = this fraction of the probationary period (rows)
     "margin": 0.05,  # "new territory": beyond the trailing min/max by this fraction of their range
     "range_frac": 2.0,  # ... of the last (this x probationary period) rows
+    "local_mean": 5,  # the local-level model predicts the mean of this many previous values
     "squash": 10.0,  # score = a / (a + squash), a = robust z of the best model
     "repeat_factor": 0.25,  # a row that does not beat the last window's record reports this fraction
 }
@@ -187,8 +188,9 @@ PARAMS = {
 def _model_z(values: np.ndarray, probation: int, period: int) -> np.ndarray:
     """|robust z| of the prediction error of the model that has predicted this series best so far, per row.
 
-    The models: the trailing median (level), the previous value (random walk, via first differences) and,
-    when the probation period covers two days, the value a day earlier (daily season). Each model's residual
+    The models: the trailing median (level), the previous value (random walk, via first differences), the
+    mean of the last few values (local level) and, when the probation period covers two days, the value a day
+    earlier (daily season). Each model's residual
     is scored by the usage core (``score_series``: trailing median and spread, past rows only); at each row
     the model with the smallest trailing spread is trusted, so a periodic series is judged against its season
     and a wandering one against its last value.
@@ -199,7 +201,10 @@ def _model_z(values: np.ndarray, probation: int, period: int) -> np.ndarray:
     # rows in order (a few NAB series repeat a timestamp): the row number is the time axis for the core
     order = np.datetime64("2000-01-01T00:00:00", "us") + np.arange(n).astype("timedelta64[s]")
     frame = pl.DataFrame({"k": ["s"] * n, "ts": order, "value": values.astype(np.float64)})
-    inputs = [values, np.concatenate([[0.0], np.diff(values)])]
+    local = (
+        pl.Series(values.astype(np.float64)).shift(1).rolling_mean(int(PARAMS["local_mean"]), min_samples=1)
+    )
+    inputs = [values, np.concatenate([[0.0], np.diff(values)]), np.nan_to_num(values - local.to_numpy())]
     if period * 2 < probation:
         inputs.append(np.nan_to_num(values - np.concatenate([np.full(period, np.nan), values[:-period]])))
     zs, spreads = [], []
