@@ -7,8 +7,8 @@ Usage::
 For each of the corpus' series, strictly in order and seeing only the past, the detector emits an anomaly
 score in [0, 1] per row: the robust z-score (``forewarn.detect.usage.score_series``: trailing median and
 spread) of the prediction error of whichever of four simple models (level, previous value, local mean, a day
-earlier) has the smallest trailing spread, raised when the value leaves the trailing range, and damped when
-it does not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole
+earlier) has the smallest trailing spread, raised when the value leaves the trailing range, and damped when it
+does not beat the recent record (each excursion reported once). One parameter set (``PARAMS``) for the whole
 corpus, chosen on the corpus as a whole, never per series; windows are sized from the series' probationary
 period, which NAB hands every detector.
 
