@@ -36,10 +36,11 @@ It has been 7 months since your last visit; you usually visit about every 3 mont
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,7 @@ class CadenceParams(Params):
     contact_min_events: int = 4  # contact days (within the lookback) before "usually gets in touch" is known
     contact_overdue_factor: float = 2.0
     contact_lookback_days: int = 365  # the contact rhythm is read from this many days before the last contact
+    refit_days: int = 7  # score_history: refit the population BG/NBD this often (on data up to the refit)
 
 
 def _utc(as_of: datetime) -> datetime:
@@ -134,9 +136,80 @@ def interval_stats(
     )
 
 
-def _confidence_from_gaps(n_gaps: pl.Expr) -> pl.Expr:
+def _confidence_from_gaps(n_gaps: np.ndarray) -> np.ndarray:
     # More gaps seen, more sure of the rhythm: 2 gaps -> 0.5, 6 -> 0.75, 12 -> 0.86.
-    return (n_gaps / (n_gaps + 2.0)).clip(0.0, 1.0)
+    return np.clip(n_gaps / (n_gaps + 2.0), 0.0, 1.0)
+
+
+def humanize_expr(days: pl.Expr) -> pl.Expr:
+    """:func:`humanize_days` as a Polars expression (same rounding: half to even, as Python's ``round``).
+
+    >>> pl.select(humanize_expr(pl.Series([1.0, 12.0, 50.0, 91.0, 800.0]))).to_series().to_list()
+    ['1 day', '12 days', '7 weeks', '3 months', '2 years']
+    """
+    d = days.cast(pl.Float64)
+    n = (
+        pl.when(d < 21)
+        .then(d.round(0))
+        .when(d < 84)
+        .then((d / 7).round(0))
+        .when(d < 700)
+        .then((d / 30.44).round(0))
+        .otherwise((d / 365.25).round(0))
+        .cast(pl.Int64)
+    )
+    unit = pl.when(d < 21).then(pl.lit(" day")).when(d < 84).then(pl.lit(" week"))
+    unit = unit.when(d < 700).then(pl.lit(" month")).otherwise(pl.lit(" year"))
+    plural = pl.when(n == 1).then(pl.lit("")).otherwise(pl.lit("s"))
+    return pl.concat_str(pl.max_horizontal(n, pl.lit(1)).cast(pl.String), unit, plural)
+
+
+@dataclass
+class _Rows:
+    """One row per (customer, run time) to judge: what the rules need, as arrays (both paths build these)."""
+
+    ids: pl.Series  # customer ids, indexed by ``cust``
+    cust: np.ndarray
+    ts: np.ndarray  # run time, epoch microseconds UTC
+    n_days: np.ndarray
+    last_day: np.ndarray  # epoch days
+    days_since: np.ndarray
+    median_gap: np.ndarray
+    max_gap: np.ndarray
+    mean_gap: np.ndarray
+    sd_gap: np.ndarray
+    recency_days: np.ndarray  # first to last event day
+    age_days: np.ndarray  # first event day to the run's day
+    model: np.ndarray  # index into the models list, -1: none
+
+    def take(self, keep: np.ndarray) -> _Rows:
+        return _Rows(self.ids, *(getattr(self, f.name)[keep] for f in fields(self)[1:]))
+
+
+def _epoch_days(day: pl.Series) -> np.ndarray:
+    return day.cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64)
+
+
+def _epoch_us(ts: pl.Series) -> np.ndarray:
+    return ts.cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
+
+
+def default_runs(frames: Mapping[str, pl.DataFrame], run_at: time_of_day = time_of_day(9)) -> list[datetime]:
+    """One run a day at ``run_at`` UTC from the first to the last event day in ``frames`` (purchase, contact).
+
+    >>> t = datetime(2026, 1, 1, 20, tzinfo=UTC)
+    >>> f = {"purchase": pl.DataFrame({"ts": [t, t + timedelta(days=2)]})}
+    >>> [r.isoformat() for r in default_runs(f)]
+    ['2026-01-01T09:00:00+00:00', '2026-01-02T09:00:00+00:00', '2026-01-03T09:00:00+00:00']
+    """
+    spans = [
+        f["ts"] for k, f in frames.items() if k in ("purchase", "contact") and f is not None and f.height
+    ]
+    if not spans:
+        return []
+    lo = min(s.min() for s in spans).astimezone(UTC).date()
+    hi = max(s.max() for s in spans).astimezone(UTC).date()
+    return [datetime.combine(lo + timedelta(days=i), run_at, tzinfo=UTC) for i in range((hi - lo).days + 1)]
 
 
 class CadenceTripWire:
@@ -167,10 +240,81 @@ class CadenceTripWire:
         contacts = frames.get("contact")
         if contacts is not None and contacts.height:
             parts.append(self._contact_quiet(point_in_time(contacts, as_of), as_of))
-        parts = [p for p in parts if p.height]
-        return pl.concat(parts) if parts else empty_findings()
+        return _combine(parts)
+
+    def score_history(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        *,
+        runs: Sequence[datetime] | None = None,
+        **context: Any,
+    ) -> pl.DataFrame:
+        """Every run time's findings in one vectorised pass: ``detect`` at each run, concatenated.
+
+        ``runs`` (default: one a day at 09:00 UTC over the data's span, see :func:`default_runs`) are the
+        run times. A customer's rhythm only changes on a day they have an event, so their statistics are
+        computed once per event day and carried to every run until the next one; only the silence and the
+        age grow. Population BG/NBD parameters: context ``bgnbd`` when given (as for ``detect``), else
+        refitted every ``refit_days`` days from the first run on the events known at that refit
+        (point-in-time), see :meth:`history_models`. ``detect(frames, t, bgnbd=<those models at t>)`` gives
+        the same findings as this at run ``t``.
+
+        >>> t0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
+        >>> visits = pl.DataFrame({"customer_id": ["c1"] * 4, "event_type": ["visit"] * 4,
+        ...                        "ts": [t0 + timedelta(days=90 * i) for i in range(4)]})
+        >>> runs = [t0 + timedelta(days=270 + d) for d in (150, 200, 201)]
+        >>> out = CadenceTripWire().score_history({"purchase": visits}, runs=runs)
+        >>> [(r["ts"].date().isoformat(), r["condition"]) for r in out.iter_rows(named=True)]
+        [('2027-04-16', 'cadence:lapse:visit'), ('2027-04-17', 'cadence:lapse:visit')]
+        """
+        if runs is None:
+            runs = default_runs(frames)
+        runs = sorted(_utc(r) for r in runs)
+        if not runs:
+            return empty_findings()
+        run_us = np.array([int(r.timestamp() * 1_000_000) for r in runs], dtype=np.int64)
+        run_day = np.array([r.date().toordinal() - _EPOCH_ORDINAL for r in runs], dtype=np.int64)
+        p = self.params
+        parts = []
+        purchases = frames.get("purchase")
+        if purchases is not None and purchases.height:
+            given = context.get("bgnbd")
+            for event_type in p.event_types:
+                subset = purchases.filter(pl.col("event_type") == event_type)
+                if subset.height == 0:
+                    continue
+                fixed, model = self._given(given, event_type)
+                schedule = [(runs[0], model)] if fixed else self.history_models(subset, runs)
+                models = [m for _, m in schedule]
+                rows = _history_rows(subset, run_us, run_day, p.max_gaps, p.min_events, None)
+                at = np.array([int(t.timestamp() * 1_000_000) for t, _ in schedule], dtype=np.int64)
+                which = np.searchsorted(at, rows.ts, side="right") - 1
+                rows.model = np.where(np.array([m is not None for m in models])[which], which, -1)
+                parts.append(self._judge_lapses(rows, models, event_type))
+        contacts = frames.get("contact")
+        if contacts is not None and contacts.height:
+            rows = _history_rows(
+                contacts, run_us, run_day, p.max_gaps, p.contact_min_events, p.contact_lookback_days
+            )
+            parts.append(self._judge_quiet(rows))
+        return _combine(parts)
 
     # -- purchases / visits ------------------------------------------------------------------------------
+
+    def history_models(
+        self, events: pl.DataFrame, runs: Sequence[datetime]
+    ) -> list[tuple[datetime, bgnbd.BGNBDParams | None]]:
+        """The BG/NBD refits ``score_history`` uses for one event type: (refit time, model or None).
+
+        A refit at the first run and then at the first run at least ``refit_days`` after the previous one,
+        each on the events up to its own time only; a run uses the latest refit at or before it.
+        """
+        out: list[tuple[datetime, bgnbd.BGNBDParams | None]] = []
+        for run in sorted(_utc(r) for r in runs):
+            if out and run - out[-1][0] < timedelta(days=self.params.refit_days):
+                continue
+            out.append((run, self.model_for(events, run)))
+        return out
 
     def model_for(
         self, events: pl.DataFrame, as_of: datetime, event_type: str = "purchase"
@@ -194,63 +338,97 @@ class CadenceTripWire:
         except ValueError:
             return None
 
+    @staticmethod
+    def _given(given: Any, event_type: str) -> tuple[bool, bgnbd.BGNBDParams | None]:
+        """(was a model given for this event type, the model). A mapping entry of None means "no model"."""
+        if isinstance(given, Mapping) and not {"r", "alpha", "a", "b"} <= set(given):
+            if event_type not in given:
+                return False, None
+            given = given[event_type]
+        if given is None:
+            return False, None
+        if isinstance(given, Mapping):
+            given = bgnbd.BGNBDParams(**given)
+        return True, given
+
     def _lapses(self, events: pl.DataFrame, event_type: str, as_of: datetime, given: Any) -> pl.DataFrame:
         p = self.params
-        model = given.get(event_type) if isinstance(given, Mapping) else given
-        if isinstance(model, Mapping):
-            model = bgnbd.BGNBDParams(**model)
-        summary = bgnbd.summarize(events, as_of, unit_days=model.unit_days if model else p.unit_days)
-        if model is None:
-            model = self._fit(summary)
+        fixed, model = self._given(given, event_type)
+        if not fixed:
+            model = self.model_for(events, as_of)
         days = events.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
-        stats = interval_stats(days, as_of.date(), p.max_gaps, None).join(
-            summary.select("customer_id", "frequency", "recency", "T"), on="customer_id"
-        )
+        stats = interval_stats(days, as_of.date(), p.max_gaps, None)
         stats = stats.filter(pl.col("n_days") >= p.min_events, pl.col("median_gap") >= 1)
-        if stats.height == 0:
+        first = days.group_by("customer_id").agg(pl.col("day").min().alias("first_day"))
+        rows = _rows_from_stats(stats.join(first, on="customer_id"), as_of)
+        rows.model = np.full(len(rows.cust), 0 if model is not None else -1)
+        return self._judge_lapses(rows, [model], event_type)
+
+    def _judge_lapses(
+        self, rows: _Rows, models: Sequence[bgnbd.BGNBDParams | None], event_type: str
+    ) -> pl.DataFrame:
+        """The lapse rules on every row (both paths): BG/NBD P(alive), the rhythm and the interval rule."""
+        p = self.params
+        n = len(rows.cust)
+        if n == 0:
             return empty_findings()
-        x, t_x, T = (stats[c].to_numpy() for c in ("frequency", "recency", "T"))
-        if model is not None:
-            alive = bgnbd.p_alive(model, x, t_x, T)
-            horizon = p.expect_horizon_days / model.unit_days
-            expected = bgnbd.conditional_expected_purchases(model, horizon, x, t_x, T)
-        else:
-            alive = np.full(stats.height, np.nan)
-            expected = np.full(stats.height, np.nan)
-        use_model = (model is not None) & (x >= p.bgnbd_min_repeat)
+        has_model = rows.model >= 0
+        unit = np.full(n, p.unit_days)
+        for i, m in enumerate(models):
+            if m is not None:
+                unit[rows.model == i] = m.unit_days
+        x = (rows.n_days - 1).astype(np.float64)
+        t_x, T = rows.recency_days / unit, rows.age_days / unit
+        alive = np.full(n, np.nan)
+        for i, m in enumerate(models):
+            sel = rows.model == i
+            if m is not None and sel.any():
+                alive[sel] = bgnbd.p_alive(m, x[sel], t_x[sel], T[sel])
+        use_model = has_model & (x >= p.bgnbd_min_repeat)
+        overdue = rows.days_since > p.overdue_factor * rows.median_gap
+        by_bgnbd = use_model & (alive < p.p_alive_threshold)
         # How unusual is a gap this long for this customer's own rhythm: gaps as a gamma with their mean and
-        # spread (shape 1 = as irregular as Poisson buying, capped at 50 = clockwork).
-        mean, sd = stats["mean_gap"].to_numpy(), stats["sd_gap"].fill_null(0.0).to_numpy()
-        # Few gaps say little about the spread: cap the shape lower there (a wider, more forgiving rhythm).
-        cap = np.where(stats["n_days"].to_numpy() - 1 >= p.bgnbd_min_repeat, 50.0, 8.0)
-        shape = np.clip(mean**2 / np.maximum(sd**2, 1e-9), 1.0, cap)
-        p_gap = gamma.sf(stats["days_since"].to_numpy(), shape, scale=mean / shape)
-        stats = stats.with_columns(
-            pl.Series("p_alive", alive),
-            pl.Series("expected_next", expected),
-            pl.Series("by_model", use_model),
-            pl.Series("p_gap", p_gap),
-            (pl.col("days_since") / pl.col("median_gap")).alias("score"),
+        # spread (shape 1 = as irregular as Poisson buying, capped at 50 = clockwork). Only where it can
+        # matter (overdue, or firing anyway and shown in the evidence).
+        judge = overdue | by_bgnbd
+        rows, x, alive, use_model, overdue, by_bgnbd, unit = (
+            a.take(judge) if isinstance(a, _Rows) else a[judge]
+            for a in (rows, x, alive, use_model, overdue, by_bgnbd, unit)
         )
-        overdue = pl.col("days_since") > p.overdue_factor * pl.col("median_gap")
+        mean, sd = rows.mean_gap, np.nan_to_num(rows.sd_gap, nan=0.0)
+        # Few gaps say little about the spread: cap the shape lower there (a wider, more forgiving rhythm).
+        cap = np.where(rows.n_days - 1 >= p.bgnbd_min_repeat, 50.0, 8.0)
+        shape = np.clip(mean**2 / np.maximum(sd**2, 1e-9), 1.0, cap)
+        p_gap = gamma.sf(rows.days_since, shape, scale=mean / shape)
         # BG/NBD assumes Poisson (irregular) buying, so it is slow to doubt a customer with a steady rhythm;
         # for those, a silence their own gap distribution makes very unlikely is telling.
-        rule = (
-            pl.when(pl.col("by_model") & (pl.col("p_alive") < p.p_alive_threshold))
-            .then(pl.lit("bgnbd"))
-            .when(pl.col("by_model") & overdue & (pl.col("p_gap") < p.rhythm_alpha))
-            .then(pl.lit("rhythm"))
-            .when(~pl.col("by_model") & overdue & (pl.col("p_gap") < p.rhythm_alpha))
-            .then(pl.lit("interval"))
+        rhythm = overdue & (p_gap < p.rhythm_alpha)
+        rule = np.where(
+            by_bgnbd, "bgnbd", np.where(use_model & rhythm, "rhythm", np.where(rhythm, "interval", ""))
         )
-        fired = stats.with_columns(rule.alias("rule")).filter(pl.col("rule").is_not_null())
-        confidence = (
-            pl.when(pl.col("rule") == "bgnbd")
-            .then(1.0 - pl.col("p_alive"))
-            .otherwise(_confidence_from_gaps(pl.col("n_days") - 1.0))
+        fired = rule != ""
+        rows, x, alive, use_model, p_gap, rule, unit = (
+            a.take(fired) if isinstance(a, _Rows) else a[fired]
+            for a in (rows, x, alive, use_model, p_gap, rule, unit)
         )
-        fired = fired.with_columns(confidence.alias("confidence"))
-        return self._findings(fired, "lapse", event_type, as_of, model)
+        expected = np.full(len(x), np.nan)
+        for i, m in enumerate(models):
+            sel = rows.model == i
+            if m is not None and sel.any():
+                horizon = p.expect_horizon_days / m.unit_days
+                expected[sel] = bgnbd.conditional_expected_purchases(
+                    m, horizon, x[sel], rows.recency_days[sel] / unit[sel], rows.age_days[sel] / unit[sel]
+                )
+        confidence = np.where(rule == "bgnbd", 1.0 - alive, _confidence_from_gaps(rows.n_days - 1.0))
+        extra = {
+            "rule": rule,
+            "confidence": confidence,
+            "p_gap": p_gap,
+            "p_alive": alive,
+            "expected_next": expected,
+            "by_model": use_model,
+        }
+        return self._findings(rows, extra, "lapse", event_type, models)
 
     # -- contacts ------------------------------------------------------------------------------------------
 
@@ -258,69 +436,237 @@ class CadenceTripWire:
         p = self.params
         days = contacts.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
         stats = interval_stats(days, as_of.date(), p.max_gaps, p.contact_lookback_days)
-        fired = stats.filter(
-            pl.col("n_days") >= p.contact_min_events,
-            pl.col("median_gap") >= 1,
-            pl.col("days_since") > p.contact_overdue_factor * pl.col("median_gap"),
-        ).with_columns(
-            (pl.col("days_since") / pl.col("median_gap")).alias("score"),
-            _confidence_from_gaps(pl.col("n_days") - 1.0).alias("confidence"),
-            pl.lit(False).alias("by_model"),
-            pl.lit("interval").alias("rule"),
-            pl.lit(None, dtype=pl.Float64).alias("p_alive"),
-            pl.lit(None, dtype=pl.Float64).alias("expected_next"),
-        )
-        return self._findings(fired, "quiet", "contact", as_of, None)
+        stats = stats.filter(pl.col("n_days") >= p.contact_min_events, pl.col("median_gap") >= 1)
+        rows = _rows_from_stats(stats.with_columns(first_day=pl.col("last_day")), as_of)
+        return self._judge_quiet(rows)
+
+    def _judge_quiet(self, rows: _Rows) -> pl.DataFrame:
+        p = self.params
+        rows = rows.take(rows.days_since > p.contact_overdue_factor * rows.median_gap)
+        n = len(rows.cust)
+        if n == 0:
+            return empty_findings()
+        nan = np.full(n, np.nan)
+        extra = {
+            "rule": np.full(n, "interval"),
+            "confidence": _confidence_from_gaps(rows.n_days - 1.0),
+            "p_gap": nan,
+            "p_alive": nan,
+            "expected_next": nan,
+            "by_model": np.zeros(n, dtype=bool),
+        }
+        return self._findings(rows, extra, "quiet", "contact", [])
+
+    # -- findings ------------------------------------------------------------------------------------------
 
     def _findings(
         self,
-        fired: pl.DataFrame,
+        rows: _Rows,
+        extra: Mapping[str, np.ndarray],
         what: str,
         event_type: str,
-        as_of: datetime,
-        model: bgnbd.BGNBDParams | None,
+        models: Sequence[bgnbd.BGNBDParams | None],
     ) -> pl.DataFrame:
-        if fired.height == 0:
+        """Findings for judged rows, built column-wise (evidence is JSON with sorted keys)."""
+        if len(rows.cust) == 0:
             return empty_findings()
         noun, verb = EVENT_WORDS.get(event_type, (event_type, event_type))
-        rows = []
-        for r in fired.iter_rows(named=True):
-            since, gap = humanize_days(r["days_since"]), humanize_days(r["median_gap"])
-            evidence: dict[str, Any] = {
-                "event_type": event_type,
-                "rule": r["rule"],
-                "event_days": r["n_days"],
-                "last_event": r["last_day"].isoformat(),
-                "days_since_last": r["days_since"],
-                "median_gap_days": r["median_gap"],
-                "longest_gap_days": r["max_gap"],
-                "overdue_factor": round(r["score"], 3),
+        frame = pl.DataFrame(
+            {
+                "customer_id": rows.ids.gather(rows.cust),
+                "ts": pl.Series(rows.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+                "n_days": rows.n_days.astype(np.int64),
+                "last_day": pl.Series(rows.last_day.astype(np.int32)).cast(pl.Date),
+                "days_since": rows.days_since.astype(np.int64),
+                "median_gap": rows.median_gap.astype(np.float64),
+                "max_gap": rows.max_gap.astype(np.float64),
+                "score": (rows.days_since / rows.median_gap).astype(np.float64),
+                "model": rows.model.astype(np.int64),
+                **{k: v for k, v in extra.items()},
             }
-            if r.get("p_gap") is not None:
-                evidence["p_gap_this_long"] = float(f"{r['p_gap']:.3g}")
-            if r["p_alive"] is not None and not np.isnan(r["p_alive"]):
-                evidence["p_alive"] = round(r["p_alive"], 4)
-                evidence[f"expected_next_{self.params.expect_horizon_days}d"] = round(r["expected_next"], 3)
-            if r["by_model"] and model is not None:
-                evidence["bgnbd"] = {
-                    k: round(v, 6) for k, v in model.as_dict().items() if isinstance(v, float)
-                }
-            if event_type == "contact":
-                text = f"We have not heard from you in {since}; you usually get in touch about every {gap}."
-            else:
-                text = f"It has been {since} since your last {noun}; you usually {verb} about every {gap}."
-            rows.append(
+        ).with_columns(pl.col("p_gap", "p_alive", "expected_next").fill_nan(None))
+        horizon_key = f"expected_next_{self.params.expect_horizon_days}d"
+        base = {
+            "event_type": pl.lit(event_type),
+            "rule": pl.col("rule"),
+            "event_days": pl.col("n_days"),
+            "last_event": pl.col("last_day").cast(pl.String),
+            "days_since_last": pl.col("days_since"),
+            "median_gap_days": pl.col("median_gap"),
+            "longest_gap_days": pl.col("max_gap"),
+            "overdue_factor": pl.col("score").round(3),
+        }
+        known = [(i, m) for i, m in enumerate(models) if m is not None]
+        if known:
+            coefs = pl.DataFrame(
                 {
-                    "customer_id": r["customer_id"],
-                    "kind": self.name,
-                    "condition": f"cadence:{what}:{event_type}",
-                    "ts": as_of,
-                    "score": float(r["score"]),
-                    "confidence": float(r["confidence"]),
-                    "severity": "info",
-                    "topic": "account",
-                    "explanation": text,
-                    "evidence": json.dumps(evidence, sort_keys=True),
+                    "model": [i for i, _ in known],
+                    **{
+                        k: [round(float(getattr(m, k)), 6) for _, m in known]
+                        for k in ("a", "alpha", "b", "log_likelihood", "r", "unit_days")
+                    },
                 }
+            ).with_columns(pl.col(pl.Float64).fill_nan(None))
+            frame = frame.join(coefs, on="model", how="left")
+        parts = []
+        flags = [
+            pl.col("p_gap").is_not_null().alias("f_gap"),
+            pl.col("p_alive").is_not_null().alias("f_alive"),
+            (pl.col("by_model") & (pl.col("model") >= 0)).alias("f_model"),
+        ]
+        frame = frame.with_columns(flags)
+        for (f_gap, f_alive, f_model), part in frame.group_by(
+            "f_gap", "f_alive", "f_model", maintain_order=True
+        ):
+            keys = dict(base)
+            if f_gap:
+                keys["p_gap_this_long"] = pl.col("p_gap").round_sig_figs(3)
+            if f_alive:
+                keys["p_alive"] = pl.col("p_alive").round(4)
+                keys[horizon_key] = pl.col("expected_next").round(3)
+            if f_model:
+                keys["bgnbd"] = pl.struct(
+                    [pl.col(k) for k in ("a", "alpha", "b", "log_likelihood", "r", "unit_days")]
+                )
+            ordered = [keys[k].alias(k) for k in sorted(keys)]
+            parts.append(part.with_columns(evidence=pl.struct(ordered).struct.json_encode()))
+        frame = pl.concat(parts)
+        since, gap = humanize_expr(pl.col("days_since")), humanize_expr(pl.col("median_gap"))
+        if event_type == "contact":
+            text = pl.concat_str(
+                pl.lit("We have not heard from you in "),
+                since,
+                pl.lit("; you usually get in touch about every "),
+                gap,
+                pl.lit("."),
             )
-        return as_findings(pl.DataFrame(rows))
+        else:
+            text = pl.concat_str(
+                pl.lit("It has been "),
+                since,
+                pl.lit(f" since your last {noun}; you usually {verb} about every "),
+                gap,
+                pl.lit("."),
+            )
+        return as_findings(
+            frame.with_columns(
+                kind=pl.lit(self.name),
+                condition=pl.lit(f"cadence:{what}:{event_type}"),
+                severity=pl.lit("info"),
+                topic=pl.lit("account"),
+                explanation=text,
+            )
+        )
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _combine(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    # A stable order (by time, condition, customer) whichever way the rows were computed.
+    parts = [p for p in parts if p.height]
+    return pl.concat(parts).sort("ts", "condition", "customer_id") if parts else empty_findings()
+
+
+def _rows_from_stats(stats: pl.DataFrame, as_of: datetime) -> _Rows:
+    """``detect``'s per-customer statistics (interval_stats plus first_day) as rows to judge at ``as_of``."""
+    n = stats.height
+    last, first = _epoch_days(stats["last_day"]), _epoch_days(stats["first_day"])
+    today = as_of.date().toordinal() - _EPOCH_ORDINAL
+    f64 = lambda c: stats[c].cast(pl.Float64).to_numpy()  # noqa: E731
+    return _Rows(
+        ids=stats["customer_id"],
+        cust=np.arange(n),
+        ts=np.full(n, int(as_of.timestamp() * 1_000_000), dtype=np.int64),
+        n_days=stats["n_days"].cast(pl.Int64).to_numpy(),
+        last_day=last,
+        days_since=today - last,
+        median_gap=f64("median_gap"),
+        max_gap=f64("max_gap"),
+        mean_gap=f64("mean_gap"),
+        sd_gap=f64("sd_gap"),
+        recency_days=(last - first).astype(np.float64),
+        age_days=(today - first).astype(np.float64),
+        model=np.full(n, -1),
+    )
+
+
+def _history_rows(
+    events: pl.DataFrame,
+    run_us: np.ndarray,
+    run_day: np.ndarray,
+    max_gaps: int,
+    min_days: int,
+    lookback_days: int | None,
+) -> _Rows:
+    """Every (customer, run) whose statistics at that run pass ``min_days`` and a median gap of a day or more.
+
+    One state per (customer, event day), effective from the day's first event time until the next day's: its
+    statistics as :func:`interval_stats` computes them at any run in that span (trailing ``max_gaps`` gaps,
+    within ``lookback_days`` of that day when given); then each state is repeated over its runs.
+    """
+    table = (
+        events.lazy()
+        .select("customer_id", pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        .group_by("customer_id", pl.col("ts").dt.date().alias("day"))
+        .agg(pl.col("ts").min().alias("at"))
+        .sort("customer_id", "day")
+        .collect()
+    )
+    ids = table["customer_id"]
+    s = table.height
+    idx = np.arange(s)
+    new = np.ones(s, dtype=bool)
+    new[1:] = (ids[1:] != ids[:-1]).to_numpy()
+    start = np.maximum.accumulate(np.where(new, idx, 0))
+    day, at = _epoch_days(table["day"]), _epoch_us(table["at"])
+    gap = np.empty(s)
+    gap[0] = np.nan
+    gap[1:] = day[1:] - day[:-1]
+    gap[new] = np.nan
+    if lookback_days is None:
+        first = start
+    else:
+        key = np.cumsum(new) * 1_000_000 + day  # sorted by (customer, day)
+        first = np.searchsorted(key, key - lookback_days, side="left")
+    n_days = idx - first + 1
+    keep = np.flatnonzero(n_days >= min_days)
+    # The trailing gaps of each state: gap j (day j-1 to day j) counts when day j-1 is in the window.
+    mat = np.full((keep.size, max_gaps), np.nan)
+    for o in range(max_gaps):
+        j = keep - o
+        ok = j > first[keep]
+        mat[ok, o] = gap[j[ok]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(mat, axis=1)
+        ok = median >= 1
+        keep, mat, median = keep[ok], mat[ok], median[ok]
+        longest = np.nanmax(mat, axis=1)
+        mean = np.nanmean(mat, axis=1)
+        sd = np.nanstd(mat, axis=1, ddof=1)
+    # Runs each state is in force for: from its day's first event to the next day's first event.
+    nxt = np.full(s, np.iinfo(np.int64).max)
+    nxt[:-1] = np.where(new[1:], nxt[:-1], at[1:])
+    lo = np.searchsorted(run_us, at[keep], side="left")
+    hi = np.searchsorted(run_us, nxt[keep], side="left")
+    count = hi - lo
+    state = np.repeat(np.arange(keep.size), count)
+    offsets = np.cumsum(count) - count
+    run = np.arange(state.size) - np.repeat(offsets, count) + np.repeat(lo, count)
+    k = keep[state]
+    return _Rows(
+        ids=ids,
+        cust=k,
+        ts=run_us[run],
+        n_days=n_days[k],
+        last_day=day[k],
+        days_since=run_day[run] - day[k],
+        median_gap=median[state],
+        max_gap=longest[state],
+        mean_gap=mean[state],
+        sd_gap=sd[state],
+        recency_days=(day[k] - day[start[k]]).astype(np.float64),
+        age_days=(run_day[run] - day[start[k]]).astype(np.float64),
+        model=np.full(state.size, -1),
+    )
