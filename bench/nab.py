@@ -181,7 +181,7 @@ PARAMS = {
     "range_frac": 2.0,  # ... of the last (this x probationary period) rows
     "local_mean": 5,  # the local-level model predicts the mean of this many previous values
     "squash": 10.0,  # score = a / (a + squash), a = robust z of the best model
-    "repeat_factor": 0.25,  # a row that does not beat the last window's record reports this fraction
+    "repeat_factor": 0.5,  # a row that does not beat the last window's record reports this fraction
 }
 
 
