@@ -40,9 +40,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Integer, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from forewarn.state.models import Customer, OutboxMessage
@@ -142,15 +143,11 @@ def enqueue(
     return inserted
 
 
-def _claim_stmt(
-    dialect: str,
-    status: str,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    worker_id: str,
-    channels: Sequence[str] | None,
-) -> Any:
+@lru_cache(maxsize=64)
+def _claim_stmt(dialect: str, status: str, channels: tuple[str, ...] | None) -> Any:
+    """The claim statement, built once per (dialect, status, channels); values are bound per call
+    (``now``, ``lease``, ``lim``, ``claimed_by``). Building it afresh cost ~50 us per claimed message."""
+    now = bindparam("now", type_=TABLE.c.next_attempt_at.type)
     cand = TABLE.alias("cand")
     earlier = TABLE.alias("earlier")
     held_back = (
@@ -168,7 +165,7 @@ def _claim_stmt(
     sub = select(cand.c.id).where(cand.c.status == status, cand.c.next_attempt_at <= now, ~held_back)
     if channels is not None:
         sub = sub.where(cand.c.channel.in_(list(channels)))
-    sub = sub.order_by(cand.c.next_attempt_at).limit(limit)
+    sub = sub.order_by(cand.c.next_attempt_at).limit(bindparam("lim", type_=Integer()))
     if dialect == "postgresql":
         # a materialised CTE, not ``id IN (sub-select)``: PostgreSQL may re-run an IN sub-select per outer
         # row, and with SKIP LOCKED each re-run finds new rows, so the LIMIT would not hold
@@ -183,9 +180,9 @@ def _claim_stmt(
         .where(*where)
         .values(
             status="sending",
-            next_attempt_at=lease_until,
+            next_attempt_at=bindparam("lease", type_=TABLE.c.next_attempt_at.type),
             attempts=TABLE.c.attempts + 1,
-            reason=f"claimed by {worker_id}"[:256],
+            reason=bindparam("claimed_by", type_=TABLE.c.reason.type),
         )
         .returning(*_RETURNED)
     )
@@ -209,12 +206,14 @@ def claim(
     t = _now(now)
     lease_until = t + timedelta(seconds=lease_s)
     dialect = conn.dialect.name
+    claimed_by = f"claimed by {worker_id}"[:256]
     rows: list[Any] = []
     for status in CLAIMABLE:
         if len(rows) >= limit:
             break
-        stmt = _claim_stmt(dialect, status, t, lease_until, limit - len(rows), worker_id, channels)
-        rows.extend(conn.execute(stmt).all())
+        stmt = _claim_stmt(dialect, status, None if channels is None else tuple(channels))
+        params = {"now": t, "lease": lease_until, "lim": limit - len(rows), "claimed_by": claimed_by}
+        rows.extend(conn.execute(stmt, params).all())
     rows.sort(key=lambda r: r.id)
     return rows
 
