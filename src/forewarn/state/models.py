@@ -232,8 +232,8 @@ class OutboxMessage(Base):
         Index("ix_outbox_thread", "thread_key"),
         # for the outcome metrics and the dashboard (migration 0002)
         Index("ix_outbox_customer_status_sent", "customer_id", "status", "sent_at"),
-        Index("ix_outbox_sent_at", "sent_at"),
-        Index("ix_outbox_created_at", "created_at"),
+        Index("ix_outbox_sent_status_customer", "sent_at", "status", "customer_id"),  # 0003
+        Index("ix_outbox_created_status_customer", "created_at", "status", "customer_id"),  # 0003
         Index("ix_outbox_incident_status", "incident_id", "status"),
         Index("ix_outbox_playbook_status", "playbook", "status"),
     )
