@@ -77,7 +77,9 @@ class CadenceParams(Params):
     contact_min_events: int = 4  # contact days (within the lookback) before "usually gets in touch" is known
     contact_overdue_factor: float = 2.0
     contact_lookback_days: int = 365  # the contact rhythm is read from this many days before the last contact
-    refit_days: int = 7  # score_history: refit the population BG/NBD this often (on data up to the refit)
+    # score_history: refit the population BG/NBD this often, on the data up to the refit only. Population
+    # parameters move slowly once there is history, and each fit costs ~0.2 s whatever the population size.
+    refit_days: int = 28
 
 
 def _utc(as_of: datetime) -> datetime:
@@ -345,6 +347,8 @@ class CadenceTripWire:
             if event_type not in given:
                 return False, None
             given = given[event_type]
+            if given is None:
+                return True, None
         if given is None:
             return False, None
         if isinstance(given, Mapping):
