@@ -418,3 +418,11 @@ def test_unreadable_file_is_reported_not_raised(ctx: Context, tmp_path: Path) ->
     src = next(s for s in report.sources if s.source == str(broken))
     assert src.failed and "cannot read" in (src.note or "")
     assert not report.ok  # the CLI exits 1
+
+
+def test_a_repeated_event_id_keeps_its_first_row(ctx: Context, tmp_path: Path) -> None:
+    rows = [u("same", "c1", "2026-01-01", str(v)) for v in (1, 2, 3)] * 2000  # spread over threads
+    path = write(tmp_path / "usage.csv", rows)
+    src = ingest_paths(ctx, [path]).sources[0]
+    assert (src.new, src.duplicate) == (1, len(rows) - 1)
+    assert ctx.signals.read("usage")["value"].to_list() == [1.0]

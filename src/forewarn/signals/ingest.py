@@ -505,9 +505,8 @@ class _Session:
                 self._errors(cur, report, kind, checked, keep, unknown_view)
             if strict and report.rejected:
                 return  # the file will be rolled back: no point inserting
-            result = self.store.insert_select(
-                cur, kind, checked + f"SELECT * FROM c WHERE {keep}", total=ok - unknown_rows
-            )
+            good = checked + f"SELECT * FROM c WHERE {keep}"
+            result = self.store.insert_select(cur, kind, good, total=ok - unknown_rows, first_by="__row")
             report.new += result.new
             report.duplicate += result.duplicate
             if kind.name == "contact":

@@ -184,23 +184,32 @@ class SignalStore:
                 cur.unregister(view)
 
     def insert_select(
-        self, cur: duckdb.DuckDBPyConnection, kind: SignalKind, select_sql: str, *, total: int | None = None
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        kind: SignalKind,
+        select_sql: str,
+        *,
+        total: int | None = None,
+        first_by: str | None = None,
     ) -> AppendResult:
         """Insert the rows of ``select_sql`` (the kind's columns, typed) whose ``event_id`` is new.
 
         The building block under :meth:`append` and ingestion; ``cur`` should be in a :meth:`transaction`.
-        ``total`` is the number of rows ``select_sql`` yields, when the caller already knows it.
+        ``total`` is the number of rows ``select_sql`` yields, when the caller already knows it. When an id
+        repeats inside the batch, the row first by ``first_by`` (a column of ``select_sql``, e.g. the line
+        number) is kept; without it, any one of them.
         """
         cols = ", ".join(_quote(c) for c in kind.columns)
         if total is None:
             total = int(cur.execute(f"SELECT count(*) FROM ({select_sql})").fetchall()[0][0])
         if total == 0:
             return AppendResult(0, 0)
+        order = f" ORDER BY src.{_quote(first_by)}" if first_by else ""
         row = cur.execute(
             f"INSERT INTO {kind.table} ({cols}) "
             f"SELECT {cols} FROM ({select_sql}) AS src ANTI JOIN {kind.table} AS old USING (event_id) "
             # a repeated id inside the batch is stored once
-            f"QUALIFY row_number() OVER (PARTITION BY src.event_id) = 1"
+            f"QUALIFY row_number() OVER (PARTITION BY src.event_id{order}) = 1"
         ).fetchall()
         new = int(row[0][0]) if row else 0
         return AppendResult(new=new, duplicate=total - new)
