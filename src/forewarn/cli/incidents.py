@@ -13,6 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# registers the incident templates' context with the delivery renderer, so `forewarn worker` (same CLI
+# process) can render incident notices
+import forewarn.incidents  # noqa: F401
+
 console = Console()
 incidents_app = typer.Typer(
     help="Open, update and resolve incidents; link contacts; detect from signals.", no_args_is_help=True
