@@ -91,3 +91,27 @@ def test_only_recently_active_customers(ctx) -> None:
         assert r.status_code == 201, r.text
         # C01 was last active 40 days ago; C04's usage is after ``now`` (not known yet)
         assert r.json()["affected"] == 2
+
+
+def test_widen_and_resolve_endpoints(ctx) -> None:
+    seed_isp(ctx.engine)
+    with TestClient(create_app(ctx)) as c:
+        inc = c.post(
+            "/v1/incidents", json={"title": "Down", "services": ["internet"], "regions": ["north"]}
+        ).json()
+        r = c.post(
+            f"/v1/incidents/{inc['id']}/scopes",
+            json={"scopes": [{"service_id": "internet", "region": "east"}]},
+        )
+        assert r.status_code == 200 and r.json()["newly_affected"] == 3 and r.json()["queued"] == 3
+        assert r.json()["incident"]["affected"] == 9
+        r = c.post(f"/v1/incidents/{inc['id']}/resolve", json={"message": "Fixed."})
+        assert r.json()["incident"]["status"] == "resolved" and r.json()["queued"] == 9
+        assert (
+            c.post(
+                f"/v1/incidents/{inc['id']}/scopes", json={"regions": ["south"], "services": ["internet"]}
+            ).status_code
+            == 409
+        )
+        assert c.get("/v1/incidents/999").status_code == 404
+        assert c.get("/v1/incidents?status=bogus").status_code == 422
