@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def fresh_db(args: argparse.Namespace) -> tuple[str, callable]:
 
         return url, drop
     folder = tempfile.mkdtemp(prefix="fw-outage-")
-    return f"sqlite:///{folder}/state.db", lambda: None
+    return f"sqlite:///{folder}/state.db", lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
