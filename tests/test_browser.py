@@ -167,18 +167,12 @@ class CDP:
         self._stack.close()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """uvicorn on a free loopback port, serving a seeded store (synthetic history, 400 customers)."""
+def serve(ctx: Context) -> tuple[str, Any, threading.Thread]:
+    """uvicorn on a free loopback port, serving ``ctx``'s stores."""
     import uvicorn
 
     from forewarn.api.app import create_app
 
-    home = Path(tempfile.mkdtemp(prefix="fw-browser-"))
-    url = f"sqlite:///{home / 'state.db'}"
-    upgrade(url)
-    ctx = Context(Settings(home=home, database_url=url))
-    synthetic.build(ctx.engine, ctx.signals, customers=400, n_signals=30_000, days=60)
     port = free_port()
     config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     srv = uvicorn.Server(config)
@@ -188,11 +182,37 @@ def server() -> Iterator[str]:
     for _ in range(100):
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
+                return base, srv, thread
         except httpx.HTTPError:
             time.sleep(0.1)
-    else:
-        pytest.fail("uvicorn did not start")
+    pytest.fail("uvicorn did not start")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A seeded store (synthetic history, 400 customers) behind a real uvicorn."""
+    home = Path(tempfile.mkdtemp(prefix="fw-browser-"))
+    url = f"sqlite:///{home / 'state.db'}"
+    upgrade(url)
+    ctx = Context(Settings(home=home, database_url=url))
+    synthetic.build(ctx.engine, ctx.signals, customers=400, n_signals=30_000, days=60)
+    base, srv, thread = serve(ctx)
+    yield base
+    srv.should_exit = True
+    thread.join(timeout=10)
+    ctx.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_server() -> Iterator[str]:
+    """``forewarn demo``'s data (a small simulated company run through every stage) behind a real uvicorn."""
+    from forewarn.demo import DemoOptions, run_demo
+
+    home = Path(tempfile.mkdtemp(prefix="fw-browser-demo-"))
+    run_demo(DemoOptions(customers=300, days=60, home=home, backtest_days=20), serve=False)
+    ctx = Context(Settings(home=home))
+    base, srv, thread = serve(ctx)
     yield base
     srv.should_exit = True
     thread.join(timeout=10)
@@ -349,3 +369,25 @@ def test_the_error_check_catches_errors(server: str, browser: CDP) -> None:
     assert any("boom" in p for p in problems) and any("exception" in p for p in problems), problems
     browser.goto(server + "/incidents/999999")
     assert any("HTTP 404" in p for p in browser.problems())
+
+
+def test_demo_data_pages_and_click_through(demo_server: str, browser: CDP) -> None:
+    """The same checks against the data ``forewarn demo`` produces."""
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents").json()["incidents"]
+    assert incidents, "the demo opened no incidents"
+    told = next((i for i in incidents if i["progress"]["delivered"]), incidents[0])
+    pages = ["/", "/incidents", f"/incidents/{told['id']}", "/findings", "/outbox", "/playbooks"]
+    for path in pages:
+        browser.goto(demo_server + path)
+        browser.settle()
+        assert browser.eval("document.querySelector('h1') !== null"), path
+        browser.screenshot("demo-" + (path.strip("/").replace("/", "-") or "overview"))
+        assert browser.problems() == [], path
+    browser.goto(demo_server + f"/incidents/{told['id']}")
+    browser.click_and_wait("#notified-customers tbody tr a")
+    assert browser.eval("location.pathname").startswith("/customers/")
+    browser.settle()
+    kinds = browser.eval("[...document.querySelectorAll('#timeline .badge')].map(b => b.textContent)")
+    assert "notice" in kinds and "signal" in kinds, kinds
+    browser.screenshot("demo-customer")
+    assert browser.problems() == []

@@ -35,7 +35,10 @@ def _nice_max(v: float) -> float:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 10 or v == int(v) else f"{v:,.2f}"
+    """12.5 stays 12.5 on an axis; whole numbers lose their decimals."""
+    if v == int(v):
+        return f"{v:,.0f}"
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"
 
 
 def _frame(title: str, desc: str, body: str, ymax: float, labels: Sequence[str]) -> Markup:
