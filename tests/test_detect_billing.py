@@ -254,3 +254,37 @@ def test_contract_and_bad_parameters() -> None:
     with pytest.raises(ValueError, match="unknown parameter"):
         BillingTripWire(threshold=3)
     assert wire.detect({}, datetime(2025, 1, 1, tzinfo=UTC)).schema == FINDINGS_SCHEMA
+
+
+def sim_context(customers: int = 300, days: int = 90) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """A simulated world's frames and the context a backtest gives trip wires (customers, dependencies)."""
+    from forewarn.measure.backtest import data_from_world
+    from forewarn.sim.world import SimConfig, simulate
+
+    data = data_from_world(simulate(SimConfig(customers=customers, days=days, seed=3)))
+    attrs = data.customers["attributes"]
+    if attrs.dtype != pl.String:
+        attrs = pl.Series([json.dumps(a or {}) for a in attrs.to_list()])
+    cust = data.customers.select("customer_id").with_columns(attributes=attrs)
+    return data.frames, {"customers": cust, "dependencies": data.dependencies}
+
+
+def test_score_history_equals_detect_at_every_run_on_a_simulated_world() -> None:
+    from polars.testing import assert_frame_equal
+
+    frames, context = sim_context()
+    wire = BillingTripWire()
+    data = {k: frames[k] for k in wire.kinds}
+    runs = [datetime(2026, 1, 1, 9, tzinfo=UTC) + timedelta(days=d) for d in range(91)]
+    history = wire.score_history(data, runs=runs, **context)
+    every = pl.concat([wire.detect(data, r, **context) for r in runs]).sort("ts", "customer_id", "condition")
+    kinds = set(history["condition"].str.split(":").list.get(1))
+    assert {"shock", "duplicate", "unknown_service", "usage_mismatch"} <= kinds
+    assert history["ts"].n_unique() > 40
+    assert_frame_equal(history, every)
+    # Invoices after a run never change its findings (the carry-forward stops at every new row).
+    cut = runs[45]
+    early = wire.score_history(
+        {**data, "invoice": data["invoice"].filter(pl.col("ts") <= cut)}, runs=runs, **context
+    )
+    assert_frame_equal(early.filter(pl.col("ts") <= cut), history.filter(pl.col("ts") <= cut))

@@ -41,7 +41,7 @@ Your bill of 101.20 is 2.5x your usual 41.00; Roaming charges of 61.20 are new t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.history import carry_forward, change_runs, daily_runs, run_micros, utc
 from forewarn.detect.opportunity import plan_limits, usage_day
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = sigma
@@ -195,6 +196,77 @@ class BillingTripWire:
         if not rows:
             return empty_findings()
         return as_findings(pl.DataFrame(rows)).sort("customer_id", "condition")
+
+    def score_history(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        *,
+        runs: Sequence[datetime] | None = None,
+        **context: Any,
+    ) -> pl.DataFrame:
+        """``detect`` at every run (default: daily at 09:00 UTC over the invoices' span), concatenated.
+
+        A customer's billing findings change only when one of their invoice rows arrives or leaves the
+        ``recent_days`` window, or (for the usage check) a usage row arrives for a customer with an overage
+        line on a draft; so ``detect`` runs at those runs for those customers only and its findings are
+        carried to the runs in between (:func:`forewarn.detect.history.carry_forward`).
+        """
+        invoices = frames.get("invoice")
+        if invoices is None or invoices.height == 0:
+            return empty_findings()
+        runs = sorted(utc(r) for r in runs) if runs is not None else daily_runs(frames, ["invoice"])
+        if not runs:
+            return empty_findings()
+        run_us = run_micros(runs)
+        recent = timedelta(days=self.params.recent_days)
+        changes = [
+            change_runs(invoices["customer_id"], invoices["ts"], run_us),
+            change_runs(invoices["customer_id"], invoices["ts"], run_us, after=recent),
+        ]
+        usage = frames.get("usage")
+        if usage is not None and usage.height:
+            usage = usage.filter(
+                pl.col("metric") == self.params.usage_metric,
+                pl.col("customer_id").is_in(self._overage_customers(invoices).implode()),
+            )
+            changes.append(change_runs(usage["customer_id"], usage["ts"], run_us))
+
+        # The context cut to each call's customers, with what is global worked out once: plan limits parsed
+        # from the customers' attributes, and the known services (every service in the dependencies).
+        limits = plan_limits(context.get("customers"), self.params.limit_attribute).rename(
+            {"plan_limit": self.params.limit_attribute}
+        )
+        dependencies = context.get("dependencies")
+        rest = {k: v for k, v in context.items() if k not in ("customers", "dependencies", "services")}
+        if dependencies is not None:
+            rest["services"] = sorted(self._known_services(dependencies, context.get("services")))
+
+        def detect_at(customers: pl.Series, as_of: datetime) -> pl.DataFrame:
+            mine = pl.col("customer_id").is_in(customers.implode())
+            subset = {"invoice": invoices.filter(mine & (pl.col("ts") <= as_of))}
+            if usage is not None:
+                subset["usage"] = usage.filter(mine & (pl.col("ts") <= as_of))
+            cut = dict(rest, customers=limits.filter(mine))
+            if dependencies is not None:
+                cut["dependencies"] = dependencies.filter(mine)
+            return self.detect(subset, as_of, **cut)
+
+        return carry_forward(pl.concat(changes), runs, detect_at)
+
+    def _overage_customers(self, invoices: pl.DataFrame) -> pl.Series:
+        """Customers with an overage line on any draft: the only ones the usage check can speak about."""
+        codes = pl.Series(list(self.params.overage_codes)).implode()
+        lines = (
+            invoices.filter(pl.col("status") == "draft")
+            .select("customer_id", "lines")
+            .explode("lines")
+            .drop_nulls("lines")
+            .unnest("lines")
+        )
+        if lines.height == 0:
+            return pl.Series("customer_id", [], dtype=pl.String)
+        hit = lines.filter(pl.col("code").str.split(":").list.first().is_in(codes) & (pl.col("amount") > 0))
+        return hit["customer_id"].unique()
 
     def _finding(self, customer_id: str, condition: str, as_of: datetime, **values: Any) -> dict[str, Any]:
         values["evidence"] = json.dumps(values["evidence"], sort_keys=True, default=str)
@@ -358,16 +430,21 @@ class BillingTripWire:
             code = pl.when(code.str.starts_with(prefix)).then(code.str.strip_prefix(prefix)).otherwise(code)
         return code.str.split(":").list.first()
 
-    def _unknown_services(
-        self, drafts: pl.DataFrame, as_of: datetime, dependencies: pl.DataFrame | None, services: Any
-    ) -> list[dict[str, Any]]:
-        if drafts.height == 0 or dependencies is None:
-            return []
+    @staticmethod
+    def _known_services(dependencies: pl.DataFrame, services: Any) -> set[str]:
         known = set(dependencies["service_id"].drop_nulls().to_list())
         if isinstance(services, pl.DataFrame) and services.height:
             known |= set(services["id" if "id" in services.columns else "service_id"].drop_nulls().to_list())
         elif services is not None and not isinstance(services, pl.DataFrame):
             known |= set(services)
+        return known
+
+    def _unknown_services(
+        self, drafts: pl.DataFrame, as_of: datetime, dependencies: pl.DataFrame | None, services: Any
+    ) -> list[dict[str, Any]]:
+        if drafts.height == 0 or dependencies is None:
+            return []
+        known = self._known_services(dependencies, services)
         if not known:
             return []
         has = (
