@@ -4,6 +4,9 @@ A bucket of ``rate`` tokens per second holds at most ``burst`` tokens (default: 
 worker takes a token before each send; a message that finds the bucket empty is not sent but put back to wait
 until ``wait_time`` says a token will be there, so one slow channel never stalls the others.
 
+The buckets live in the worker process: N workers sharing one outbox together send up to N times the
+configured rate (give each ``rate / N``).
+
 >>> b = TokenBucket(rate=10, burst=2, now=0.0)
 >>> [b.try_acquire(now=0.0) for _ in range(3)]
 [True, True, False]
