@@ -459,14 +459,29 @@ class _Session:
         tickets: list[pa.Table],
         *,
         materialize: bool = False,
+        errors_from: str | None = None,
     ) -> None:
         if types is not None:
             self._malformed_col = "__malformed" in types
         if materialize:
+            # keep only what counting and inserting need: a narrow table is much cheaper to write; the
+            # (rare) error rows are worded from the full validation query instead
             tmp = f"__checked_{uuid.uuid4().hex}"
-            cur.execute(f"CREATE TEMP TABLE {tmp} AS {checked_sql(kind, src, types)}").fetchall()
+            full = checked_sql(kind, src, types)  # type: ignore[arg-type]
+            narrow = ", ".join(q(c) for c in kind.columns)
+            cur.execute(f"CREATE TEMP TABLE {tmp} AS SELECT __row, {narrow}, __ok FROM ({full})").fetchall()
             try:
-                self._part(cur, report, kind, f"SELECT * FROM {tmp}", None, strict, to_create, tickets)
+                self._part(
+                    cur,
+                    report,
+                    kind,
+                    f"SELECT * FROM {tmp}",
+                    None,
+                    strict,
+                    to_create,
+                    tickets,
+                    errors_from=full,
+                )
             finally:
                 with suppress(duckdb.Error):
                     cur.execute(f"DROP TABLE IF EXISTS {tmp}").fetchall()
@@ -502,7 +517,8 @@ class _Session:
             rejected = total - ok + unknown_rows
             report.rejected += rejected
             if rejected and len(report.errors) < MAX_ERRORS:
-                self._errors(cur, report, kind, checked, keep, unknown_view)
+                full = f"WITH c AS ({errors_from}) " if errors_from else checked
+                self._errors(cur, report, kind, full, keep, unknown_view)
             if strict and report.rejected:
                 return  # the file will be rolled back: no point inserting
             good = checked + f"SELECT * FROM c WHERE {keep}"
