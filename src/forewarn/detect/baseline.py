@@ -109,9 +109,14 @@ def trailing_baseline(
     if "_pos" not in frame.columns:
         frame = with_positions(frame, keys)
     x_lag = lag(value, 1)
-    frame = frame.with_columns(
-        base_median=pl.when(pl.col("_pos") >= window).then(x_lag.rolling_median(window, min_samples=window))
-    )
+    levels = {
+        "base_median": pl.when(pl.col("_pos") >= window).then(
+            x_lag.rolling_median(window, min_samples=window)
+        )
+    }
+    if season:
+        levels["season_median"] = _median4([lag(value, season * k) for k in range(1, SEASON_LAGS + 1)])
+    frame = frame.with_columns(**levels)  # one context: Polars computes independent columns in parallel
     resid = (pl.col(value) - pl.col("base_median")).abs()
     exprs = {
         "base_scale": pl.when(pl.col("_pos") >= window + scale_window).then(
@@ -121,8 +126,6 @@ def trailing_baseline(
         )
     }
     if season:
-        lags = [lag(value, season * k) for k in range(1, SEASON_LAGS + 1)]
-        frame = frame.with_columns(season_median=_median4(lags))
         s_resid = (pl.col(value) - pl.col("season_median")).abs()
         need = max(window, season * SEASON_LAGS) + scale_window
         exprs["season_scale"] = pl.when(pl.col("_pos") >= need).then(

@@ -296,13 +296,22 @@ class UsageTripWire:
         self.params = replace(UsageParams(), **overrides)
 
     def _prepare(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Series values plus per-series descriptors (unit, period) for the explanations."""
+        """Series values, and the frame the per-series descriptors (unit, period) come from."""
+        return frame.select("customer_id", "metric", "ts", "value"), frame
+
+    @staticmethod
+    def _describe(frame: pl.DataFrame, fired: pl.DataFrame) -> pl.DataFrame:
+        """Unit and period of the series that fired (for the explanations), looked up for those only."""
         cols = frame.columns
-        desc = frame.group_by("customer_id", "metric").agg(
-            unit=pl.col("unit").drop_nulls().first() if "unit" in cols else pl.lit(None, pl.String),
-            period=pl.col("period").drop_nulls().first() if "period" in cols else pl.lit(None, pl.String),
+        keys = ["customer_id", "metric"]
+        return (
+            frame.join(fired.select(keys).unique(), on=keys, how="semi")
+            .group_by(keys)
+            .agg(
+                unit=pl.col("unit").drop_nulls().first() if "unit" in cols else pl.lit(None, pl.String),
+                period=pl.col("period").drop_nulls().first() if "period" in cols else pl.lit(None, pl.String),
+            )
         )
-        return frame.select("customer_id", "metric", "ts", "value"), desc
 
     def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
         """Every (customer, time) the trip wire would fire at, in ``FINDINGS_SCHEMA`` (``ts`` = that time)."""
@@ -353,6 +362,7 @@ class UsageTripWire:
         if fired.height == 0:
             return empty_findings()
         p = self.params
+        desc = self._describe(desc, fired)
         need = p.window + p.scale_window
         cap = tail_periods(p)
         # history counts in findings are capped where the baseline stops looking back (live == backtest)
