@@ -159,3 +159,36 @@ def test_approaching_limit_in_the_current_billing_period() -> None:
         .height
         == 0
     )
+
+
+def test_score_history_equals_detect_at_every_run() -> None:
+    from polars.testing import assert_frame_equal
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    per_day = {"a": 1.7, "b": 1.0, "c": 0.4, "d": 2.2}
+    for c, amount in per_day.items():
+        "a": (1.7, 14),
+        "b": (1.0, 31),
+        "c": (0.4, None),
+        "d": (2.2, 1),
+    }.items():
+        for q in range(150 * 4):  # every 6 hours, stamped at the end of the quarter day
+            rows.append((c, "data_gb", start + timedelta(hours=6 * q), amount / 4 * (1 + (q % 7) / 10)))
+    usage = pl.DataFrame(
+        rows, schema={"customer_id": pl.String, "metric": pl.String, "ts": pl.Datetime("us", "UTC"),
+                      "value": pl.Float64}, orient="row",
+    )  # fmt: skip
+    attrs = {"a": {"plan_limit_gb": 60, "billing_day": 14}, "b": {"plan_limit_gb": 40, "billing_day": 31},
+             "c": {"plan_limit_gb": 20}, "d": {"plan_limit_gb": 70, "billing_day": 1}}  # fmt: skip
+    customers = pl.DataFrame({"id": list(attrs), "attributes": [json.dumps(a) for a in attrs.values()]})
+    wire = OpportunityTripWire()
+    runs = [start + timedelta(days=d, hours=h) for d in range(155) for h in (5, 9)]
+    history = wire.score_history({"usage": usage}, runs=runs, customers=customers)
+    every = pl.concat([wire.detect({"usage": usage}, r, customers=customers) for r in runs])
+    assert set(history["condition"].str.split(":").list.get(1)) == {"plan_limit", "approaching_limit"}
+    assert_frame_equal(history, every.sort("ts", "customer_id", "condition"))
+    # default runs: daily at 09:00 UTC over the usage's span
+    daily = wire.score_history({"usage": usage}, customers=customers)
+    assert daily["ts"].dt.hour().unique().to_list() == [9]
+    assert_frame_equal(daily, history.filter(pl.col("ts").dt.hour() == 9, pl.col("ts") <= usage["ts"].max()))

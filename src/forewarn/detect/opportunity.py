@@ -33,14 +33,15 @@ a plan with more data may suit you better.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings
+from forewarn.detect.base import FINDINGS_SCHEMA, Params, as_findings, empty_findings
+from forewarn.detect.history import TS, daily_runs, utc
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,8 @@ class OpportunityTripWire:
         limits = plan_limits(customers, p.limit_attribute)
         if usage is None or usage.height == 0 or limits.height == 0:
             return empty_findings()
-        days = customer_number(customers, p.billing_day_attribute).select(
-            "customer_id", pl.col("value").round().cast(pl.Int64).clip(1, 31).alias("billing_day")
-        )
-        limits = (
-            limits.join(days, on="customer_id", how="left")
-            .with_columns(pl.col("billing_day").fill_null(1))
-            .with_columns(period_index(pl.lit(as_of.date()), pl.col("billing_day")).alias("current"))
+        limits = self._with_billing_day(customers, limits).with_columns(
+            period_index(pl.lit(as_of.date()), pl.col("billing_day")).alias("current")
         )
         oldest = as_of - timedelta(days=31 * (p.periods + 1))  # cheap pre-filter before the join
         periods = (
@@ -208,16 +204,118 @@ class OpportunityTripWire:
             .sort("customer_id", "period")
             .collect()
         )
-        rows = self._plan_offers(periods.filter(pl.col("period") < pl.col("current")), as_of)
-        rows += self._approaching(periods.filter(pl.col("period") == pl.col("current")), as_of)
+        stamp = pl.lit(as_of).cast(pl.Datetime("us", "UTC")).alias("ts")
+        complete = periods.filter(pl.col("period") < pl.col("current"))
+        rows = self._plan_offers(self._near_periods(complete, ["customer_id"]).with_columns(stamp))
+        rows += self._approaching(periods.filter(pl.col("period") == pl.col("current")).with_columns(stamp))
         if not rows:
             return empty_findings()
         return as_findings(pl.DataFrame(rows)).sort("customer_id", "condition")
 
-    def _plan_offers(self, complete: pl.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
+    def score_history(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        *,
+        runs: Sequence[datetime] | None = None,
+        **context: Any,
+    ) -> pl.DataFrame:
+        """``detect`` at every run (default: daily at 09:00 UTC over the usage's span), in one pass.
+
+        Per customer and run: the current period's usage so far is a running total over the customer's usage
+        rows (as-of joined at the run), and the complete periods before it are whole-period totals, so the
+        plan offer only changes when a period ends and is worked out once per (customer, period).
+        """
         p = self.params
-        fired = (
-            complete.group_by("customer_id")
+        usage = frames.get("usage")
+        customers = context.get("customers")
+        limits = plan_limits(customers, p.limit_attribute)
+        if usage is None or usage.height == 0 or limits.height == 0:
+            return empty_findings()
+        runs = sorted(utc(r) for r in runs) if runs is not None else daily_runs(frames, ["usage"])
+        if not runs:
+            return empty_findings()
+        limits = self._with_billing_day(customers, limits)
+        rows = (
+            usage.lazy()
+            .filter(pl.col("metric") == p.metric)
+            .select("customer_id", pl.col("ts").cast(TS), "value")
+            .join(limits.lazy(), on="customer_id")
+            .with_columns(
+                period_index(usage_day(pl.col("ts"), p.usage_stamp), pl.col("billing_day")).alias("p")
+            )
+            .group_by("customer_id", "p", "ts")
+            .agg(pl.col("value").sum())
+            .sort("customer_id", "ts")
+            .with_columns(pl.col("value").cum_sum().over("customer_id", "p").alias("so_far"))
+            .collect()
+        )
+        totals = rows.group_by("customer_id", "p").agg(pl.col("value").sum().round(6).alias("used"))
+        at = pl.DataFrame({"ts": pl.Series(runs, dtype=TS)}).with_columns(day=pl.col("ts").dt.date())
+        grid = (
+            limits.join(at, how="cross")
+            .with_columns(period_index(pl.col("day"), pl.col("billing_day")).alias("c"))
+            .sort("ts")
+        )
+        # the current period so far: the customer's latest usage row at the run, when it is in that period
+        now = (
+            grid.join_asof(
+                rows.select("customer_id", "ts", "p", "so_far"),
+                on="ts",
+                by="customer_id",
+                check_sortedness=False,
+            )
+            .filter(pl.col("p") == pl.col("c"))
+            .with_columns(pl.col("so_far").round(6).alias("used"))
+            .with_columns(
+                (pl.col("used") / pl.col("plan_limit")).alias("fraction"),
+                period_start(pl.col("c") + 1, pl.col("billing_day")).alias("next"),
+                period_start(pl.col("c"), pl.col("billing_day")).alias("period"),
+            )
+            .filter(pl.col("fraction") >= p.approach_fraction)
+            .sort("ts", "customer_id")
+        )
+        found = self._approaching(now)
+        # complete periods: the ``periods`` before each (customer, current period), worked out once
+        spans = grid.select("customer_id", "c", "plan_limit", "billing_day").unique()
+        before = (
+            spans.with_columns(pl.int_ranges(pl.col("c") - p.periods, pl.col("c")).alias("p"))
+            .explode("p")
+            .join(totals, on=["customer_id", "p"])
+            .with_columns(
+                (pl.col("used") / pl.col("plan_limit")).alias("fraction"),
+                period_start(pl.col("p"), pl.col("billing_day")).alias("period"),
+            )
+            .sort("customer_id", "c", "p")
+        )
+        near = self._near_periods(before, ["customer_id", "c"]).with_columns(
+            pl.lit(None, dtype=TS).alias("ts")
+        )
+        parts = [as_findings(pl.DataFrame(found))] if found else []
+        offers = self._plan_offers(near)
+        if offers:
+            once = as_findings(pl.DataFrame(offers)).drop("ts").with_columns(near["c"])
+            parts.append(
+                once.join(grid.select("customer_id", "c", "ts"), on=["customer_id", "c"]).select(
+                    list(FINDINGS_SCHEMA)
+                )
+            )
+        if not parts:
+            return empty_findings()
+        return pl.concat(parts).sort("ts", "customer_id", "condition")
+
+    def _with_billing_day(self, customers: pl.DataFrame | None, limits: pl.DataFrame) -> pl.DataFrame:
+        days = customer_number(customers, self.params.billing_day_attribute).select(
+            "customer_id", pl.col("value").round().cast(pl.Int64).clip(1, 31).alias("billing_day")
+        )
+        return limits.join(days, on="customer_id", how="left").with_columns(
+            pl.col("billing_day").fill_null(1)
+        )
+
+    def _near_periods(self, complete: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        """Per ``keys``: the complete periods, in order, when ``periods`` of them are all near the limit."""
+        p = self.params
+        return (
+            complete.group_by(keys)
             .agg(
                 pl.len().alias("n"),
                 pl.col("fraction").min().alias("min_fraction"),
@@ -228,8 +326,12 @@ class OpportunityTripWire:
                 pl.col("fraction"),
             )
             .filter(pl.col("n") == p.periods, pl.col("min_fraction") >= p.near_fraction)
-            .sort("customer_id")
+            .sort(keys)
         )
+
+    def _plan_offers(self, fired: pl.DataFrame) -> list[dict[str, Any]]:
+        """Offer findings for :meth:`_near_periods` rows with a ``ts`` column (the run)."""
+        p = self.params
         rows = []
         for r in fired.iter_rows(named=True):
             used = [_number(round(u, 1)) for u in r["used"]]
@@ -255,7 +357,7 @@ class OpportunityTripWire:
                     "customer_id": r["customer_id"],
                     "kind": self.name,
                     "condition": f"opportunity:plan_limit:{p.metric}",
-                    "ts": as_of,
+                    "ts": r["ts"],
                     "score": float(r["mean_fraction"]),
                     "confidence": 0.5 + 0.5 * min(1.0, max(0.0, headroom)),
                     "severity": "info",
@@ -266,11 +368,12 @@ class OpportunityTripWire:
             )
         return rows
 
-    def _approaching(self, current: pl.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
+    def _approaching(self, current: pl.DataFrame) -> list[dict[str, Any]]:
+        """Approaching-limit findings for current-period rows with a ``ts`` column (the run)."""
         p = self.params
         rows = []
         for r in current.filter(pl.col("fraction") >= p.approach_fraction).iter_rows(named=True):
-            left = (r["next"] - as_of.date()).days
+            left = (r["next"] - r["ts"].astimezone(UTC).date()).days
             limit = f"{_number(r['plan_limit'])} {p.unit}"
             used = f"{r['used']:.1f} {p.unit}"
             days_left = "1 day" if left == 1 else f"{left} days"
@@ -298,7 +401,7 @@ class OpportunityTripWire:
                     "customer_id": r["customer_id"],
                     "kind": self.name,
                     "condition": f"opportunity:approaching_limit:{p.metric}:{r['period'].isoformat()}",
-                    "ts": as_of,
+                    "ts": r["ts"],
                     "score": float(r["fraction"]),
                     "confidence": 1.0,  # metered usage already spent, not a forecast
                     "severity": "info",
