@@ -168,11 +168,6 @@ def test_score_history_equals_detect_at_every_run() -> None:
     rows = []
     per_day = {"a": 1.7, "b": 1.0, "c": 0.4, "d": 2.2}
     for c, amount in per_day.items():
-        "a": (1.7, 14),
-        "b": (1.0, 31),
-        "c": (0.4, None),
-        "d": (2.2, 1),
-    }.items():
         for q in range(150 * 4):  # every 6 hours, stamped at the end of the quarter day
             rows.append((c, "data_gb", start + timedelta(hours=6 * q), amount / 4 * (1 + (q % 7) / 10)))
     usage = pl.DataFrame(
