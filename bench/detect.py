@@ -306,9 +306,9 @@ def main() -> None:
     ratio = med["usage"] / med[ref_name]
     ratio_cpu = med_cpu["usage"] / med_cpu[ref_name]
     print(f"usage trip wire / hand-written query: {ratio:.2f}x wall, {ratio_cpu:.2f}x cpu (target <= 1.5x)")
-    top = max(peaks.values())
+    top = max(v for k, v in peaks.items() if k not in extra)
     print(
-        f"memory: RSS {rss_before:.2f} GB with the data loaded, peak {top:.2f} GB while detecting "
+        f"memory: RSS {rss_before:.2f} GB with the data loaded, peak {top:.2f} GB while the trip wires ran "
         f"(+{top - rss_before:.2f} GB); process peak incl. data generation {peak_gb:.2f} GB "
         "(target < 3 GB)"
     )
