@@ -19,7 +19,12 @@ Three conditions, each judged against the customer's own history (same-day event
   (``contact_min_events`` contact days within ``contact_lookback_days`` before their last one) has been quiet
   for ``contact_overdue_factor`` x their median gap.
 
-Context used: ``bgnbd`` (optional, see above). Findings are severity ``info``, topic ``account``.
+Context used: ``bgnbd`` (optional, see above; a mapping entry of ``None`` for an event type means "no
+model": the interval rule only). Findings are severity ``info``, topic ``account``.
+
+Backtests: :meth:`CadenceTripWire.score_history` gives every daily run's findings in one vectorised pass (a
+customer's rhythm only changes on their event days), refitting the population BG/NBD every ``refit_days``
+on the data up to each refit; ``detect`` given those models returns the same findings at each run.
 
 >>> from datetime import datetime, timedelta, UTC
 >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)

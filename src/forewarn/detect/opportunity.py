@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 
 from forewarn.detect.base import FINDINGS_SCHEMA, Params, as_findings, empty_findings
@@ -244,39 +245,51 @@ class OpportunityTripWire:
                 period_index(usage_day(pl.col("ts"), p.usage_stamp), pl.col("billing_day")).alias("p")
             )
             .group_by("customer_id", "p", "ts")
-            .agg(pl.col("value").sum())
+            .agg(pl.col("value").sum(), pl.col("plan_limit").first(), pl.col("billing_day").first())
             .sort("customer_id", "ts")
-            .with_columns(pl.col("value").cum_sum().over("customer_id", "p").alias("so_far"))
+            .with_columns(
+                pl.col("value").cum_sum().over("customer_id", "p").alias("so_far"),
+                pl.col("ts").shift(-1).over("customer_id").alias("next_ts"),
+            )
             .collect()
         )
         totals = rows.group_by("customer_id", "p").agg(pl.col("value").sum().round(6).alias("used"))
-        at = pl.DataFrame({"ts": pl.Series(runs, dtype=TS)}).with_columns(day=pl.col("ts").dt.date())
-        grid = (
-            limits.join(at, how="cross")
-            .with_columns(period_index(pl.col("day"), pl.col("billing_day")).alias("c"))
-            .sort("ts")
+        # each run's current period per billing day (31 x runs rows, not customers x runs)
+        at = pl.DataFrame({"run": np.arange(len(runs)), "ts": pl.Series(runs, dtype=TS)})
+        current = (
+            at.join(limits.select("billing_day").unique(), how="cross")
+            .with_columns(period_index(pl.col("ts").dt.date(), pl.col("billing_day")).alias("c"))
+            .drop("ts")
         )
-        # the current period so far: the customer's latest usage row at the run, when it is in that period
+        # the current period so far: each usage row's running total holds from its time until the customer's
+        # next row, at the runs whose current period is the row's period
+        cand = rows.filter(
+            pl.col("so_far").round(6) / pl.col("plan_limit") >= p.approach_fraction
+        )  # fmt: skip
+        run_us = at["ts"].cast(pl.Int64).to_numpy()
+        lo = np.searchsorted(run_us, cand["ts"].cast(pl.Int64).to_numpy(), side="left")
+        nxt = cand["next_ts"].cast(pl.Int64).fill_null(np.iinfo(np.int64).max).to_numpy()
+        count = np.searchsorted(run_us, nxt, side="left") - lo
+        which = np.repeat(np.arange(cand.height), count)
+        run = np.arange(which.size) - np.repeat(np.cumsum(count) - count, count) + np.repeat(lo, count)
         now = (
-            grid.join_asof(
-                rows.select("customer_id", "ts", "p", "so_far"),
-                on="ts",
-                by="customer_id",
-                check_sortedness=False,
-            )
+            cand.drop("ts")
+            .select(pl.all().gather(which))
+            .with_columns(run=pl.Series(run, dtype=pl.Int64))
+            .join(current, on=["billing_day", "run"])
             .filter(pl.col("p") == pl.col("c"))
+            .join(at, on="run")
             .with_columns(pl.col("so_far").round(6).alias("used"))
             .with_columns(
                 (pl.col("used") / pl.col("plan_limit")).alias("fraction"),
                 period_start(pl.col("c") + 1, pl.col("billing_day")).alias("next"),
                 period_start(pl.col("c"), pl.col("billing_day")).alias("period"),
             )
-            .filter(pl.col("fraction") >= p.approach_fraction)
             .sort("ts", "customer_id")
         )
         found = self._approaching(now)
         # complete periods: the ``periods`` before each (customer, current period), worked out once
-        spans = grid.select("customer_id", "c", "plan_limit", "billing_day").unique()
+        spans = limits.join(current.select("billing_day", "c").unique(), on="billing_day")
         before = (
             spans.with_columns(pl.int_ranges(pl.col("c") - p.periods, pl.col("c")).alias("p"))
             .explode("p")
@@ -295,9 +308,10 @@ class OpportunityTripWire:
         if offers:
             once = as_findings(pl.DataFrame(offers)).drop("ts").with_columns(near["c"])
             parts.append(
-                once.join(grid.select("customer_id", "c", "ts"), on=["customer_id", "c"]).select(
-                    list(FINDINGS_SCHEMA)
-                )
+                once.join(limits.select("customer_id", "billing_day"), on="customer_id")
+                .join(current, on=["billing_day", "c"])
+                .join(at, on="run")
+                .select(list(FINDINGS_SCHEMA))
             )
         if not parts:
             return empty_findings()
