@@ -58,7 +58,13 @@ def test_demo_delivers_to_local_files_and_writes_reports(demo_home: Path) -> Non
     assert delivered, "no message reached a channel"
     keys = [m["id"] for m in delivered]  # the idempotency key
     assert len(keys) == len(set(keys)), "a message was delivered twice"
-    assert (demo_home / "backtest.html").read_text().lstrip().lower().startswith("<!doctype html")
+    assert (
+        next((demo_home / "backtests").glob("*.html"))
+        .read_text()
+        .lstrip()
+        .lower()
+        .startswith("<!doctype html")
+    )
 
 
 def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ class Demo:
         self.console.print(
             f"\nEverything is under [bold]{home}[/]: state.db, signals.duckdb, "
             "sim/ (with ground_truth.jsonl), deliveries/*.jsonl (every message as sent), "
-            "backtest.html, demo-summary.json."
+            "backtests/ (HTML and JSON reports), playbooks/, demo-summary.json."
         )
         return ctx
 
@@ -199,8 +199,10 @@ class Demo:
 
     def detect(self, ctx: Context, end: Any) -> None:
         from forewarn.detect.runner import run_detection
+        from forewarn.measure.ops import record_run_report
 
         report = run_detection(ctx, as_of=end, examples=2)
+        record_run_report(report)  # shown on /metrics
         table = Table("trip wire", "firing", "opened", "example explanation")
         for w in report.wires:
             example = w.examples[0] if w.examples else (w.detail if hasattr(w, "detail") else "")
@@ -211,8 +213,13 @@ class Demo:
     def decide(self, ctx: Context, worker: Any, end: Any) -> None:
         from forewarn.decide.engine import run_playbooks
 
-        summary = run_playbooks(ctx, examples_dir(), as_of=end, now=end)
-        sent = worker.drain(now=end + timedelta(days=1))
+        # the dashboard's playbooks page reads HOME/playbooks
+        folder = ctx.settings.home / "playbooks"
+        shutil.copytree(examples_dir(), folder, dirs_exist_ok=True)
+        summary = run_playbooks(ctx, folder, as_of=end, now=end)
+        # deliver on the history's clock, hour by hour through the next day, so that messages deferred by
+        # quiet hours go out when the customer's morning comes (not at today's wall-clock time)
+        sent = sum(worker.drain(now=end + timedelta(hours=h)) for h in range(26))
         table = Table("playbook", "decisions by status")
         for name, counts in sorted(summary.by_playbook.items()):
             table.add_row(name, ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
@@ -235,8 +242,10 @@ class Demo:
             load_playbooks(examples_dir()), data_from_world(world), start, end, settings=ctx.settings
         )
         self.console.print(render_text(report, width=self.console.width))
-        (home / "backtest.html").write_text(render_html(report))
-        (home / "backtest.json").write_text(report.to_json())
+        folder = home / "backtests"  # the dashboard's playbooks page lists these
+        folder.mkdir(exist_ok=True)
+        (folder / f"backtest-{start}-{end}.html").write_text(render_html(report))
+        (folder / f"backtest-{start}-{end}.json").write_text(report.to_json())
         self.summary["backtest"] = report.overall
 
     def outcomes(self, ctx: Context, start: date, end: Any) -> None:

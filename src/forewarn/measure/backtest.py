@@ -31,6 +31,7 @@ have sent"), so holdouts and shadow playbooks are measured too.
 from __future__ import annotations
 
 import bisect
+import inspect
 import json
 import time as _time
 from collections import Counter, defaultdict
@@ -204,13 +205,17 @@ def _findings_for(
     context: Mapping[str, Any],
     runs: Sequence[datetime],
     params: Mapping[str, Any],
+    detect_every: int = 1,
 ) -> tuple[pl.DataFrame, str]:
     wire = load_wire(kind, **params)
     data = {k: frames[k] for k in wire.kinds if k in frames}
     if hasattr(wire, "score_history"):
-        found = wire.score_history(data, **context)
+        # wires that score at given run times get ours (every day); the others score every data row
+        takes_runs = "runs" in inspect.signature(wire.score_history).parameters
+        found = wire.score_history(data, **({"runs": list(runs)} if takes_runs else {}), **context)
         how = "score_history"
     else:
+        runs = runs[::detect_every]
         parts = [wire.detect(data, as_of, **context) for as_of in runs]
         parts = [as_findings(p) for p in parts if p.height]
         found = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
@@ -457,9 +462,8 @@ def run_backtest(
                 continue
             found, how = _outage_findings(truth), "ground-truth outages"
         else:
-            found, how = _findings_for(
-                kind, frames, context, runs[::detect_every], (wire_params or {}).get(kind, {})
-            )
+            params = (wire_params or {}).get(kind, {})
+            found, how = _findings_for(kind, frames, context, runs, params, detect_every)
         firings[kind] = found
         found = found.filter((pl.col("ts") > lo) & (pl.col("ts") <= hi))
         parts.append(found)
