@@ -37,7 +37,9 @@ def pg_admin() -> Iterator[sa.Engine]:
     if engine is None:
         if os.environ.get("FOREWARN_REQUIRE_PG"):
             pytest.fail(f"FOREWARN_REQUIRE_PG is set but no PostgreSQL server answers at {PG_URL}")
-        pytest.skip(f"no PostgreSQL server at {PG_URL} (set FOREWARN_TEST_PG_URL to run the PostgreSQL suite)")
+        pytest.skip(
+            f"no PostgreSQL server at {PG_URL} (set FOREWARN_TEST_PG_URL to run the PostgreSQL suite)"
+        )
     yield engine
     engine.dispose()
 

@@ -81,7 +81,9 @@ class StateStoreContract:
 
     def test_customer_roundtrip_with_consent_and_attributes(self, engine) -> None:
         with transaction(engine) as s:
-            c = self._customer(s, attributes={"plan_limit_gb": 200, "tags": ["vip"]}, channels=["sms", "email"])
+            c = self._customer(
+                s, attributes={"plan_limit_gb": 200, "tags": ["vip"]}, channels=["sms", "email"]
+            )
             c.consents.append(Consent(channel="email", topic="*", granted=True))
             c.consents.append(Consent(channel="email", topic="marketing", granted=False))
         with transaction(engine) as s:
@@ -128,7 +130,9 @@ class StateStoreContract:
             inc.updates.append(IncidentUpdate(seq=0, status="investigating", message="looking"))
             s.add(inc)
             s.flush()
-            s.add(AffectedCustomer(incident_id=inc.id, customer_id="c1", service_id="broadband", region="north"))
+            s.add(
+                AffectedCustomer(incident_id=inc.id, customer_id="c1", service_id="broadband", region="north")
+            )
         with transaction(engine) as s:
             inc = s.scalars(sa.select(Incident)).one()
             assert [u.seq for u in inc.updates] == [0, 1]

@@ -98,7 +98,9 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("FOREWARN_CONFIG") or ("forewarn.toml" if Path("forewarn.toml").exists() else "")
+        path = os.environ.get("FOREWARN_CONFIG") or (
+            "forewarn.toml" if Path("forewarn.toml").exists() else ""
+        )
         if not path:
             return {}
         with open(path, "rb") as f:

@@ -121,7 +121,9 @@ _KINDS = (
             Field("metric", "str", True, description="what is metered, e.g. data_gb"),
             Field("value", "float", True, unit="per metric (data_gb: GB, minutes: min, ...)"),
             Field("unit", "str", unit=None, description="unit of value, e.g. GB"),
-            Field("period", "str", description="length of the period", choices=("hour", "day", "week", "month")),
+            Field(
+                "period", "str", description="length of the period", choices=("hour", "day", "week", "month")
+            ),
             Field("service_id", "str", description="service the usage is of, when known"),
         ),
     ),
@@ -165,7 +167,9 @@ _KINDS = (
             Field("channel", "str", True, choices=("phone", "email", "chat", "web", "social", "store")),
             Field("subject", "str"),
             Field("text", "str"),
-            Field("topic", "str", description="outage, billing, device, usage, account..., when already known"),
+            Field(
+                "topic", "str", description="outage, billing, device, usage, account..., when already known"
+            ),
             Field("service_id", "str"),
         ),
     ),

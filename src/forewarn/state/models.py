@@ -131,7 +131,9 @@ class Incident(Base):
     title: Mapped[str] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(32), default="investigating", index=True)
     severity: Mapped[str] = mapped_column(String(32), default="major")  # minor, major, critical
-    source: Mapped[str] = mapped_column(String(64), default="api")  # api, alertmanager, monitor, detector, sim
+    source: Mapped[str] = mapped_column(
+        String(64), default="api"
+    )  # api, alertmanager, monitor, detector, sim
     public_message: Mapped[str | None] = mapped_column(Text)
     eta: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -205,7 +207,9 @@ class Finding(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(64))  # trip wire: usage, cadence, billing, devices, schedule...
-    condition: Mapped[str] = mapped_column(String(256))  # what exactly, e.g. "usage:drop:data_gb", "device:D17"
+    condition: Mapped[str] = mapped_column(
+        String(256)
+    )  # what exactly, e.g. "usage:drop:data_gb", "device:D17"
     status: Mapped[str] = mapped_column(String(16), default="open")  # open, closed
     score: Mapped[float] = mapped_column(Float)
     confidence: Mapped[float] = mapped_column(Float)
@@ -244,7 +248,9 @@ class OutboxMessage(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(String(32))
     address: Mapped[str | None] = mapped_column(String(320))
-    topic: Mapped[str] = mapped_column(String(64))  # consent topic: outage, billing, usage, device, marketing...
+    topic: Mapped[str] = mapped_column(
+        String(64)
+    )  # consent topic: outage, billing, usage, device, marketing...
     thread_key: Mapped[str] = mapped_column(String(256))  # one thread per customer per condition / incident
     priority: Mapped[str] = mapped_column(String(16), default="normal")  # critical, high, normal, low
     subject: Mapped[str] = mapped_column(String(512), default="")
@@ -255,7 +261,9 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
     finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"), index=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
     playbook: Mapped[str | None] = mapped_column(String(128))
@@ -284,6 +292,8 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None] = mapped_column()
     sla_due_at: Mapped[datetime | None] = mapped_column()
     first_response_at: Mapped[datetime | None] = mapped_column()
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
     finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
