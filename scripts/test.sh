@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then "${PYTHON:-python3}" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,oracle]"
 
 # The dashboard's browser tests drive Debian's chromium. Install it when we can (root with apt);
 # otherwise those tests skip and say why.
