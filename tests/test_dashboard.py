@@ -197,8 +197,9 @@ def test_prometheus_metrics(client: TestClient) -> None:
 
 def test_detector_run_reports_are_exported(client: TestClient) -> None:
     from forewarn.detect.runner import RunReport, WireReport
-    from forewarn.measure.ops import record_run_report
+    from forewarn.measure.ops import record_run_report, reset_detector_stats
 
+    reset_detector_stats()  # other tests in this process (the demo) record runs too
     report = RunReport(
         as_of=at(8),
         wires=[

@@ -52,6 +52,12 @@ class _Registry:
 _REGISTRY = _Registry()
 
 
+def reset_detector_stats() -> None:
+    """Forget every recorded run (the registry is per process; tests start from a clean one)."""
+    with _REGISTRY.lock:
+        _REGISTRY.detectors.clear()
+
+
 def record_detector_run(tripwire: str, seconds: float, *, findings: int = 0, error: bool = False) -> None:
     """Record one trip wire run (its wall time, findings written, whether it failed) for ``/metrics``."""
     with _REGISTRY.lock:
