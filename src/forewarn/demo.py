@@ -160,7 +160,7 @@ class Demo:
             "started",
             "affected",
             "notified",
-            "first notice after start (p50)",
+            "notice delivered after detection (p50)",
             "contacts before notice",
             "after",
             "linked",
@@ -253,21 +253,44 @@ class Demo:
 
         metrics = outcome_metrics(ctx.engine, Period.parse(start, end), signals=ctx.signals)
         self.summary["outcomes"] = metrics
-        table = Table("metric", "value")
-        for key in (
-            "contacts",
-            "notices",
-            "avoidable_contacts",
-            "repeat_contacts",
-            "time_to_notify",
-            "lead_time",
-            "delivery",
-        ):
-            value = metrics.get(key)
-            if isinstance(value, dict):
-                value = {k: v for k, v in value.items() if not isinstance(v, list | dict)}
-            table.add_row(key.replace("_", " "), json.dumps(value, default=str)[:150])
+        m = metrics
+        c, n, av, rep = m["contacts"], m["notices"], m["avoidable_contacts"], m["repeat_contacts"]
+        ttn, lead, dl = m["time_to_notify"], m["lead_time"], m["delivery"]
+        table = Table("outcome", "value")
+        table.add_row("inbound contacts", f"{c['total']:,} ({c['per_1000']:.1f} per 1,000 customers)")
+        table.add_row("proactive notices sent", f"{n['sent']:,} to {n['customers']:,} customers")
+        table.add_row(
+            "avoidable contacts (about something already known)",
+            f"{av['total']:,} ({_pct(av['share'])}): {av['before_notice']:,} before the customer was told, "
+            f"{av['after_notice']:,} after",
+        )
+        table.add_row("repeat contacts (same topic, 7 days)", f"{rep['total']:,} ({_pct(rep['share'])})")
+        table.add_row(
+            "time to notify (incident start to first notice)",
+            f"p50 {_dur(ttn['p50_s'])}, p95 {_dur(ttn['p95_s'])} over {ttn['count']} incidents",
+        )
+        table.add_row(
+            "lead time (notice to the contact it anticipated)",
+            f"p50 {_dur(lead['p50_s'])}, p95 {_dur(lead['p95_s'])} over {lead['count']:,} contacts",
+        )
+        table.add_row(
+            "delivery", f"{_pct(dl['success_rate'])} delivered, latency p50 {_dur(dl['latency_p50_s'])}"
+        )
         self.console.print(table)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def run_demo(options: DemoOptions, *, serve: bool = True, port: int = 8000) -> None:
