@@ -64,24 +64,21 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision`` (creating it when new)."""
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _migrate(command.upgrade, url, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at ``url`` back to ``revision`` (``base`` removes forewarn's schema)."""
+    _migrate(command.downgrade, url, revision)
+
+
+def _migrate(step: Any, url: str, revision: str) -> None:
     engine = make_engine(url)
     try:
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # one transaction: a failed migration leaves nothing half-applied
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
+            step(cfg, revision)
     finally:
         engine.dispose()
 
