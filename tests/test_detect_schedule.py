@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from forewarn.detect import registry
 from forewarn.detect.base import FINDINGS_SCHEMA
+from forewarn.detect.history import daily_runs
 from forewarn.detect.schedule import ScheduleTripWire
 from forewarn.signals.schema import KINDS
 
@@ -181,3 +183,123 @@ def test_contract_and_bad_parameters() -> None:
     with pytest.raises(ValueError, match="unknown parameter"):
         ScheduleTripWire(lead=3)
     assert wire.detect({}, AS_OF).height == 0
+
+
+def _every_run(
+    wire: ScheduleTripWire, frames: dict[str, pl.DataFrame], runs: list, **context: Any
+) -> pl.DataFrame:
+    parts = [wire.detect(frames, r, **context) for r in runs]
+    parts = [p for p in parts if p.height]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def _same(a: pl.DataFrame, b: pl.DataFrame) -> None:
+    keys = list(FINDINGS_SCHEMA)
+    assert_frame_equal(a.sort(keys), b.sort(keys))
+
+
+@pytest.fixture(scope="module")
+def world() -> Any:
+    from forewarn.measure.backtest import data_from_world
+    from forewarn.sim.world import SimConfig, simulate
+
+    return data_from_world(simulate(SimConfig(customers=300, days=90, seed=3)))
+
+
+def test_score_history_equals_detect_at_every_run_on_a_simulated_world(world: Any) -> None:
+    frames = {k: world.frames[k] for k in ("subscription", "shipment")}
+    runs = daily_runs(world.frames, ["usage"])
+    wire = ScheduleTripWire()
+    hist = wire.score_history(frames, runs=runs, dependencies=world.dependencies)
+    every = _every_run(wire, frames, runs, dependencies=world.dependencies)
+    # the world has notices of every kind, and their days-left changes from run to run
+    kinds = set(hist["condition"].str.split(":").list.get(1))
+    assert {"renewal_due", "card_expiry", "plan_change", "maintenance", "shipment_late"} <= kinds
+    assert hist["explanation"].n_unique() > hist.select("customer_id", "condition").n_unique()
+    _same(hist, every)
+    # other lead windows: still the same as detect
+    wire = ScheduleTripWire(maintenance_lead_days=2, card_expiry_lead_days=45, shipment_grace_days=1)
+    _same(
+        wire.score_history(frames, runs=runs[::3], dependencies=world.dependencies),
+        _every_run(wire, frames, runs[::3], dependencies=world.dependencies),
+    )
+
+
+def test_score_history_is_point_in_time(world: Any) -> None:
+    frames = {k: world.frames[k] for k in ("subscription", "shipment")}
+    runs = daily_runs(world.frames, ["usage"])
+    cut = runs[len(runs) // 2]
+    wire = ScheduleTripWire()
+    full = wire.score_history(frames, runs=runs, dependencies=world.dependencies)
+    known = {k: f.filter(pl.col("ts") <= cut) for k, f in frames.items()}
+    early = wire.score_history(known, runs=runs, dependencies=world.dependencies)
+    # rows after a run never change that run's findings
+    _same(full.filter(pl.col("ts") <= cut), early.filter(pl.col("ts") <= cut))
+    assert full.filter(pl.col("ts") > cut).height != early.filter(pl.col("ts") > cut).height
+
+
+def test_score_history_broadcasts_cancellations_moves_and_lost_shipments() -> None:
+    deps = pl.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3", "c1"],
+            "service_id": ["broadband", "broadband", "tv", "tv"],
+            "region": ["north", "south", "north", "north"],
+        }
+    )
+    t = datetime(2026, 2, 20, tzinfo=UTC)
+    region = json.dumps({"region": "north", "window": "02:00-04:00 UTC"})
+    rows = [
+        sub("*", "maintenance", date(2026, 3, 4), t, service_id="broadband", details=region),
+        sub("c1", "maintenance", date(2026, 3, 4), t, service_id="broadband"),  # also its own row
+        sub("*", "maintenance", date(2026, 3, 3), t, service_id="tv"),
+        sub("*", "maintenance", date(2026, 3, 9), datetime(2026, 2, 27, 10, tzinfo=UTC), service_id="tv"),
+        sub("c2", "renewal_due", date(2026, 3, 8), t, plan_to="Plus"),
+        sub("c2", "cancellation", None, datetime(2026, 3, 2, 8, tzinfo=UTC)),  # stops the renewal notice
+        sub("c3", "renewal_due", date(2026, 3, 8), t),
+        sub("c3", "cancellation", None, datetime(2026, 2, 1, tzinfo=UTC)),  # before the notice: no effect
+        sub("c3", "card_expiry", date(2026, 3, 31), t),
+        sub("c3", "card_expiry", date(2026, 3, 31), t, details="same time, later in the data: this one"),
+    ]
+    seen = datetime(2026, 2, 25, tzinfo=UTC)
+    shipments = [
+        ship("S1", date(2026, 2, 27), date(2026, 3, 4), "delayed", seen),
+        ship("S1", date(2026, 2, 27), date(2026, 3, 4), "delivered", datetime(2026, 3, 3, 12, tzinfo=UTC)),
+        ship("S2", date(2026, 2, 26), date(2026, 2, 26), "in_transit", seen),
+        ship("S3", date(2026, 3, 20), date(2026, 3, 20), "lost", datetime(2026, 2, 28, tzinfo=UTC)),
+    ]
+    frames = {"subscription": subs(rows), "shipment": ships(shipments)}
+    runs = [datetime(2026, 2, 18, 9, tzinfo=UTC) + timedelta(days=d) for d in range(30)]
+    wire = ScheduleTripWire()
+    hist = wire.score_history(frames, runs=runs, dependencies=deps)
+    _same(hist, _every_run(wire, frames, runs, dependencies=deps))
+    at = {r: hist.filter(pl.col("ts") == r) for r in runs}
+    march_1 = at[datetime(2026, 3, 1, 9, tzinfo=UTC)]
+    assert set(march_1.filter(pl.col("condition") == "schedule:renewal_due:2026-03-08")["customer_id"]) == {
+        "c2",
+        "c3",
+    }
+    march_2 = at[datetime(2026, 3, 2, 9, tzinfo=UTC)]
+    assert set(march_2.filter(pl.col("condition") == "schedule:renewal_due:2026-03-08")["customer_id"]) == {
+        "c3"
+    }
+    card = march_2.filter(pl.col("condition") == "schedule:card_expiry:2026-03-31")
+    assert card.height == 1 and json.loads(card["evidence"][0])["details"] == {
+        "text": "same time, later in the data: this one"
+    }
+    # the tv maintenance moved on 27 Feb: the 3 March one stops, the 9 March one starts at its window
+    tv = hist.filter(pl.col("condition").str.starts_with("schedule:maintenance:tv"))
+    assert tv.filter(pl.col("condition").str.ends_with("03-03"))["ts"].max() == datetime(
+        2026, 2, 27, 9, tzinfo=UTC
+    )
+    assert set(tv["customer_id"]) == {"c1", "c3"}
+    # c1 has the broadcast and its own row for the same maintenance (both fire, as in detect); c2 is south
+    bb = march_1.filter(pl.col("condition") == "schedule:maintenance:broadband:2026-03-04")
+    assert bb["customer_id"].to_list() == ["c1", "c1"]
+    late = hist.filter(pl.col("topic") == "shipping")
+    s1 = late.filter(pl.col("condition") == "schedule:shipment_late:S1")
+    assert s1["ts"].max() == datetime(2026, 3, 3, 9, tzinfo=UTC)  # delivered at noon on 3 March
+    s2 = late.filter(pl.col("condition") == "schedule:shipment_late:S2")
+    assert s2["ts"].min() == datetime(2026, 2, 27, 9, tzinfo=UTC) and s2["score"][0] == 1.0
+    assert set(late.filter(pl.col("condition") == "schedule:shipment_late:S3")["severity"]) == {"critical"}
+    assert wire.score_history({}, runs=runs).height == 0
+    assert wire.score_history(frames, runs=[]).height == 0

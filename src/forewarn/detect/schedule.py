@@ -28,14 +28,16 @@ Your order S1 is now expected on 12 March 2026, 3 days later than the 9 March 20
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.history import TS, daily_runs, run_micros, utc
 
 NOTICE_TOPIC = {
     "renewal_due": "account",
@@ -74,6 +76,38 @@ def long_date(d: date) -> str:
 
 def _in_days(n: int) -> str:
     return "today" if n == 0 else "tomorrow" if n == 1 else f"in {n} days"
+
+
+DAY_US = 86_400_000_000
+NO_END = np.iinfo(np.int64).max  # a row nothing replaces: current from its ts on
+_MARK = "\x00per-run\x00"  # stands in for the one evidence figure that changes from run to run
+
+
+def _split_json(evidence: dict[str, Any]) -> tuple[str, str]:
+    """``_row``'s JSON of ``evidence`` split around the ``_MARK`` value, to be joined with a number per run.
+
+    >>> _split_json({"a": 1, "days_left": _MARK})
+    ('{"a": 1, "days_left": ', '}')
+    """
+    text = json.dumps(evidence, sort_keys=True, default=str)
+    before, _, after = text.partition(json.dumps(_MARK))
+    return before, after
+
+
+def _spans(
+    ts_us: np.ndarray,
+    end_us: np.ndarray,
+    first_day: np.ndarray,
+    last_day: np.ndarray,
+    runs_us: np.ndarray,
+    run_day: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run index range [lo, hi) per row: runs that see the row (``ts <= run``), not yet its successor
+    (``run < end``; ``NO_END`` for none) and whose UTC day is within ``first_day..last_day`` (days since 1970)."""
+    hi_end = np.searchsorted(runs_us, end_us, "left")
+    lo = np.maximum(np.searchsorted(runs_us, ts_us, "left"), np.searchsorted(run_day, first_day, "left"))
+    hi = np.minimum(hi_end, np.searchsorted(run_day, last_day, "right"))
+    return lo.astype(np.int64), hi.astype(np.int64)
 
 
 def _details(raw: str | None) -> dict[str, Any]:
@@ -115,6 +149,235 @@ class ScheduleTripWire:
             return empty_findings()
         return as_findings(pl.DataFrame(rows)).sort("customer_id", "condition")
 
+    def score_history(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        *,
+        runs: Sequence[datetime] | None = None,
+        **context: Any,
+    ) -> pl.DataFrame:
+        """``detect`` at every run (default: daily at 09:00 UTC over the rows' span) in one pass, ``ts`` the run.
+
+        A notice row is current for its (customer, event type, service) from its ``ts`` until a newer row for
+        the same key is (or, for a renewal, until the customer's first cancellation at or after it), and fires
+        at the runs of that span inside its lead window; a shipment row likewise until the shipment's next
+        row, on the days it counts as late. Only those (row, run) pairs are expanded, never customers x runs;
+        the days left (or late) is worked out per run, the rest of a finding once per row.
+
+        >>> from datetime import date
+        >>> subs = pl.DataFrame({"customer_id": ["c1"], "ts": [datetime(2026, 3, 1, tzinfo=UTC)],
+        ...     "event_type": ["renewal_due"], "due_date": [date(2026, 3, 10)]})
+        >>> runs = [datetime(2026, 3, d, 9, tzinfo=UTC) for d in (8, 9, 10, 11)]
+        >>> ScheduleTripWire().score_history({"subscription": subs}, runs=runs)["explanation"].to_list()
+        ['Your subscription renews on 10 March 2026 (in 2 days).', \
+'Your subscription renews on 10 March 2026 (tomorrow).', 'Your subscription renews on 10 March 2026 (today).']
+        """
+        runs = sorted(utc(r) for r in runs) if runs is not None else daily_runs(frames, self.kinds)
+        if not runs:
+            return empty_findings()
+        runs_us = run_micros(runs)
+        days = pl.DataFrame({"i": np.arange(len(runs), dtype=np.int64), "day": runs_us // DAY_US})
+        parts = []
+        subs = frames.get("subscription")
+        if subs is not None and subs.height:
+            parts.append(self._notice_history(subs, runs_us, days, context.get("dependencies")))
+        ships = frames.get("shipment")
+        if ships is not None and ships.height:
+            parts.append(self._shipment_history(ships, runs_us, days))
+        parts = [p for p in parts if p.height]
+        if not parts:
+            return empty_findings()
+        stamps = pl.DataFrame({"i": days["i"], "ts": pl.Series(runs, dtype=TS)})
+        out = pl.concat(parts).join(stamps, on="i").with_columns(kind=pl.lit(self.name))
+        return as_findings(out).sort("ts", "customer_id", "condition", "evidence")
+
+    def _notice_history(
+        self, subs: pl.DataFrame, runs_us: np.ndarray, days: pl.DataFrame, dependencies: pl.DataFrame | None
+    ) -> pl.DataFrame:
+        p = self.params
+        for col in ("service_id", "details", "plan_from", "plan_to"):
+            if col not in subs.columns:
+                subs = subs.with_columns(pl.lit(None, dtype=pl.String()).alias(col))
+        lead = {"renewal_due": p.renewal_lead_days, "card_expiry": p.card_expiry_lead_days}
+        lead |= {"plan_change": p.plan_change_lead_days, "maintenance": p.maintenance_lead_days}
+        subs = subs.with_row_index("_row").with_columns(_us=pl.col("ts").dt.epoch("us"))
+        cancelled = (
+            subs.filter(pl.col("event_type") == "cancellation")
+            .select("customer_id", _cancel=pl.col("_us"))
+            .sort("_cancel")
+        )
+        notices = (
+            subs.filter(
+                pl.col("event_type").is_in(pl.Series(list(lead)).implode()), pl.col("due_date").is_not_null()
+            )
+            .sort("_us", "_row")  # as detect orders them: by time, then as they come in the data
+            .with_columns(_next=pl.col("_us").shift(-1).over("customer_id", "event_type", "service_id"))
+            .join_asof(
+                cancelled,
+                left_on="_us",
+                right_on="_cancel",
+                by="customer_id",
+                strategy="forward",
+                check_sortedness=False,  # sorted by _us above, so within every customer too
+            )
+            .with_columns(
+                _end=pl.when(pl.col("event_type") == "renewal_due")
+                .then(pl.min_horizontal("_next", "_cancel"))
+                .otherwise(pl.col("_next")),
+                _window=pl.col("event_type").replace_strict(lead, return_dtype=pl.Int64),
+                _due=pl.col("due_date").cast(pl.Int64),
+            )
+        )
+        lo, hi = _spans(
+            notices["_us"].to_numpy(),
+            notices["_end"].fill_null(NO_END).to_numpy(),
+            (notices["_due"] - notices["_window"]).to_numpy(),
+            notices["_due"].to_numpy(),
+            runs_us,
+            days["day"].to_numpy(),
+        )
+        notices = notices.with_columns(_lo=lo, _hi=hi).filter(pl.col("_hi") > pl.col("_lo"))
+        rows: list[tuple[Any, ...]] = []
+        cache: dict[tuple[Any, Any], set[str]] = {}
+        for r in notices.iter_rows(named=True):
+            details = _details(r["details"])
+            audience = self._audience(r, details, dependencies, cache)
+            if not audience:
+                continue
+            kind, window = r["event_type"], r["_window"]
+            condition, before, after, evidence = self._notice_parts(r, details, window)
+            ev_pre, ev_post = _split_json({**evidence, "days_left": _MARK})
+            fixed = (condition, before, after, ev_pre, ev_post, NOTICE_SEVERITY[kind], NOTICE_TOPIC[kind])
+            rows += [(c, *fixed, window, r["_due"], r["_lo"], r["_hi"]) for c in audience]
+        if not rows:
+            return pl.DataFrame()
+        cols = ["customer_id", "condition", "before", "after", "ev_pre", "ev_post", "severity", "topic"]
+        schema = dict.fromkeys(cols, pl.String()) | dict.fromkeys(["window", "due", "lo", "hi"], pl.Int64())
+        d = pl.col("due") - pl.col("day")
+        in_days = (
+            pl.when(d == 0)
+            .then(pl.lit("today"))
+            .when(d == 1)
+            .then(pl.lit("tomorrow"))
+            .otherwise(pl.concat_str(pl.lit("in "), d.cast(pl.String), pl.lit(" days")))
+        )
+        return (
+            pl.DataFrame(rows, schema=schema, orient="row")
+            .with_columns(i=pl.int_ranges("lo", "hi", dtype=pl.Int64))
+            .explode("i")
+            .join(days, on="i")
+            .select(
+                "i",
+                "customer_id",
+                "condition",
+                score=1.0 - d.cast(pl.Float64) / (pl.col("window").cast(pl.Float64) + 1.0),
+                confidence=pl.lit(1.0),
+                severity="severity",
+                topic="topic",
+                explanation=pl.concat_str("before", in_days, "after"),
+                evidence=pl.concat_str("ev_pre", d.cast(pl.String), "ev_post"),
+            )
+        )
+
+    def _shipment_history(self, ships: pl.DataFrame, runs_us: np.ndarray, days: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        for col in ("status", "carrier"):
+            if col not in ships.columns:
+                ships = ships.with_columns(pl.lit(None, dtype=pl.String()).alias(col))
+        ships = (
+            ships.with_row_index("_row")
+            .with_columns(_us=pl.col("ts").dt.epoch("us"))
+            .sort("_us", "_row")
+            .with_columns(_next=pl.col("_us").shift(-1).over("shipment_id"))
+        )
+        grace = timedelta(days=p.shipment_grace_days)
+        epoch = date(1970, 1, 1)
+        rows: list[tuple[Any, ...]] = []
+        for r in ships.iter_rows(named=True):
+            status, promised, expected = r["status"], r["promised_date"], r["expected_date"]
+            if status == "delivered":
+                continue
+            pushed = expected is not None and expected > promised + grace
+            lost = status == "lost"
+            prom = (promised - epoch).days
+            # late from its first day if pushed back or lost, else once the promise (and grace) has passed
+            first = -(2**62) if pushed or lost else prom + p.shipment_grace_days + 1
+            evidence = {
+                "shipment_id": r["shipment_id"],
+                "status": status,
+                "carrier": r["carrier"],
+                "promised_date": promised.isoformat(),
+                "expected_date": expected.isoformat() if expected else None,
+                "days_late": _MARK,
+                "as_of_ts": r["ts"].isoformat(),
+            }
+            rows.append(
+                (
+                    r["customer_id"],
+                    f"schedule:shipment_late:{r['shipment_id']}",
+                    0.9 if pushed or lost else 0.6,
+                    "critical" if lost else "warning",
+                    self._shipment_text(r, ahead=True) if pushed else "",
+                    self._shipment_text(r, ahead=False),
+                    *_split_json(evidence),
+                    (expected - epoch).days if pushed else -(2**62),  # the "expected on" wording until then
+                    (expected - promised).days if expected else 0,
+                    prom,
+                    r["_us"],
+                    r["_next"],
+                    first,
+                    prom + p.shipment_stale_days,
+                )
+            )
+        if not rows:
+            return pl.DataFrame()
+        strings = [
+            "customer_id",
+            "condition",
+            "confidence",
+            "severity",
+            "text_ahead",
+            "text",
+            "ev_pre",
+            "ev_post",
+        ]
+        ints = ["ahead_until", "pushed_by", "promised", "us", "next", "first", "last"]
+        schema = (
+            dict.fromkeys(strings, pl.String())
+            | {"confidence": pl.Float64()}
+            | dict.fromkeys(ints, pl.Int64())
+        )
+        frame = pl.DataFrame(rows, schema=schema, orient="row")
+        lo, hi = _spans(
+            frame["us"].to_numpy(),
+            frame["next"].fill_null(NO_END).to_numpy(),
+            frame["first"].to_numpy(),
+            frame["last"].to_numpy(),
+            runs_us,
+            days["day"].to_numpy(),
+        )
+        late = pl.max_horizontal("pushed_by", pl.col("day") - pl.col("promised"), pl.lit(0, dtype=pl.Int64))
+        return (
+            frame.with_columns(lo=lo, hi=hi)
+            .filter(pl.col("hi") > pl.col("lo"))
+            .with_columns(i=pl.int_ranges("lo", "hi", dtype=pl.Int64))
+            .explode("i")
+            .join(days, on="i")
+            .select(
+                "i",
+                "customer_id",
+                "condition",
+                score=late.cast(pl.Float64),
+                confidence="confidence",
+                severity="severity",
+                topic=pl.lit("shipping"),
+                explanation=pl.when(pl.col("day") <= pl.col("ahead_until"))
+                .then(pl.col("text_ahead"))
+                .otherwise(pl.col("text")),
+                evidence=pl.concat_str("ev_pre", late.cast(pl.String), "ev_post"),
+            )
+        )
+
     def _row(self, customer_id: str, condition: str, as_of: datetime, **values: Any) -> dict[str, Any]:
         values["evidence"] = json.dumps(values["evidence"], sort_keys=True, default=str)
         return {"customer_id": customer_id, "kind": self.name, "condition": condition, "ts": as_of, **values}
@@ -140,7 +403,7 @@ class ScheduleTripWire:
             subs.filter(
                 pl.col("event_type").is_in(pl.Series(list(lead)).implode()), pl.col("due_date").is_not_null()
             )
-            .sort("ts")
+            .sort("ts", maintain_order=True)  # rows known at the same time: the later one in the data wins
             .unique(["customer_id", "event_type", "service_id"], keep="last", maintain_order=True)
             .join(cancelled, on="customer_id", how="left")
         )
@@ -159,18 +422,30 @@ class ScheduleTripWire:
         return rows
 
     def _audience(
-        self, r: dict[str, Any], details: dict[str, Any], dependencies: pl.DataFrame | None
+        self,
+        r: dict[str, Any],
+        details: dict[str, Any],
+        dependencies: pl.DataFrame | None,
+        cache: dict[tuple[Any, Any], set[str]] | None = None,
     ) -> list[str]:
-        """Who a notice is for: the row's customer, or for maintenance the dependents of the service."""
+        """Who a notice is for: the row's customer, or for maintenance the dependents of the service.
+
+        ``cache`` keeps each (service, region)'s dependents across calls on the same ``dependencies``.
+        """
         if r["event_type"] != "maintenance" or r["service_id"] is None:
             return [] if r["customer_id"] == self.params.broadcast_customer else [r["customer_id"]]
         if dependencies is None:
             return [] if r["customer_id"] == self.params.broadcast_customer else [r["customer_id"]]
-        deps = dependencies.filter(pl.col("service_id") == r["service_id"])
         region = details.get("region")
-        if region and region != "*":
-            deps = deps.filter(pl.col("region").is_in([region, "*"]))
-        users = set(deps["customer_id"].to_list())
+        key = (r["service_id"], region)
+        users = cache.get(key) if cache is not None else None
+        if users is None:
+            deps = dependencies.filter(pl.col("service_id") == r["service_id"])
+            if region and region != "*":
+                deps = deps.filter(pl.col("region").is_in([region, "*"]))
+            users = set(deps["customer_id"].to_list())
+            if cache is not None:
+                cache[key] = users
         if r["customer_id"] == self.params.broadcast_customer:
             return sorted(users)
         return [r["customer_id"]] if r["customer_id"] in users else []
@@ -184,43 +459,8 @@ class ScheduleTripWire:
         window: int,
         as_of: datetime,
     ) -> dict[str, Any]:
-        kind, due = r["event_type"], r["due_date"]
-        when = f"{long_date(due)} ({_in_days(days_left)})"
-        if kind == "renewal_due":
-            plan = r["plan_to"] or r["plan_from"]
-            text = f"Your {plan + ' ' if plan else ''}subscription renews on {when}."
-            condition = f"schedule:renewal_due:{due.isoformat()}"
-        elif kind == "card_expiry":
-            text = (
-                f"The card on your account expires on {when}; "
-                "please update it before then so your service is not interrupted."
-            )
-            condition = f"schedule:card_expiry:{due.isoformat()}"
-        elif kind == "plan_change":
-            old, new = r["plan_from"], r["plan_to"]
-            if old and new and old != new:
-                text = f"Your plan changes from {old} to {new} on {when}"
-            else:
-                text = f"Your {(new or old) + ' ' if new or old else ''}plan changes on {when}"
-            text += f": {details['text']}." if details.get("text") else "."
-            condition = f"schedule:plan_change:{due.isoformat()}"
-        else:
-            slot = f" at {details['window']}" if details.get("window") else ""
-            note = f" ({details['text']})" if details.get("text") else ""
-            text = (
-                f"Planned maintenance on {r['service_id']} on {long_date(due)}{slot} ({_in_days(days_left)}) "
-                f"may briefly interrupt your service{note}."
-            )
-            condition = f"schedule:maintenance:{r['service_id']}:{due.isoformat()}"
-        evidence = {
-            "event_type": kind,
-            "due_date": due.isoformat(),
-            "days_left": days_left,
-            "lead_days": window,
-            "service_id": r["service_id"],
-            "notice_ts": r["ts"].isoformat(),
-            "details": details or None,
-        }
+        kind = r["event_type"]
+        condition, before, after, evidence = self._notice_parts(r, details, window)
         return self._row(
             customer_id,
             condition,
@@ -229,9 +469,48 @@ class ScheduleTripWire:
             confidence=1.0,
             severity=NOTICE_SEVERITY[kind],
             topic=NOTICE_TOPIC[kind],
-            explanation=text,
-            evidence=evidence,
+            explanation=before + _in_days(days_left) + after,
+            evidence={**evidence, "days_left": days_left},
         )
+
+    def _notice_parts(
+        self, r: dict[str, Any], details: dict[str, Any], window: int
+    ) -> tuple[str, str, str, dict[str, Any]]:
+        """A notice row's condition, its explanation before and after the days-left phrase ("in 3 days"),
+        and its evidence without ``days_left``: the parts that stay the same from run to run."""
+        kind, due = r["event_type"], r["due_date"]
+        when = f"{long_date(due)} ("
+        if kind == "renewal_due":
+            plan = r["plan_to"] or r["plan_from"]
+            before, after = f"Your {plan + ' ' if plan else ''}subscription renews on {when}", ")."
+            condition = f"schedule:renewal_due:{due.isoformat()}"
+        elif kind == "card_expiry":
+            before = f"The card on your account expires on {when}"
+            after = "); please update it before then so your service is not interrupted."
+            condition = f"schedule:card_expiry:{due.isoformat()}"
+        elif kind == "plan_change":
+            old, new = r["plan_from"], r["plan_to"]
+            if old and new and old != new:
+                before = f"Your plan changes from {old} to {new} on {when}"
+            else:
+                before = f"Your {(new or old) + ' ' if new or old else ''}plan changes on {when}"
+            after = ")" + (f": {details['text']}." if details.get("text") else ".")
+            condition = f"schedule:plan_change:{due.isoformat()}"
+        else:
+            slot = f" at {details['window']}" if details.get("window") else ""
+            note = f" ({details['text']})" if details.get("text") else ""
+            before = f"Planned maintenance on {r['service_id']} on {long_date(due)}{slot} ("
+            after = f") may briefly interrupt your service{note}."
+            condition = f"schedule:maintenance:{r['service_id']}:{due.isoformat()}"
+        evidence = {
+            "event_type": kind,
+            "due_date": due.isoformat(),
+            "lead_days": window,
+            "service_id": r["service_id"],
+            "notice_ts": r["ts"].isoformat(),
+            "details": details or None,
+        }
+        return condition, before, after, evidence
 
     # -- shipments -----------------------------------------------------------------------------------------
 
@@ -241,7 +520,11 @@ class ScheduleTripWire:
         for col in ("status", "carrier"):
             if col not in ships.columns:
                 ships = ships.with_columns(pl.lit(None, dtype=pl.String()).alias(col))
-        latest = ships.sort("ts").unique("shipment_id", keep="last", maintain_order=True).sort("shipment_id")
+        latest = (
+            ships.sort("ts", maintain_order=True)
+            .unique("shipment_id", keep="last", maintain_order=True)
+            .sort("shipment_id")
+        )
         grace = timedelta(days=p.shipment_grace_days)
         rows = []
         for r in latest.iter_rows(named=True):
@@ -253,19 +536,7 @@ class ScheduleTripWire:
             if not (pushed or overdue or status == "lost"):
                 continue
             late_days = max((expected - promised).days if expected else 0, (today - promised).days, 0)
-            if status == "lost":
-                text = f"Your order {r['shipment_id']} appears to be lost in transit; we are looking into it."
-            elif pushed and expected >= today:
-                text = (
-                    f"Your order {r['shipment_id']} is now expected on {long_date(expected)}, "
-                    f"{(expected - promised).days} days later than the {long_date(promised)} we promised."
-                )
-            else:
-                carrier = r["carrier"] or "the carrier"
-                text = (
-                    f"Your order {r['shipment_id']} was due on {long_date(promised)} and has not arrived "
-                    f"yet; we are checking with {carrier}."
-                )
+            text = self._shipment_text(r, ahead=pushed and expected >= today)
             rows.append(
                 self._row(
                     r["customer_id"],
@@ -288,3 +559,20 @@ class ScheduleTripWire:
                 )
             )
         return rows
+
+    @staticmethod
+    def _shipment_text(r: dict[str, Any], *, ahead: bool) -> str:
+        """The explanation for a late shipment; ``ahead``: pushed back to an expected date not yet passed."""
+        if r["status"] == "lost":
+            return f"Your order {r['shipment_id']} appears to be lost in transit; we are looking into it."
+        if ahead:
+            promised, expected = r["promised_date"], r["expected_date"]
+            return (
+                f"Your order {r['shipment_id']} is now expected on {long_date(expected)}, "
+                f"{(expected - promised).days} days later than the {long_date(promised)} we promised."
+            )
+        carrier = r["carrier"] or "the carrier"
+        return (
+            f"Your order {r['shipment_id']} was due on {long_date(r['promised_date'])} and has not arrived "
+            f"yet; we are checking with {carrier}."
+        )
