@@ -260,5 +260,22 @@ def test_backtest_world_over_the_whole_history(world) -> None:
 
     report = backtest_world(world, EXAMPLES, settings=Settings(home="/tmp/fw-bt"), detect_every=7)
     assert report.start == date(2026, 1, 2) and report.days >= 70
-    assert any("detect x" in n for n in report.notes)
+    assert any(n.startswith("schedule:") and "(score_history)" in n for n in report.notes)
     assert {p.name for p in report.playbooks} == {p.name for p in load_playbooks(EXAMPLES).active()}
+
+
+def test_detect_per_day_fallback_gives_the_schedule_history(world, monkeypatch) -> None:
+    """A trip wire without ``score_history`` is called once per day; for schedule both give one report."""
+    from forewarn.detect.schedule import ScheduleTripWire
+    from forewarn.measure.backtest import backtest_world
+
+    pset = load_playbooks(EXAMPLES / "schedule.yaml")
+    settings = Settings(home="/tmp/fw-bt")
+    history = backtest_world(world, pset, settings=settings)
+    monkeypatch.delattr(ScheduleTripWire, "score_history")
+    daily = backtest_world(world, pset, settings=settings)
+    assert any(n.startswith("schedule:") and "(detect x" in n for n in daily.notes)
+    keys = list(history.firings["schedule"].columns)
+    assert history.firings["schedule"].height > 0
+    assert history.firings["schedule"].sort(keys).equals(daily.firings["schedule"].sort(keys))
+    assert history.to_dict()["playbooks"] == daily.to_dict()["playbooks"]
