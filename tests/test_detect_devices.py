@@ -97,6 +97,29 @@ def test_detect_equals_history_at_latest_and_ignores_the_future() -> None:
         assert cut.equals(live), d
 
 
+def test_history_skips_only_devices_that_cannot_fire() -> None:
+    tel = telemetry(
+        {
+            "D1": {"smart_5_raw": [0] * 20 + [8, 24]},  # rising
+            "D2": {"smart_5_raw": [12] * 22, "smart_187_raw": [3] * 22},  # flat: risk 0 throughout
+            "D3": {"smart_197_raw": [16] * 22},  # flat but pending sectors: fires on level
+            "D4": {"smart_5_raw": [0] * 22, "smart_198_raw": [0] * 22},  # flat zero
+        }
+    )
+    wire = DeviceTripWire()
+    assert wire.may_fire(tel).to_list() == ["D1", "D3"]
+    nan = telemetry({"D5": {"smart_5_raw": [0] * 21 + [float("nan")]}})
+    assert wire.may_fire(nan).to_list() == ["D5"]  # a non-finite reading: judged in full
+    for w in (wire, DeviceTripWire(min_risk=0.1), DeviceTripWire(min_risk=0.0)):
+        full = w._findings(w.risk_history(tel).filter(pl.col("fires")))
+        keys = list(FINDINGS_SCHEMA)
+        assert w.score_history({"telemetry": tel}).sort(keys).equals(full.sort(keys))
+    assert set(DeviceTripWire(min_risk=0.0).score_history({"telemetry": tel})["condition"]) >= {
+        "device:D2",
+        "device:D4",
+    }
+
+
 @pytest.mark.datasets
 def test_backblaze_devices_beat_the_plain_rule_on_false_positives() -> None:
     """Real drives: all 43 failed and a sample of working ones (full run: bench/devices_backblaze.py)."""

@@ -188,10 +188,42 @@ class DeviceTripWire:
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()
+        if self.params.min_risk > 0:
+            tel = tel.filter(pl.col("device_id").is_in(self.may_fire(tel).implode()))
         hist = self.risk_history(tel)
         if hist.height == 0:
             return empty_findings()
         return self._findings(hist.filter(pl.col("fires")))
+
+    def may_fire(self, telemetry: pl.DataFrame) -> pl.Series:
+        """Device ids with a watched counter that ever changes, or a current-state counter above zero.
+
+        Every other device has delta, acceleration and level 0 at each reading, so risk 0: it never fires
+        while ``min_risk > 0``, and ``score_history`` skips it (most devices are healthy and flat).
+
+        >>> from datetime import UTC, datetime
+        >>> t = [datetime(2026, 3, d, tzinfo=UTC) for d in (1, 2)]
+        >>> tel = pl.DataFrame({"device_id": ["flat", "flat", "up", "up"], "ts": t + t,
+        ...     "attribute": ["smart_5_raw"] * 4, "value": [3.0, 3.0, 0.0, 1.0]})
+        >>> DeviceTripWire().may_fire(tel).to_list()
+        ['up']
+        """
+        p = self.params
+        value = pl.col("value").cast(pl.Float64)
+        return (
+            telemetry.filter(pl.col("attribute").is_in(list(p.weights)))
+            .group_by("device_id", "attribute")
+            .agg(
+                (value.max() != value.min())
+                | (value.null_count() > 0)  # unknown readings, non-finite values: judged in full
+                | (~value.is_finite()).any()
+                | (pl.col("attribute").first().is_in(list(p.level_attributes)) & (value.max() > 0))
+            )
+            .filter(pl.col("value"))
+            .get_column("device_id")
+            .unique()
+            .sort()
+        )
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         tel = frames.get("telemetry")
