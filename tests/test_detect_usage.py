@@ -207,3 +207,42 @@ def test_nab_scorer_rewards_early_detection_and_normalises() -> None:
     assert score_with([1000, 100]) == pytest.approx(1.0)  # the probationary period is not scored
     thr, total = nab.corpus_sweep([parts], [np.where(np.arange(2000) == 1000, 0.9, 0.1)], prof)
     assert thr == 0.9 and total == pytest.approx(1.0)
+
+
+def _grid_fill(frame: pl.DataFrame, keys: list[str], every: str, end: datetime | None) -> pl.DataFrame:
+    """Gap filling by the general route: each series' full grid of periods joined with its rows."""
+    end_ts = frame["ts"].max() if end is None else end
+    spans = frame.group_by(keys).agg(first=pl.col("ts").min())
+    grid = spans.select(
+        *keys, ts=pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every)
+    ).explode("ts")
+    return grid.join(frame, on=[*keys, "ts"], how="left").with_columns(pl.col("value").fill_null(0.0))
+
+
+@pytest.mark.parametrize("every", ["1d", "1h"])
+def test_fixed_step_gap_filling_equals_the_grid_join(every: str) -> None:
+    from forewarn.detect.usage import _fill_gaps
+
+    rng = np.random.default_rng(7)
+    keys = ["customer_id", "metric"]
+    for trial in range(60):
+        rows = []
+        for c in range(int(rng.integers(1, 5))):
+            for d in sorted(set(rng.integers(0, 40, size=int(rng.integers(1, 20))).tolist())):
+                off = (
+                    timedelta(hours=int(rng.integers(1, 3))) if rng.random() < 0.1 else timedelta(0)
+                )  # off-grid
+                v = None if rng.random() < 0.1 else float(rng.random())
+                rows.append((f"c{c}", "data_gb", day(d) + off, v))
+        unit = "ms" if trial % 2 else "us"
+        schema = {
+            "customer_id": pl.String,
+            "metric": pl.String,
+            "ts": pl.Datetime(unit, "UTC"),
+            "value": pl.Float64,
+        }
+        frame = pl.DataFrame(rows, schema=schema, orient="row").unique([*keys, "ts"]).sort([*keys, "ts"])
+        end = None if trial % 3 else day(int(rng.integers(10, 50)))
+        got = _fill_gaps(frame, keys, "value", every, end)
+        assert got.equals(got.sort([*keys, "ts"]))  # still in series order
+        assert got.equals(_grid_fill(frame, keys, every, end).sort([*keys, "ts"])), trial

@@ -40,6 +40,7 @@ import polars as pl
 from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
 from forewarn.detect.baseline import (
     SEASON_LAGS,
+    group_starts,
     lag,
     latest_rows,
     sort_series,
@@ -98,11 +99,62 @@ def _fill_gaps(
         expected_n = pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every).list.len().alias("e")
     if (spans.select(expected_n).to_series() == spans["n"]).all():
         return frame
+    if step is not None:
+        filled = _fill_fixed_steps(frame, keys, value, step, end_ts)
+        if filled is not None:
+            return filled
     grid = spans.select(
         *keys, ts=pl.datetime_ranges(pl.col("first"), pl.lit(end_ts), interval=every)
     ).explode("ts")
     out = grid.join(frame, on=[*keys, "ts"], how="left", maintain_order="left")
     return out.with_columns(pl.col(value).fill_null(0.0))
+
+
+def _fill_fixed_steps(
+    frame: pl.DataFrame, keys: Sequence[str], value: str, step_us: int, end: datetime
+) -> pl.DataFrame | None:
+    """``_fill_gaps`` by array arithmetic for a frame of just (keys, ts, value) sorted by (keys, ts) with one
+    row per (keys, ts), a UTC (or naive) ``ts`` and a fixed step: each row goes to its period's slot in the
+    series' grid (rows off the grid or after ``end`` are left out, as the grid join leaves them out).
+    None when the frame is not of that shape (the caller joins on a grid instead)."""
+    ts_type = frame.schema["ts"]
+    if (
+        set(frame.columns) != {*keys, "ts", value}
+        or not isinstance(ts_type, pl.Datetime)
+        or ts_type.time_zone not in (None, "UTC")
+        or frame.schema[value] != pl.Float64
+        or frame.select(pl.any_horizontal(pl.col(*keys, "ts").is_null().any())).item()
+    ):
+        return None  # (null keys or times do not join: the grid join's way with them is kept)
+    per_us = {"us": 1, "ms": 1_000, "ns": 0}[ts_type.time_unit]
+    if per_us == 0 or step_us % per_us:
+        return None
+    step = step_us // per_us  # in the column's own unit
+    ts = frame["ts"].to_physical().to_numpy()
+    starts = group_starts(frame, keys)
+    first_row = np.flatnonzero(starts)
+    series = np.cumsum(starts) - 1  # series number of each row
+    first = ts[first_row]
+    end_v = pl.Series([end]).cast(ts_type).to_physical().item()
+    size = np.maximum((end_v - first) // step + 1, 0)  # grid periods per series
+    slot0 = np.concatenate([[0], np.cumsum(size)[:-1]])
+    since = ts - first[series]
+    k = since // step
+    keep = (since % step == 0) & (k < size[series])
+    total = int(size.sum())
+    out_series = np.repeat(np.arange(first_row.size), size)
+    out_ts = first[out_series] + (np.arange(total, dtype=np.int64) - slot0[out_series]) * step
+    out_value = np.zeros(total, dtype=np.float64)
+    out_value[(slot0[series] + k)[keep]] = frame[value].fill_null(0.0).to_numpy()[keep]
+    return (
+        frame.select(keys)
+        .gather(first_row[out_series])
+        .with_columns(
+            pl.Series("ts", out_ts).cast(ts_type),
+            pl.Series(value, out_value, dtype=pl.Float64),
+        )
+        .select(frame.columns)
+    )
 
 
 def _fixed_step(every: str) -> int | None:
