@@ -168,9 +168,11 @@ class ScheduleTripWire:
         >>> subs = pl.DataFrame({"customer_id": ["c1"], "ts": [datetime(2026, 3, 1, tzinfo=UTC)],
         ...     "event_type": ["renewal_due"], "due_date": [date(2026, 3, 10)]})
         >>> runs = [datetime(2026, 3, d, 9, tzinfo=UTC) for d in (8, 9, 10, 11)]
-        >>> ScheduleTripWire().score_history({"subscription": subs}, runs=runs)["explanation"].to_list()
-        ['Your subscription renews on 10 March 2026 (in 2 days).', \
-'Your subscription renews on 10 March 2026 (tomorrow).', 'Your subscription renews on 10 March 2026 (today).']
+        >>> for text in ScheduleTripWire().score_history({"subscription": subs}, runs=runs)["explanation"]:
+        ...     print(text)
+        Your subscription renews on 10 March 2026 (in 2 days).
+        Your subscription renews on 10 March 2026 (tomorrow).
+        Your subscription renews on 10 March 2026 (today).
         """
         runs = sorted(utc(r) for r in runs) if runs is not None else daily_runs(frames, self.kinds)
         if not runs:
