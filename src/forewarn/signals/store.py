@@ -199,26 +199,61 @@ class SignalStore:
         repeats inside the batch, the row first by ``first_by`` (a column of ``select_sql``, e.g. the line
         number) is kept; without it, any one of them.
         """
-        cols = ", ".join(_quote(c) for c in kind.columns)
         if total is None:
             total = int(cur.execute(f"SELECT count(*) FROM ({select_sql})").fetchall()[0][0])
         if total == 0:
             return AppendResult(0, 0)
-        # keep one row per id: the first by ``first_by`` (a window min is ~3x cheaper than an ordered
-        # row_number on 10M rows), else any
-        if first_by:
-            col = f"src.{_quote(first_by)}"
-            once = f"{col} = min({col}) OVER (PARTITION BY src.event_id)"
-        else:
-            once = "row_number() OVER (PARTITION BY src.event_id) = 1"
-        row = cur.execute(
-            f"INSERT INTO {kind.table} ({cols}) "
-            f"SELECT {cols} FROM ({select_sql}) AS src ANTI JOIN {kind.table} AS old USING (event_id) "
-            # a repeated id inside the batch is stored once
-            f"QUALIFY {once}"
-        ).fetchall()
-        new = int(row[0][0]) if row else 0
+        new = self.insert_new(cur, kind, select_sql, first_by=first_by)
         return AppendResult(new=new, duplicate=total - new)
+
+    def insert_new(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        kind: SignalKind,
+        select_sql: str,
+        *,
+        first_by: str | None = None,
+        unique: bool = False,
+        id_range: tuple[str, str] | None = None,
+    ) -> int:
+        """Insert the rows of ``select_sql`` whose ``event_id`` is new; return how many were inserted.
+
+        Like :meth:`insert_select`, with what the caller knows about the rows to skip work: ``unique`` says
+        no ``event_id`` repeats in ``select_sql`` (no within-batch dedupe), ``id_range`` is its (min, max)
+        ``event_id``; when no stored id falls in that range (always so for an empty table) the existence
+        check against the stored ids is skipped.
+        """
+        cols = ", ".join(_quote(c) for c in kind.columns)
+        sql = f"INSERT INTO {kind.table} ({cols}) SELECT {cols} FROM ({select_sql}) AS src "
+        if self._may_hold(cur, kind, id_range):
+            sql += f"ANTI JOIN {kind.table} AS old USING (event_id) "
+        if not unique:
+            # keep one row per id: the first by ``first_by`` (a window min is ~3x cheaper than an ordered
+            # row_number on 10M rows), else any
+            if first_by:
+                col = f"src.{_quote(first_by)}"
+                sql += f"QUALIFY {col} = min({col}) OVER (PARTITION BY src.event_id)"
+            else:
+                sql += "QUALIFY row_number() OVER (PARTITION BY src.event_id) = 1"
+        # the table has no order to keep (reads sort): letting DuckDB write rows in any order makes a
+        # large insert ~30% faster. The setting is database-wide, hence only for this statement.
+        cur.execute("SET preserve_insertion_order = false").fetchall()
+        try:
+            row = cur.execute(sql).fetchall()
+        finally:
+            with suppress(duckdb.Error):
+                cur.execute("RESET preserve_insertion_order").fetchall()
+        return int(row[0][0]) if row else 0
+
+    @staticmethod
+    def _may_hold(cur: duckdb.DuckDBPyConnection, kind: SignalKind, id_range: tuple[str, str] | None) -> bool:
+        """Whether the table may hold an ``event_id`` in ``id_range`` (None: any id at all)."""
+        if id_range is None:
+            sql, params = f"SELECT EXISTS (SELECT 1 FROM {kind.table})", []
+        else:
+            sql = f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE event_id BETWEEN ? AND ?)"
+            params = list(id_range)
+        return bool(cur.execute(sql, params).fetchall()[0][0])
 
     # -- reading -----------------------------------------------------------------------------------------
 
