@@ -91,11 +91,12 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str
         granted_default = "1"
 
     def consent(customer: str, channel: str) -> str:
-        return (
-            f"COALESCE((SELECT k.granted FROM consents k "
-            f"WHERE k.customer_id = {customer} AND k.channel = {channel} "
-            f"AND k.topic IN (:topic, '*') ORDER BY (k.topic = '*') LIMIT 1), {granted_default})"
+        # two primary-key probes, the topic's row first: no per-row sort of the (topic, '*') pair
+        # (``granted`` is NOT NULL, so COALESCE falls through only when a row is missing)
+        probe = (
+            f"(SELECT k.granted FROM consents k WHERE k.customer_id = {customer} AND k.channel = {channel} "
         )
+        return f"COALESCE({probe}AND k.topic = :topic), {probe}AND k.topic = '*'), {granted_default})"
 
     walk = (
         f"(SELECT j.value FROM {elements} WHERE {consent('q.customer_id', 'j.value')} "
