@@ -426,3 +426,29 @@ def test_a_repeated_event_id_keeps_its_first_row(ctx: Context, tmp_path: Path) -
     src = ingest_paths(ctx, [path]).sources[0]
     assert (src.new, src.duplicate) == (1, len(rows) - 1)
     assert ctx.signals.read("usage")["value"].to_list() == [1.0]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_repeats_and_stored_ids_across_id_ranges(ctx: Context, tmp_path: Path, fmt: str) -> None:
+    # the first file fills an empty table; the second has a new id range (no stored id in it) and a repeated
+    # id; the third overlaps both stored ranges, repeats an id and has a bad row: each path counts the same
+    upsert_customers(ctx.engine, [{"id": "c1"}])
+    first = write(tmp_path / f"a.{fmt}", [u(f"a{i}", "c1", "2026-01-01", str(i)) for i in range(5)])
+    src = ingest_paths(ctx, [first], kind="usage").sources[0]
+    assert (src.new, src.duplicate, src.rejected) == (5, 0, 0)
+    second = write(
+        tmp_path / f"b.{fmt}", [u("b1", "c1", "2026-01-01", "1"), u("b1 ", "c1", "2026-01-01", "2")]
+    )
+    src = ingest_paths(ctx, [second], kind="usage").sources[0]
+    assert (src.new, src.duplicate, src.rejected) == (1, 1, 0)
+    rows = [
+        u("a1", "c1", "2026-01-01", "9"),
+        u("a9", "c1", "2026-01-01", "3"),
+        u("a9", "c1", "2026-01-01", "4"),
+    ]
+    rows += [u("b1", "c1", "2026-01-01", "9"), u("a8", "c1", "later", "1")]
+    src = ingest_paths(ctx, [write(tmp_path / f"c.{fmt}", rows)], kind="usage").sources[0]
+    assert (src.new, src.duplicate, src.rejected) == (1, 3, 1)
+    assert [(e.line, e.field) for e in src.errors] == [(first_line(fmt) + 4, "ts")]
+    stored = dict(ctx.signals.read("usage").select("event_id", "value").iter_rows())
+    assert (len(stored), stored["a1"], stored["b1"], stored["a9"]) == (7, 1.0, 1.0, 3.0)

@@ -215,17 +215,19 @@ class SignalStore:
         first_by: str | None = None,
         unique: bool = False,
         id_range: tuple[str, str] | None = None,
+        stored: bool | None = None,
     ) -> int:
         """Insert the rows of ``select_sql`` whose ``event_id`` is new; return how many were inserted.
 
         Like :meth:`insert_select`, with what the caller knows about the rows to skip work: ``unique`` says
         no ``event_id`` repeats in ``select_sql`` (no within-batch dedupe), ``id_range`` is its (min, max)
         ``event_id``; when no stored id falls in that range (always so for an empty table) the existence
-        check against the stored ids is skipped.
+        check against the stored ids is skipped. ``stored`` is :meth:`may_hold`'s answer, when the caller
+        already asked.
         """
         cols = ", ".join(_quote(c) for c in kind.columns)
         sql = f"INSERT INTO {kind.table} ({cols}) SELECT {cols} FROM ({select_sql}) AS src "
-        if self._may_hold(cur, kind, id_range):
+        if stored if stored is not None else self.may_hold(cur, kind, id_range):
             sql += f"ANTI JOIN {kind.table} AS old USING (event_id) "
         if not unique:
             # keep one row per id: the first by ``first_by`` (a window min is ~3x cheaper than an ordered
@@ -246,7 +248,7 @@ class SignalStore:
         return int(row[0][0]) if row else 0
 
     @staticmethod
-    def _may_hold(cur: duckdb.DuckDBPyConnection, kind: SignalKind, id_range: tuple[str, str] | None) -> bool:
+    def may_hold(cur: duckdb.DuckDBPyConnection, kind: SignalKind, id_range: tuple[str, str] | None) -> bool:
         """Whether the table may hold an ``event_id`` in ``id_range`` (None: any id at all)."""
         if id_range is None:
             sql, params = f"SELECT EXISTS (SELECT 1 FROM {kind.table})", []

@@ -181,6 +181,32 @@ def checked_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str])
     return f"SELECT {', '.join(outer)}, ({ok}) AS __ok FROM ({typed_sql})"
 
 
+def ids_sql(kind: SignalKind, source_sql: str, source_types: dict[str, str]) -> str:
+    """SQL giving only ``event_id`` and ``customer_id`` (when the kind has it) of ``source_sql``, cleaned as
+    :func:`checked_sql` cleans them but not validated: a cheap scan for counting and deduplicating.
+
+    >>> import duckdb
+    >>> from forewarn.signals.schema import KINDS
+    >>> sql = ids_sql(KINDS["usage"], "SELECT ' e1 ' AS event_id, 7 AS customer_id", {"event_id": "VARCHAR",
+    ...                                                                             "customer_id": "INTEGER"})
+    >>> duckdb.sql(sql).fetchall()
+    [('e1', '7')]
+    """
+    out = []
+    for name in ("event_id", "customer_id"):
+        if name not in kind.columns:
+            continue
+        st, col = source_types.get(name), f"src.{q(name)}"
+        if st is None:
+            expr = "CAST(NULL AS VARCHAR)"
+        elif _is_text(st):
+            expr = f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+        else:
+            expr = f"CAST({col} AS VARCHAR)"
+        out.append(f"{expr} AS {q(name)}")
+    return f"SELECT {', '.join(out)} FROM ({source_sql}) AS src"
+
+
 def describe(kind: SignalKind, fld: str, code: int) -> tuple[str, str]:
     """(message, expected) for error ``code`` on field ``fld`` of ``kind``."""
     if fld == "customer_id" and code == UNKNOWN_CUSTOMER:
