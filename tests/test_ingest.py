@@ -437,10 +437,12 @@ def test_repeats_and_stored_ids_across_id_ranges(ctx: Context, tmp_path: Path, f
     src = ingest_paths(ctx, [first], kind="usage").sources[0]
     assert (src.new, src.duplicate, src.rejected) == (5, 0, 0)
     second = write(
-        tmp_path / f"b.{fmt}", [u("b1", "c1", "2026-01-01", "1"), u("b1 ", "c1", "2026-01-01", "2")]
+        tmp_path / f"b.{fmt}",
+        # a missing id must not make the repeated one look unique
+        [u("b1", "c1", "2026-01-01", "1"), u("", "c1", "2026-01-01", "1"), u("b1 ", "c1", "2026-01-01", "2")],
     )
     src = ingest_paths(ctx, [second], kind="usage").sources[0]
-    assert (src.new, src.duplicate, src.rejected) == (1, 1, 0)
+    assert (src.new, src.duplicate, src.rejected) == (1, 1, 1)
     rows = [
         u("a1", "c1", "2026-01-01", "9"),
         u("a9", "c1", "2026-01-01", "3"),

@@ -70,6 +70,9 @@ NOT_DATA = {
     "world": "simulation settings; not ingested",
 }
 MAX_ERRORS = 100  # errors kept per source (all bad rows are counted)
+# as many distinct hashes as ids proves the ids distinct (equal ids hash equal); a hash collision only costs
+# the dedupe it would have skipped. ~30% cheaper than counting the distinct strings.
+DISTINCT_IDS = "count(DISTINCT hash(event_id)) FILTER (WHERE event_id IS NOT NULL)"
 Policy = Literal["reject", "create"]
 # what reading a broken file raises (corrupt Parquet, bad CSV quoting, not UTF-8...)
 UNREADABLE = (duckdb.Error, pa.ArrowException, OSError, ValueError)
@@ -562,7 +565,7 @@ class _Session:
         )
         # an empty table needs no range check: count the distinct ids in the same scan
         empty = not self.store.may_hold(cur, kind, None)
-        distinct = "count(event_id), count(DISTINCT event_id)" if empty else "NULL, NULL"
+        distinct = f"count(event_id), {DISTINCT_IDS}" if empty else "NULL, NULL"
         total, lo, hi, cids, n_ids, n_distinct = cur.execute(
             f"SELECT count(*), min(event_id), max(event_id), {customers}, {distinct} FROM ({ids})"
         ).fetchall()[0]
@@ -573,7 +576,7 @@ class _Session:
             # a new range: an exact distinct count is ~3x cheaper than the windowed dedupe it lets us skip;
             # with stored ids in range the anti-join leaves the window little to do anyway
             n_ids, n_distinct = cur.execute(
-                f"SELECT count(event_id), count(DISTINCT event_id) FROM ({ids})"
+                f"SELECT count(event_id), {DISTINCT_IDS} FROM ({ids})"
             ).fetchall()[0]
         unique = not stored and n_ids == n_distinct
         new = self.store.insert_new(
