@@ -138,3 +138,19 @@ def test_backblaze_devices_beat_the_plain_rule_on_false_positives() -> None:
     assert (
         res["wire_fpr_last"] < 0.6 * res["plain_fpr_last"]
     )  # with far fewer false alarms than the plain rule
+
+
+def test_broken_readings_are_ignored_not_scored() -> None:
+    nan, inf = float("nan"), float("inf")
+    tel = telemetry(
+        {
+            "D1": {"smart_5_raw": [0] * 20 + [nan, 0]},  # a NaN reading on a healthy disk
+            "D2": {"smart_197_raw": [0] * 20 + [inf, 0]},
+            "D3": {"smart_5_raw": [0] * 20 + [nan, 24]},  # a real rise around a broken reading
+        }
+    )
+    wire = DeviceTripWire()
+    out = wire.detect({"telemetry": tel}, at(21))
+    assert out["condition"].to_list() == ["device:D3"]
+    history = wire.score_history({"telemetry": tel})
+    assert set(history["condition"].to_list()) == {"device:D3"}

@@ -94,8 +94,11 @@ class DeviceTripWire:
         per-counter numbers in ``counters``. Each row uses only readings at or before its time."""
         p = self.params
         watched = list(p.weights)
-        tel = telemetry.filter(pl.col("attribute").is_in(watched)).select(
-            "customer_id", "device_id", "attribute", "ts", pl.col("value").cast(pl.Float64)
+        # a NaN or infinite reading is a broken reading, not a counter value: treat it as missing
+        tel = (
+            telemetry.filter(pl.col("attribute").is_in(watched))
+            .select("customer_id", "device_id", "attribute", "ts", pl.col("value").cast(pl.Float64))
+            .filter(pl.col("value").is_finite())
         )
         if "model" in telemetry.columns:  # the model as known at each reading (point-in-time, like the rest)
             models = (
