@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     unknown_customers: Literal["reject", "create"] = "create"
     # the public base URL used in links (unsubscribe, status page)
     public_url: str = "http://127.0.0.1:8000"
+    # uptime monitors (YAML or TOML) that `forewarn serve` runs in the background; none when unset
+    monitors_file: Path | None = None
     # signs unsubscribe links and webhook payloads
     secret_key: str = "forewarn-dev-secret-change-me"
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
