@@ -454,3 +454,27 @@ def test_repeats_and_stored_ids_across_id_ranges(ctx: Context, tmp_path: Path, f
     assert [(e.line, e.field) for e in src.errors] == [(first_line(fmt) + 4, "ts")]
     stored = dict(ctx.signals.read("usage").select("event_id", "value").iter_rows())
     assert (len(stored), stored["a1"], stored["b1"], stored["a9"]) == (7, 1.0, 1.0, 3.0)
+
+
+def _usage(eid: str, cid: str) -> dict[str, Any]:
+    return {"event_id": eid, "customer_id": cid, "ts": "2026-01-01", "metric": "data_gb", "value": 1.0}
+
+
+def test_known_customer_cache_outlives_a_batch_but_not_a_delete(ctx: Context) -> None:
+    from forewarn.signals.ingest import known_customer_cache
+
+    upsert_customers(ctx.engine, [(0, {"id": "k1"})])
+    assert ingest_records(ctx, "usage", [_usage("a1", "k1")], unknown_customers="reject").new == 1
+    assert "k1" in known_customer_cache(ctx.engine)
+    # a strict batch rejected for a bad row creates no customer, so caches none
+    bad = [_usage("a2", "k2"), {**_usage("a3", "k2"), "value": "lots"}]
+    assert ingest_records(ctx, "usage", bad, strict=True, unknown_customers="create").new == 0
+    assert "k2" not in known_customer_cache(ctx.engine)
+    r = ingest_records(ctx, "usage", [_usage("a4", "k2")], unknown_customers="reject")
+    assert (r.new, r.rejected) == (0, 1)
+    # deleting a customer forgets the cache: its events are unknown again
+    with ctx.engine.begin() as conn:
+        conn.execute(sa.delete(Customer).where(Customer.id == "k1"))
+    assert "k1" not in known_customer_cache(ctx.engine)
+    r = ingest_records(ctx, "usage", [_usage("a5", "k1")], unknown_customers="reject")
+    assert (r.new, r.rejected) == (0, 1)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from forewarn.context import Context
 from forewarn.signals.readers import JsonlReader, Reader, UnsupportedFile, open_reader
@@ -150,6 +151,46 @@ class IngestReport:
         }
 
 
+# customer ids known to exist, per state store, kept across batches (an API batch would otherwise look up
+# its ~1,000 customers every time). Only positive facts are cached: ids are only ever added, and a DELETE
+# or TRUNCATE on customers through the engine clears it. Bounded: cleared when it grows past KNOWN_MAX.
+KNOWN_MAX = 2_000_000
+_KNOWN: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+_KNOWN_LOCK = threading.Lock()
+
+
+def known_customer_cache(engine: Engine) -> set[str]:
+    """The shared set of customer ids known to exist in ``engine``'s state store.
+
+    >>> import sqlalchemy as sa
+    >>> e = sa.create_engine("sqlite://")
+    >>> known_customer_cache(e).add("c1")
+    >>> with e.begin() as c:
+    ...     _ = c.exec_driver_sql("CREATE TABLE customers (id TEXT)")
+    ...     _ = c.exec_driver_sql("DELETE FROM customers")
+    >>> known_customer_cache(e)
+    set()
+    """
+    with _KNOWN_LOCK:
+        cache = _KNOWN.get(engine)
+        if cache is None:
+            cache = _KNOWN[engine] = set()
+            event.listen(engine, "before_cursor_execute", _forgetter(cache))
+        return cache
+
+
+def _forgetter(cache: set[str]) -> Callable[..., None]:
+    def forget(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        head = statement.lstrip()[:8].upper()
+        if head.startswith(("DELETE", "TRUNCATE", "DROP")) and "customers" in statement.lower():
+            cache.clear()
+
+    return forget
+
+
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class _StrictRejection(Exception):
     """Raised inside a file's transaction to roll it back whole."""
 
@@ -185,7 +226,7 @@ def ingest_paths(
         for path, k in plan:
             if k in ENTITIES:
                 report.sources.append(_ingest_entities(ctx.engine, path, k, strict))  # type: ignore[arg-type]
-                session.known.clear()  # customers changed
+                session.known.clear()  # customers changed (the shared cache holds only ids that exist)
                 continue
             reader = open_reader(path)
             try:
@@ -230,7 +271,8 @@ def ingest_records(
         return report
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join([*ENTITIES, *KINDS])}")
-    docs = [json.dumps(r, default=str) for r in records]
+    encode = _ENCODER.encode  # one encoder for the batch: json.dumps(default=...) builds one per call
+    docs = [encode(r) for r in records]
     table = pa.table({"__row": pa.array(np.arange(len(docs), dtype=np.int64)), "__doc": pa.array(docs)})
     session = _Session(ctx, unknown_customers or ctx.settings.unknown_customers)
     reader = JsonlReader(Path(source))
@@ -378,6 +420,7 @@ class _Session:
                     raise _StrictRejection
                 if to_create:
                     report.created_customers = entities.ensure_customers(self.ctx.engine, to_create)
+                    self._remember(to_create)
         except _StrictRejection:
             report.note = f"strict: {report.rejected} bad row(s), nothing from this source was stored"
             report.rejected = report.rows_read
@@ -643,12 +686,21 @@ class _Session:
 
     def _unknown(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` the state store does not know (looked up once per run)."""
-        missing = [i for i in ids if i not in self.known]
+        shared = known_customer_cache(self.ctx.engine)
+        missing = [i for i in ids if i not in shared and i not in self.known]
         if not missing:
             return set()
         found = entities.known_customers(self.ctx.engine, missing)
         self.known.update(found)
+        self._remember(found)
         return set(missing) - found
+
+    def _remember(self, ids: Iterable[str]) -> None:
+        """Add ids now stored in the state store to the shared cache (never ids merely planned)."""
+        shared = known_customer_cache(self.ctx.engine)
+        if len(shared) > KNOWN_MAX:
+            shared.clear()
+        shared.update(ids)
 
 
 def _unregister(cur: duckdb.DuckDBPyConnection, view: str) -> None:
