@@ -478,3 +478,21 @@ def test_known_customer_cache_outlives_a_batch_but_not_a_delete(ctx: Context) ->
     assert "k1" not in known_customer_cache(ctx.engine)
     r = ingest_records(ctx, "usage", [_usage("a5", "k1")], unknown_customers="reject")
     assert (r.new, r.rejected) == (0, 1)
+
+
+def test_records_of_mixed_scalar_types_and_nested_values(ctx: Context) -> None:
+    upsert_customers(ctx.engine, [(0, {"id": "m1"})])
+    recs = [
+        {**_usage("m-a", "m1"), "value": "2.5"},  # text a number: accepted, as from a JSON file
+        {**_usage("m-b", "m1"), "value": 3},
+        {**_usage("m-c", "m1"), "value": "lots"},
+        {**_usage("m-d", "m1"), "value": True},
+    ]
+    r = ingest_records(ctx, "usage", recs, unknown_customers="reject")
+    assert (r.new, r.rejected) == (2, 2)
+    assert [(e.line, e.field, e.got) for e in r.errors] == [(2, "value", "lots"), (3, "value", "true")]
+    # a nested value or a NaN takes the JSON path and is still worded by index and field
+    nested = [{**_usage("m-e", "m1"), "value": {"x": 1}}, {**_usage("m-f", "m1"), "value": 1.0}]
+    r = ingest_records(ctx, "usage", nested, unknown_customers="reject")
+    assert (r.new, r.rejected) == (1, 1)
+    assert (r.errors[0].line, r.errors[0].field) == (0, "value")
