@@ -311,7 +311,12 @@ def _record_columns(records: Sequence[dict[str, Any]], columns: list[str]) -> pa
     data: dict[str, Any] = {"__row": pa.array(np.arange(len(records), dtype=np.int64))}
     try:
         for c in columns:
-            data[c] = pa.array([_json_text(r.get(c)) for r in records], pa.string())
+            values = [r.get(c) for r in records]
+            try:
+                # all text or absent (most columns): Arrow converts the list in C
+                data[c] = pa.array(values, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                data[c] = pa.array([_json_text(v) for v in values], pa.string())
     except (TypeError, AttributeError):
         return None
     data["__malformed"] = pa.nulls(len(records), pa.string())
