@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from forewarn.cli.options import time_option
+
 console = Console()
-
-
-def parse_as_of(value: str | None) -> datetime | None:
-    """An ISO-8601 time (no zone means UTC), or None.
-
-    >>> parse_as_of("2026-03-01T12:00:00").isoformat()
-    '2026-03-01T12:00:00+00:00'
-    """
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"--as-of {value!r} is not a time; expected ISO-8601 such as 2026-01-31T12:00:00Z"
-        ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def detect_cmd(
@@ -45,7 +28,7 @@ def detect_cmd(
             raise typer.BadParameter(f"--wire {name!r} is unknown; expected one of {', '.join(TRIP_WIRES)}")
     ctx = Context()
     try:
-        report = run_detection(ctx, parse_as_of(as_of), wire or None)
+        report = run_detection(ctx, time_option(as_of), wire or None)
     finally:
         ctx.close()
     if as_json:

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from forewarn.cli.options import time_option
+
 console = Console()
 err = Console(stderr=True)
 playbooks_app = typer.Typer(help="Playbooks: check, run, approve.", no_args_is_help=True)
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"expected an ISO-8601 time such as 2026-01-31T09:00:00Z, got {value!r}"
-        ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 @playbooks_app.command("check")
@@ -70,7 +59,7 @@ def run_cmd(
         raise typer.Exit(1) from None
     ctx = Context()
     try:
-        summary = run_playbooks(ctx, pset, _when(as_of), _when(now))
+        summary = run_playbooks(ctx, pset, time_option(as_of), time_option(now))
     finally:
         ctx.close()
     console.print_json(json.dumps(summary.to_dict()))
@@ -93,7 +82,7 @@ def digests_cmd(
         raise typer.Exit(1) from None
     ctx = Context()
     try:
-        n = send_digests(ctx, pset, _when(now))
+        n = send_digests(ctx, pset, time_option(now))
     finally:
         ctx.close()
     console.print(f"digests enqueued: {n}")

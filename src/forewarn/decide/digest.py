@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import select
 
 from forewarn.context import Context
-from forewarn.decide.engine import _utc, customer_views, guardrail_state
+from forewarn.decide.engine import customer_views, guardrail_state
 from forewarn.decide.guardrails import Candidate, Policy, decide
 from forewarn.decide.playbooks import PlaybookSet, load_playbooks
 from forewarn.decide.unsubscribe import unsubscribe_url
 from forewarn.state.db import transaction
 from forewarn.state.models import OutboxMessage
+from forewarn.timeutil import utc
 
 TOPIC = "digest"
 TEMPLATE = "playbook_digest"
@@ -35,7 +36,7 @@ def send_digests(ctx: Context, playbooks: PlaybookSet | str, now: datetime | Non
     from forewarn.deliver.outbox import enqueue
 
     pset = playbooks if isinstance(playbooks, PlaybookSet) else load_playbooks(playbooks)
-    now = _utc(now)
+    now = utc(now)
     window = pset.guardrails.budget.window
     policy = Policy.from_guardrails(pset.guardrails, ctx.settings)
     with transaction(ctx.engine) as session:

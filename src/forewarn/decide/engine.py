@@ -24,7 +24,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from forewarn.state.models import (
     OutboxMessage,
     Ticket,
 )
+from forewarn.timeutil import utc
 
 # which customer field holds the address a channel needs (as the incident notices use); others need none
 ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
@@ -76,12 +77,6 @@ class RunSummary:
             "by_playbook": {k: dict(v) for k, v in sorted(self.by_playbook.items())},
             "by_guardrail": dict(self.by_guardrail),
         }
-
-
-def _utc(t: datetime | None) -> datetime:
-    if t is None:
-        return datetime.now(UTC)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -174,7 +169,7 @@ _SCHEMA = {
 
 def _frame(recs: list[dict[str, Any]]) -> pl.DataFrame:
     for r in recs:
-        r["episode"] = _utc(r["episode"])
+        r["episode"] = utc(r["episode"])
     return pl.DataFrame(recs, schema=_SCHEMA)
 
 
@@ -243,7 +238,7 @@ def guardrail_state(
             (OutboxMessage.created_at >= since) | (OutboxMessage.next_attempt_at >= since),
         )
         for r in session.execute(q):
-            when = _utc(r.sent_at or r.next_attempt_at)
+            when = utc(r.sent_at or r.next_attempt_at)
             facing = r.channel not in ("task", "webhook")
             if facing and r.status in COUNTED:
                 state.record_send(r.customer_id, when)
@@ -353,8 +348,8 @@ def run_playbooks(
     from forewarn.deliver.outbox import enqueue
 
     pset = playbooks if isinstance(playbooks, PlaybookSet) else load_playbooks(playbooks)
-    now = _utc(now)
-    as_of = _utc(as_of) if as_of is not None else now
+    now = utc(now)
+    as_of = utc(as_of) if as_of is not None else now
     summary = RunSummary(as_of=as_of, now=now)
     active = pset.active()
     if not active:
@@ -398,7 +393,7 @@ def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
         row.status, row.reason, row.next_attempt_at = (
             "pending",
             f"approved (was: {row.reason})"[:256],
-            _utc(now),
+            utc(now),
         )
     return True
 

@@ -47,6 +47,7 @@ from sqlalchemy import Connection, Integer, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from forewarn.state.models import Customer, OutboxMessage
+from forewarn.timeutil import utc
 
 TABLE = OutboxMessage.__table__
 PRIORITIES = ("critical", "high", "normal", "low")
@@ -60,10 +61,6 @@ _COLUMNS = [c.name for c in TABLE.columns if c.name != "id"]
 _RETURNED = [c for c in TABLE.columns if c.name not in ("created_at", "sent_at", "next_attempt_at")]
 
 __all__ = ["Customer", "enqueue", "claim", "Outcomes", "apply_outcomes", "counts_by_status", "TABLE"]
-
-
-def _now(now: datetime | None) -> datetime:
-    return (now or datetime.now(UTC)).astimezone(UTC)
 
 
 def _row(i: int, m: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -133,7 +130,7 @@ def enqueue(
     """
     if not messages:
         return 0
-    t = _now(now)
+    t = utc(now)
     rows = [_row(i, m, t) for i, m in enumerate(messages)]
     dialect = session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
     inserted = 0
@@ -203,7 +200,7 @@ def claim(
     ``channels`` restricts the claim to those channels.
     Commit promptly: on SQLite the claim holds the write lock until then.
     """
-    t = _now(now)
+    t = utc(now)
     lease_until = t + timedelta(seconds=lease_s)
     dialect = conn.dialect.name
     claimed_by = f"claimed by {worker_id}"[:256]
@@ -250,7 +247,7 @@ def apply_outcomes(conn: Connection, outcomes: Outcomes, now: datetime | None = 
     Only rows still ``sending`` are changed, so a worker whose lease ran out cannot overwrite the outcome a
     later claimant recorded.
     """
-    t = _now(now)
+    t = utc(now)
     # not ``status = 'sending'``: an indexable status test can lure the planner off the primary key
     still_mine = TABLE.c.status.concat("") == "sending"
     for ids in _chunks(outcomes.sent):

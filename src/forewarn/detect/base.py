@@ -18,9 +18,9 @@ The same function serves live runs (recent tail), backtests (every ``as_of`` ove
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import polars as pl
 
@@ -57,6 +57,30 @@ def point_in_time(frame: pl.DataFrame, as_of: datetime, column: str = "ts") -> p
 @dataclass(frozen=True)
 class Params:
     """Base for a trip wire's parameters: a frozen dataclass with documented, sensible defaults."""
+
+
+P = TypeVar("P", bound=Params)
+
+
+def params_with(defaults: type[P], wire: str, overrides: Mapping[str, Any]) -> P:
+    """``defaults()`` with ``overrides`` applied; an unknown name is a clear error, not silently ignored.
+
+    >>> @dataclass(frozen=True)
+    ... class Demo(Params):
+    ...     k: float = 3.0
+    >>> params_with(Demo, "demo", {"k": 4.0}).k
+    4.0
+    >>> params_with(Demo, "demo", {"kk": 1})
+    Traceback (most recent call last):
+    ValueError: demo trip wire: unknown parameter(s) ['kk']; expected ['k']
+    """
+    known = {f.name for f in fields(defaults)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(
+            f"{wire} trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
+        )
+    return replace(defaults(), **overrides)
 
 
 class TripWire(Protocol):

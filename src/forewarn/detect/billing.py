@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
-from forewarn.detect.history import carry_forward, change_runs, daily_runs, run_micros, utc
+from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
+from forewarn.detect.history import carry_forward, change_runs, daily_runs, run_micros
 from forewarn.detect.opportunity import plan_limits, usage_day
+from forewarn.timeutil import utc
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = sigma
 
@@ -171,16 +172,10 @@ class BillingTripWire:
     kinds: ClassVar[tuple[str, ...]] = ("invoice", "usage")
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(BillingParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"billing trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(BillingParams(), **overrides)
+        self.params = params_with(BillingParams, "billing", overrides)
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
-        as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+        as_of = utc(as_of)
         invoices = frames.get("invoice")
         if invoices is None or invoices.height == 0:
             return empty_findings()

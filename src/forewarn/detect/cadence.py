@@ -43,9 +43,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as time_of_day
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,7 +52,9 @@ import polars as pl
 from scipy.stats import gamma
 
 from forewarn.detect import bgnbd
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
+from forewarn.detect.history import daily_runs
+from forewarn.timeutil import utc
 
 EVENT_WORDS = {  # (noun for "your last ...", verb for "you usually ...")
     "purchase": ("purchase", "shop with us"),
@@ -85,10 +86,6 @@ class CadenceParams(Params):
     # score_history: refit the population BG/NBD this often, on the data up to the refit only. Population
     # parameters move slowly once there is history, and each fit costs ~0.2 s whatever the population size.
     refit_days: int = 28
-
-
-def _utc(as_of: datetime) -> datetime:
-    return as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
 
 
 def humanize_days(days: float) -> str:
@@ -201,24 +198,6 @@ def _epoch_us(ts: pl.Series) -> np.ndarray:
     return ts.cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
 
 
-def default_runs(frames: Mapping[str, pl.DataFrame], run_at: time_of_day = time_of_day(9)) -> list[datetime]:
-    """One run a day at ``run_at`` UTC from the first to the last event day in ``frames`` (purchase, contact).
-
-    >>> t = datetime(2026, 1, 1, 20, tzinfo=UTC)
-    >>> f = {"purchase": pl.DataFrame({"ts": [t, t + timedelta(days=2)]})}
-    >>> [r.isoformat() for r in default_runs(f)]
-    ['2026-01-01T09:00:00+00:00', '2026-01-02T09:00:00+00:00', '2026-01-03T09:00:00+00:00']
-    """
-    spans = [
-        f["ts"] for k, f in frames.items() if k in ("purchase", "contact") and f is not None and f.height
-    ]
-    if not spans:
-        return []
-    lo = min(s.min() for s in spans).astimezone(UTC).date()
-    hi = max(s.max() for s in spans).astimezone(UTC).date()
-    return [datetime.combine(lo + timedelta(days=i), run_at, tzinfo=UTC) for i in range((hi - lo).days + 1)]
-
-
 class CadenceTripWire:
     """Lapses in a customer's purchase / visit rhythm (BG/NBD or interval rule) and their contact rhythm."""
 
@@ -226,16 +205,10 @@ class CadenceTripWire:
     kinds: ClassVar[tuple[str, ...]] = ("purchase", "contact")
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(CadenceParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"cadence trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(CadenceParams(), **overrides)
+        self.params = params_with(CadenceParams, "cadence", overrides)
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
-        as_of = _utc(as_of)
+        as_of = utc(as_of)
         parts = []
         purchases = frames.get("purchase")
         if purchases is not None and purchases.height:
@@ -258,7 +231,7 @@ class CadenceTripWire:
     ) -> pl.DataFrame:
         """Every run time's findings in one vectorised pass: ``detect`` at each run, concatenated.
 
-        ``runs`` (default: one a day at 09:00 UTC over the data's span, see :func:`default_runs`) are the
+        ``runs`` (default: one a day at 09:00 UTC over the data's span, see :func:`forewarn.detect.history.daily_runs`) are the
         run times. A customer's rhythm only changes on a day they have an event, so their statistics are
         computed once per event day and carried to every run until the next one; only the silence and the
         age grow. Population BG/NBD parameters: context ``bgnbd`` when given (as for ``detect``), else
@@ -266,6 +239,7 @@ class CadenceTripWire:
         (point-in-time), see :meth:`history_models`. ``detect(frames, t, bgnbd=<those models at t>)`` gives
         the same findings as this at run ``t``.
 
+        >>> from datetime import UTC
         >>> t0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
         >>> visits = pl.DataFrame({"customer_id": ["c1"] * 4, "event_type": ["visit"] * 4,
         ...                        "ts": [t0 + timedelta(days=90 * i) for i in range(4)]})
@@ -275,8 +249,8 @@ class CadenceTripWire:
         [('2027-04-16', 'cadence:lapse:visit'), ('2027-04-17', 'cadence:lapse:visit')]
         """
         if runs is None:
-            runs = default_runs(frames)
-        runs = sorted(_utc(r) for r in runs)
+            runs = daily_runs(frames, ("purchase", "contact"))
+        runs = sorted(utc(r) for r in runs)
         if not runs:
             return empty_findings()
         run_us = np.array([int(r.timestamp() * 1_000_000) for r in runs], dtype=np.int64)
@@ -317,7 +291,7 @@ class CadenceTripWire:
         each on the events up to its own time only; a run uses the latest refit at or before it.
         """
         out: list[tuple[datetime, bgnbd.BGNBDParams | None]] = []
-        for run in sorted(_utc(r) for r in runs):
+        for run in sorted(utc(r) for r in runs):
             if out and run - out[-1][0] < timedelta(days=self.params.refit_days):
                 continue
             out.append((run, self.model_for(events, run)))
@@ -327,7 +301,7 @@ class CadenceTripWire:
         self, events: pl.DataFrame, as_of: datetime, event_type: str = "purchase"
     ) -> bgnbd.BGNBDParams | None:
         """The population BG/NBD fitted on (a deterministic sample of) ``events`` up to ``as_of``, or None."""
-        return self._fit(bgnbd.summarize(events, _utc(as_of), unit_days=self.params.unit_days))
+        return self._fit(bgnbd.summarize(events, utc(as_of), unit_days=self.params.unit_days))
 
     def _fit(self, summary: pl.DataFrame) -> bgnbd.BGNBDParams | None:
         p = self.params

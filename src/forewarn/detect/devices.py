@@ -30,13 +30,13 @@ Your device D1 is showing early signs of failure: its reallocated sectors rose f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
 
 ATTRIBUTE_LABEL = {
     "smart_5_raw": "reallocated sectors",
@@ -81,13 +81,7 @@ class DeviceTripWire:
     Params: ClassVar[type[DeviceParams]] = DeviceParams
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(DeviceParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"devices trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(DeviceParams(), **overrides)
+        self.params = params_with(DeviceParams, "devices", overrides)
 
     def risk_history(self, telemetry: pl.DataFrame, *, latest_only: bool = False) -> pl.DataFrame:
         """One row per (customer, device, reading time) with ``risk``, ``rising``, ``fires`` and the

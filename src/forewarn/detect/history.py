@@ -27,12 +27,9 @@ import numpy as np
 import polars as pl
 
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings, empty_findings
+from forewarn.timeutil import utc
 
 TS = pl.Datetime("us", "UTC")
-
-
-def utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def daily_runs(

@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from forewarn.detect.base import FINDINGS_SCHEMA, Params, as_findings, empty_findings
-from forewarn.detect.history import TS, daily_runs, utc
+from forewarn.detect.base import FINDINGS_SCHEMA, Params, as_findings, empty_findings, params_with
+from forewarn.detect.history import TS, daily_runs
+from forewarn.timeutil import utc
 
 
 @dataclass(frozen=True)
@@ -161,17 +162,11 @@ class OpportunityTripWire:
     kinds: ClassVar[tuple[str, ...]] = ("usage",)
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(OpportunityParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"opportunity trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(OpportunityParams(), **overrides)
+        self.params = params_with(OpportunityParams, "opportunity", overrides)
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         p = self.params
-        as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+        as_of = utc(as_of)
         usage = frames.get("usage")
         customers = context.get("customers")
         limits = plan_limits(customers, p.limit_attribute)

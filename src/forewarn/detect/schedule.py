@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
-from forewarn.detect.history import TS, daily_runs, run_micros, utc
+from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
+from forewarn.detect.history import TS, daily_runs, run_micros
+from forewarn.timeutil import utc
 
 NOTICE_TOPIC = {
     "renewal_due": "account",
@@ -128,16 +129,10 @@ class ScheduleTripWire:
     kinds: ClassVar[tuple[str, ...]] = ("subscription", "shipment")
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(ScheduleParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"schedule trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(ScheduleParams(), **overrides)
+        self.params = params_with(ScheduleParams, "schedule", overrides)
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
-        as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+        as_of = utc(as_of)
         rows: list[dict[str, Any]] = []
         subs = frames.get("subscription")
         if subs is not None and subs.height:
@@ -164,7 +159,7 @@ class ScheduleTripWire:
         row, on the days it counts as late. Only those (row, run) pairs are expanded, never customers x runs;
         the days left (or late) is worked out per run, the rest of a finding once per row.
 
-        >>> from datetime import date
+        >>> from datetime import UTC, date
         >>> subs = pl.DataFrame({"customer_id": ["c1"], "ts": [datetime(2026, 3, 1, tzinfo=UTC)],
         ...     "event_type": ["renewal_due"], "due_date": [date(2026, 3, 10)]})
         >>> runs = [datetime(2026, 3, d, 9, tzinfo=UTC) for d in (8, 9, 10, 11)]

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from forewarn.detect.base import Params, as_findings, empty_findings, point_in_time
+from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
 from forewarn.detect.baseline import (
     SEASON_LAGS,
     group_starts,
@@ -339,13 +339,7 @@ class UsageTripWire:
     Params: ClassVar[type[UsageParams]] = UsageParams
 
     def __init__(self, **overrides: Any) -> None:
-        known = {f.name for f in fields(UsageParams)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"usage trip wire: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}"
-            )
-        self.params = replace(UsageParams(), **overrides)
+        self.params = params_with(UsageParams, "usage", overrides)
 
     def _prepare(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Series values, and the frame the per-series descriptors (unit, period) come from."""

@@ -1,34 +1,20 @@
-"""Small helpers shared by the incident modules: event time, dialect and typed parameters for raw SQL.
+"""Small helpers shared by the incident modules: dialect and typed parameters for raw SQL.
 
 Raw SQL is used where a set query (INSERT .. SELECT) does the work of a loop; its datetime parameters go
 through ``UtcDateTime`` so SQLite stores them in the same text form the ORM writes (comparisons stay correct).
-
->>> utc(datetime(2026, 1, 1, 12, tzinfo=UTC)).isoformat()
-'2026-01-01T12:00:00+00:00'
->>> utc(datetime(2026, 1, 1, 12)).tzinfo is UTC
-True
+Event times are normalised with ``forewarn.timeutil.utc``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
 from forewarn.state.models import UtcDateTime
-
-
-def utc(now: datetime | None = None) -> datetime:
-    """``now`` as aware UTC (naive means UTC); the wall clock when ``None``."""
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        return now.replace(tzinfo=UTC)
-    return now.astimezone(UTC)
 
 
 def dialect(session: Session) -> str:

@@ -33,7 +33,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.service import (
     IncidentError,
     Scope,
@@ -43,6 +42,7 @@ from forewarn.incidents.service import (
     resolve_incident,
     widen,
 )
+from forewarn.timeutil import utc
 
 SERVICE_LABELS = ("service", "forewarn_service")
 REGION_LABELS = ("region", "forewarn_region")

@@ -33,10 +33,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from forewarn.detect.usage import UsageParams, score_series
-from forewarn.incidents._db import utc
 from forewarn.incidents.service import Scope, open_incident, post_update, resolve_incident, scopes_of, widen
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident, IncidentScope, Service
+from forewarn.timeutil import utc
 
 if TYPE_CHECKING:
     from forewarn.context import Context

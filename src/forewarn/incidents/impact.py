@@ -5,7 +5,7 @@ customers not already recorded are added, so widening an incident returns exactl
 A scope's region ``*`` means every region. Optionally only customers active recently count: pass their ids
 (``active_customer_ids`` reads them from the signal store) and they are joined through a temporary table.
 
->>> from forewarn.incidents._db import utc
+>>> from forewarn.timeutil import utc
 >>> IMPACT_SQL.count("INSERT INTO affected_customers")
 1
 """
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import bulk_writes, dialect, sql, utc
+from forewarn.incidents._db import bulk_writes, dialect, sql
+from forewarn.timeutil import utc
 
 if TYPE_CHECKING:
     from forewarn.context import Context

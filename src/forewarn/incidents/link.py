@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.notices import ADDRESS_COLUMNS, TEMPLATE_REPLY, TOPIC, priority_for, thread_key
 from forewarn.state.db import transaction
 from forewarn.state.models import (
@@ -40,6 +39,7 @@ from forewarn.state.models import (
     Service,
     Ticket,
 )
+from forewarn.timeutil import utc
 
 if TYPE_CHECKING:
     from forewarn.context import Context

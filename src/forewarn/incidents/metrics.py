@@ -23,9 +23,9 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.service import get_incident
 from forewarn.state.models import AffectedCustomer, OutboxMessage, Ticket
+from forewarn.timeutil import utc
 
 QUEUED = ("pending", "sending", "failed", "deferred", "held")
 DEFAULT_GRACE = timedelta(hours=6)

@@ -48,9 +48,9 @@ import httpx
 import yaml
 from sqlalchemy import Engine
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.service import find_by_key, open_incident, resolve_incident, scopes_of
 from forewarn.state.db import transaction
+from forewarn.timeutil import utc
 
 
 class MonitorConfigError(ValueError):

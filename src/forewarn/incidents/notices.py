@@ -25,7 +25,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from forewarn.incidents._db import bulk_writes, dialect, sql, utc
+from forewarn.incidents._db import bulk_writes, dialect, sql
+from forewarn.timeutil import utc
 
 TOPIC = "outage"
 TEMPLATE_OPEN = "incident_open"

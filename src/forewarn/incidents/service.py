@@ -33,10 +33,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.impact import compute_affected
 from forewarn.incidents.notices import TEMPLATE_OPEN, fan_out, template_for
 from forewarn.state.models import Incident, IncidentScope, IncidentUpdate, Service
+from forewarn.timeutil import utc
 
 STATUSES = ("investigating", "identified", "monitoring", "resolved")
 SEVERITIES = ("minor", "major", "critical")

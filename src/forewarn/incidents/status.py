@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from forewarn.incidents._db import utc
 from forewarn.incidents.context import STATUS_LABELS
 from forewarn.state.models import Incident, IncidentScope, Service
+from forewarn.timeutil import utc
 
 SERVICE_STATE = {"critical": "major outage", "major": "partial outage", "minor": "degraded performance"}
 RANK = {"operational": 0, "degraded performance": 1, "partial outage": 2, "major outage": 3}

@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from forewarn.measure.sql import bucket, percentiles, seconds_between
 from forewarn.measure.stats import mean_ci, newcombe_diff, wilson
 from forewarn.state.models import Customer, Incident, OutboxMessage, Ticket
+from forewarn.timeutil import parse_time, utc
 
 customers_t = Customer.__table__
 tickets_t = Ticket.__table__
@@ -63,10 +64,10 @@ class SignalReader(Protocol):
 
 def _as_utc(value: datetime | date | str) -> datetime:
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc(value)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -66,7 +67,7 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-class Reader:
+class Reader(ABC):
     """Base: iterate raw chunks of a file; ``progress_total`` is in the units ``chunks`` advances by."""
 
     format = ""
@@ -76,16 +77,17 @@ class Reader:
         self.row_errors: list[RowError] = []  # rows the reader itself could not split into fields
         self.rejected_rows = 0
 
+    @abstractmethod
     def columns(self) -> list[str]:
-        raise NotImplementedError
+        """The file's column names."""
 
     @property
     def progress_total(self) -> int:
         return self.path.stat().st_size
 
+    @abstractmethod
     def chunks(self, columns: Sequence[str], chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[pa.Table, int]]:
         """Yield (table with ``__row`` and the wanted ``columns`` the file has, progress advance)."""
-        raise NotImplementedError
 
     def source_sql(self, view: str, columns: Sequence[str]) -> str:
         """SQL giving ``__row`` and the raw ``columns`` (those the file has) from a registered chunk."""
@@ -104,9 +106,9 @@ class Reader:
         """``errors`` with their ``line`` set to the physical line in the file (a no-op but for CSV)."""
         return errors
 
+    @abstractmethod
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line, record) pairs, for small entity files (customers, services, dependencies)."""
-        raise NotImplementedError
 
 
 class ParquetReader(Reader):
