@@ -15,7 +15,7 @@ from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.decide.control import in_control
 from forewarn.decide.engine import approve, held, run_playbooks
-from forewarn.decide.playbooks import PlaybookError, load_playbooks, parse_duration
+from forewarn.decide.playbooks import PlaybookError, load_playbooks
 from forewarn.detect.registry import TRIP_WIRES
 from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import (
@@ -28,6 +28,7 @@ from forewarn.state.models import (
     Service,
     Ticket,
 )
+from forewarn.timeutil import parse_duration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "playbooks"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # 12:00 UTC: daytime in Europe

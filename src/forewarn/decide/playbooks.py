@@ -54,6 +54,8 @@ from pydantic import (
     model_validator,
 )
 
+from forewarn.timeutil import parse_duration
+
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 PRIORITY_RANK: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 CHANNELS: tuple[str, ...] = ("email", "sms", "chat", "console", "file", "webhook")
@@ -90,30 +92,6 @@ def topic_of(kind: str, condition: str) -> str:
 
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "deliver" / "templates"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"2w"`` or a number of seconds -> ``timedelta``.
-
-    >>> parse_duration("7d")
-    datetime.timedelta(days=7)
-    >>> parse_duration("90m")
-    datetime.timedelta(seconds=5400)
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 7d, 12h or 30m")
-    if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"expected a duration such as 7d, 12h or 30m (got {value!r})")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
