@@ -81,3 +81,23 @@ def test_link_and_reply(ctx) -> None:
     assert m.tickets_linked == 3 and m.auto_replies == 3
     # every contact from an affected customer came before any notice was delivered (none was sent here)
     assert m.contacts_during == 4 and m.contacts_before_notice == 4
+
+
+def test_a_contact_too_old_to_answer_is_linked_and_its_reply_recorded_as_suppressed(ctx) -> None:
+    seed_isp(ctx.engine)
+    with transaction(ctx.engine) as s:
+        inc = service.open_incident(
+            s, title="Internet outage", services=["internet"], regions=["north"], now=T0
+        )
+    old, fresh = add_tickets(
+        ctx.engine,
+        [
+            ("C00", "phone", "no internet since this morning", timedelta(minutes=10)),
+            ("C04", "phone", "internet down", timedelta(hours=5)),
+        ],
+    )
+    r = link_tickets(ctx, now=T0 + timedelta(hours=6), reply_max_age=timedelta(hours=3))
+    assert r.linked == 2
+    replies = {m.ticket_id: m for m in outbox(ctx.engine, inc.id) if m.ticket_id is not None}
+    assert replies[fresh].status == "pending"
+    assert replies[old].status == "suppressed" and replies[old].reason.startswith("too old to answer")

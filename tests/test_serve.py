@@ -60,3 +60,22 @@ def test_a_bad_monitors_file_fails_before_serving(settings: Settings, tmp_path: 
     ctx = Context(settings.model_copy(update={"monitors_file": path}))
     with pytest.raises(ValueError, match="port"):
         start_monitors(ctx)
+
+
+def test_serve_runs_the_live_loop_when_an_interval_is_set(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from forewarn.cli.serve import start_cycle
+
+    assert start_cycle(Context(settings)) is None  # off unless asked for
+    ctx = Context(settings.model_copy(update={"cycle_every": timedelta(milliseconds=100)}))
+    runner = start_cycle(ctx)
+    assert runner is not None
+    try:
+        deadline = time.monotonic() + 30
+        while runner.passes < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.passes >= 2
+    finally:
+        runner.stop()
+        ctx.close()

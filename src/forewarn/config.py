@@ -8,18 +8,28 @@ DuckDB signal store. Production points ``FOREWARN_DATABASE_URL`` at PostgreSQL.
 'sqlite:////tmp/fw-doc/state.db'
 >>> s.signals_path.name
 'signals.duckdb'
+>>> Settings(home="/tmp/fw-doc", cycle_every="15m").cycle_every
+datetime.timedelta(seconds=900)
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from forewarn.timeutil import parse_duration
+
+# "15m", "1h", a number of seconds; empty or unset means off
+OptionalDuration = Annotated[
+    timedelta | None, BeforeValidator(lambda v: None if v in (None, "") else parse_duration(v))
+]
 
 
 class SmtpSettings(BaseSettings):
@@ -67,6 +77,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     # uptime monitors (YAML or TOML) that `forewarn serve` runs in the background; none when unset
     monitors_file: Path | None = None
+    # the playbooks (a YAML file or a folder of them) the live loop decides with (default: HOME/playbooks)
+    playbooks_path: Path = Path()
+    # how often `forewarn serve` runs the live loop (detect, incidents, link, decide, digests); off when unset
+    cycle_every: OptionalDuration = None
     # signs unsubscribe links and webhook payloads
     secret_key: str = "forewarn-dev-secret-change-me"
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
@@ -79,6 +93,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'state.db'}"
         if self.signals_path == Path():
             self.signals_path = self.home / "signals.duckdb"
+        if self.playbooks_path == Path():
+            self.playbooks_path = self.home / "playbooks"
         return self
 
     @classmethod

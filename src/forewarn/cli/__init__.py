@@ -13,6 +13,7 @@ from forewarn.cli import (
     ingest,
     metrics,
     playbooks,
+    run,
     serve,
     simulate,
     worker,
@@ -25,7 +26,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (db, ingest, simulate, detect, incidents, worker, playbooks, backtest, metrics, serve, demo):
+for module in (
+    db,
+    ingest,
+    simulate,
+    detect,
+    incidents,
+    worker,
+    playbooks,
+    run,
+    backtest,
+    metrics,
+    serve,
+    demo,
+):
     module.register(app)
 
 

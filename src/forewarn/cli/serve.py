@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from forewarn.context import Context
+
+if TYPE_CHECKING:
+    from forewarn.cycle import CycleRunner
 
 console = Console()
 
@@ -26,19 +29,39 @@ def serve_forever(
     app = create_app(ctx)
     background = start_background_worker(ctx, **(worker_options or {})) if worker else None
     monitors = start_monitors(ctx)
+    cycle = start_cycle(ctx)
     console.print(
         f"[bold]forewarn[/] serving on http://{host}:{port}  "
         f"(dashboard /, API docs /docs, status page /status, metrics /metrics)"
         + ("; delivery worker running" if background else "")
         + (f"; {monitors[1]} uptime monitors running" if monitors else "")
+        + (f"; the live loop runs every {ctx.settings.cycle_every}" if cycle else "")
     )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        if background:
-            background.stop()
         if monitors:
             monitors[0].set()
+        if cycle:
+            cycle.stop()
+        if background:
+            background.stop()
+
+
+def start_cycle(ctx: Context) -> CycleRunner | None:
+    """Run the live loop every ``settings.cycle_every`` in a daemon thread; ``.stop()`` it when done."""
+    if ctx.settings.cycle_every is None:
+        return None
+    from forewarn.cycle import CycleRunner
+
+    def log_pass(report: Any) -> None:
+        failed = [f"{s.name}: {s.summary}" for s in report.stages if s.status == "error"]
+        done = ", ".join(f"{s.name} {s.summary}" for s in report.stages if s.status == "ok" and s.summary)
+        console.print(f"[dim]{report.now:%Y-%m-%d %H:%M:%S}[/] pass in {report.seconds:.1f} s: {done}")
+        for line in failed:
+            console.print(f"[red]  {line}[/]")
+
+    return CycleRunner(ctx, ctx.settings.cycle_every, on_report=log_pass).start()
 
 
 def start_monitors(ctx: Context) -> tuple[threading.Event, int] | None:
@@ -64,9 +87,22 @@ def register(app: typer.Typer) -> None:
         monitors: Path | None = typer.Option(
             None, help="uptime monitors file (YAML/TOML) to run in the background (default: settings)"
         ),
+        every: str | None = typer.Option(
+            None,
+            "--every",
+            help="also run the live loop (detect, incidents, link, playbooks, digests) at this interval, "
+            "e.g. 15m (default: settings.cycle_every; off when unset)",
+        ),
     ) -> None:
         """Serve the REST API, the public status page and the dashboard."""
+        from forewarn.timeutil import parse_duration
+
         ctx = Context()
         if monitors is not None:
             ctx.settings.monitors_file = monitors
+        if every is not None:
+            try:
+                ctx.settings.cycle_every = parse_duration(every)
+            except ValueError as e:
+                raise typer.BadParameter(f"--every: {e}") from None
         serve_forever(ctx, host, port, worker=worker)

@@ -234,8 +234,9 @@ def _episode_incident(session: Session, ev: ServiceEvent) -> Incident | None:
     ).first()
 
 
-def _open_detector_incident(session: Session, service_id: str) -> Incident | None:
-    return session.scalars(
+def _open_detector_incident(session: Session, service_id: str, region: str | None = None) -> Incident | None:
+    """The oldest unresolved detector incident on ``service_id`` (covering ``region``, when given)."""
+    q = (
         select(Incident)
         .join(IncidentScope, IncidentScope.incident_id == Incident.id)
         .where(
@@ -244,7 +245,10 @@ def _open_detector_incident(session: Session, service_id: str) -> Incident | Non
             IncidentScope.service_id == service_id,
         )
         .order_by(Incident.started_at)
-    ).first()
+    )
+    if region is not None:
+        q = q.where(IncidentScope.region == region)
+    return session.scalars(q).first()
 
 
 def apply_events(
@@ -305,11 +309,35 @@ def apply_events(
 
 
 def sync_from_signals(
-    ctx: Context, *, as_of: datetime | None = None, params: ServiceParams | None = None
+    ctx: Context,
+    *,
+    as_of: datetime | None = None,
+    params: ServiceParams | None = None,
+    since: datetime | None = None,
 ) -> list[tuple[str, int]]:
-    """Read ``service_metric`` signals up to ``as_of`` from the signal store and apply the events."""
+    """Read ``service_metric`` signals up to ``as_of`` from the signal store and apply the events.
+
+    ``since`` leaves out episodes that were over before it: a live loop started on a store full of history
+    must not tell customers about an outage that ended weeks ago (``forewarn incidents detect`` replays all).
+    """
     as_of = utc(as_of)
     frame = ctx.signals.read("service_metric", end=as_of)
     events = service_events(frame, params, as_of)
+    if since is not None:
+        events = recent_episodes(events, utc(since))
     with transaction(ctx.engine) as s:
         return apply_events(s, events)
+
+
+def recent_episodes(events: list[ServiceEvent], since: datetime) -> list[ServiceEvent]:
+    """``events`` without the episodes (open and resolve) whose resolve came before ``since``.
+
+    >>> from datetime import UTC, datetime
+    >>> t = lambda h: datetime(2026, 3, 1, h, tzinfo=UTC)
+    >>> old = [ServiceEvent("open", "tv", "north", t(1), t(1)), ServiceEvent("resolve", "tv", "north", t(2), t(1))]
+    >>> new = [ServiceEvent("open", "tv", "north", t(5), t(5))]
+    >>> [(e.kind, e.ts.hour) for e in recent_episodes(old + new, since=t(3))]
+    [('open', 5)]
+    """
+    over = {(e.service_id, e.region, e.opened_at) for e in events if e.kind == "resolve" and e.ts < since}
+    return [e for e in events if (e.service_id, e.region, e.opened_at) not in over]

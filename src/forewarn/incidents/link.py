@@ -202,9 +202,11 @@ def link_in_session(
     grace: timedelta = DEFAULT_GRACE,
     threshold: float = THRESHOLD,
     reply: bool = True,
+    reply_max_age: timedelta | None = None,
 ) -> LinkResult:
     """:func:`link_tickets` inside the caller's transaction."""
     now = utc(now)
+    too_old = None if reply_max_age is None else now - reply_max_age
     q = (
         select(Ticket, Incident)
         .join(AffectedCustomer, AffectedCustomer.customer_id == Ticket.customer_id)
@@ -242,6 +244,9 @@ def link_in_session(
         if reply:
             customer = session.get(Customer, ticket.customer_id)
             channel, address, reason = _reply_channel(session, customer)
+            if too_old is not None and utc(ticket.opened_at) < too_old:
+                # linked for the record, but an answer this late would only confuse
+                reason = f"too old to answer: contact opened {utc(ticket.opened_at):%Y-%m-%d %H:%M} UTC"
             messages.append(
                 {
                     "idempotency_key": f"incident:{incident.id}:reply:{ticket.id}",
@@ -279,13 +284,17 @@ def link_tickets(
     *,
     grace: timedelta = DEFAULT_GRACE,
     threshold: float = THRESHOLD,
+    reply_max_age: timedelta | None = None,
 ) -> LinkResult:
     """Link unlinked tickets (all, or ``ticket_ids``) to the incident that explains them; auto-reply; count.
 
     ``now`` is the event time: only tickets opened and incidents created by then are considered.
+    ``reply_max_age``: contacts older than this at ``now`` are linked, and their reply recorded as suppressed.
     """
     with transaction(ctx.engine) as s:
-        return link_in_session(s, ticket_ids, now=now, grace=grace, threshold=threshold)
+        return link_in_session(
+            s, ticket_ids, now=now, grace=grace, threshold=threshold, reply_max_age=reply_max_age
+        )
 
 
 __all__ = ["LinkResult", "link_in_session", "link_tickets", "text_score"]
