@@ -16,7 +16,7 @@ from forewarn.decide.quiet_hours import next_allowed
 from forewarn.deliver import locales, retry
 from forewarn.deliver.channels.base import CustomerView, available_channels, create_channel
 from forewarn.deliver.outbox import TABLE, Outcomes, apply_outcomes, claim, counts_by_status, enqueue
-from forewarn.deliver.ratelimit import TokenBucket
+from forewarn.deliver.ratelimit import refill
 from forewarn.deliver.render import Renderer, TemplateMissing, render_template, split_subject
 from forewarn.state.db import open_store, transaction, upgrade
 from forewarn.state.models import Customer
@@ -200,10 +200,14 @@ def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
         assert max(delays) - min(delays) > nominal * 0.3  # actually jittered
 
 
-def test_token_bucket_rate() -> None:
-    b = TokenBucket(rate=100, burst=10, now=0.0)
-    sent = sum(b.try_acquire(now=t / 1000) for t in range(0, 2000))  # 2 s polled every ms
+def test_token_bucket_refill() -> None:
+    tokens, sent = 10.0, 0
+    for ms in range(1, 2001):  # 2 s polled every ms from a bucket of burst 10, 100/s
+        tokens = refill(tokens, (ms - 1) / 1000, ms / 1000, rate=100, burst=10)
+        if tokens >= 1:
+            tokens, sent = tokens - 1, sent + 1
     assert 205 <= sent <= 211  # 10 burst + 100/s * 2 s
+    assert refill(0.0, 5.0, 4.0, rate=100, burst=10) == 0.0  # a clock that steps back adds nothing
 
 
 def test_locales_and_templates() -> None:

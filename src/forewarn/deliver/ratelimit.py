@@ -1,77 +1,112 @@
-"""Per-channel rate limits: a thread-safe token bucket per channel.
+"""Per-channel rate limits, shared by every worker on the same state store: token buckets in a table.
 
-A bucket of ``rate`` tokens per second holds at most ``burst`` tokens (default: one second's worth). The
-worker takes a token before each send; a message that finds the bucket empty is not sent but put back to wait
-until ``wait_time`` says a token will be there, so one slow channel never stalls the others.
+A provider's limit (an SMS gateway's 50 messages a second, say) is per account, not per worker process, so the
+bucket lives in the state store (``rate_buckets``: one row per channel) and several workers draining one outbox
+together stay under it. A bucket of ``rate`` tokens per second holds at most ``burst`` tokens (default: one
+second's worth). A worker takes the tokens a whole batch needs in one short transaction (:meth:`acquire`) and
+gives back what it did not use (:meth:`release`); a message that finds no token is not sent but put back to wait
+until :meth:`wait_time` says one will be there, so one slow channel never stalls the others.
 
-The buckets live in the worker process: N workers sharing one outbox together send up to N times the
-configured rate (give each ``rate / N``).
+Time is the wall clock (epoch seconds): limits are about real throughput to a provider, even while a worker
+replays simulated time.
 
->>> b = TokenBucket(rate=10, burst=2, now=0.0)
->>> [b.try_acquire(now=0.0) for _ in range(3)]
-[True, True, False]
->>> round(b.wait_time(now=0.0), 3)
-0.1
->>> b.try_acquire(now=0.1)
-True
+>>> refill(tokens=0.0, last=10.0, now=10.5, rate=4.0, burst=10.0)
+2.0
+>>> refill(tokens=9.0, last=10.0, now=20.0, rate=4.0, burst=10.0)
+10.0
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping
 
+from sqlalchemy import Engine, text
 
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` stored."""
 
-    def __init__(self, rate: float, burst: float | None = None, now: float | None = None) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be > 0 messages per second, got {rate!r}")
-        self.rate = float(rate)
-        self.burst = float(burst if burst is not None else max(1.0, rate))
-        self._tokens = self.burst
-        self._last = time.monotonic() if now is None else now
-        self._lock = threading.Lock()
-
-    def _refill(self, now: float) -> None:
-        if now > self._last:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-
-    def try_acquire(self, n: float = 1.0, now: float | None = None) -> bool:
-        """Take ``n`` tokens if they are there."""
-        with self._lock:
-            self._refill(time.monotonic() if now is None else now)
-            if self._tokens >= n:
-                self._tokens -= n
-                return True
-            return False
-
-    def wait_time(self, n: float = 1.0, now: float | None = None) -> float:
-        """Seconds until ``n`` tokens will be there (0 when they are now)."""
-        with self._lock:
-            self._refill(time.monotonic() if now is None else now)
-            return max(0.0, (n - self._tokens) / self.rate)
+def refill(tokens: float, last: float, now: float, rate: float, burst: float) -> float:
+    """The bucket's tokens at ``now``: ``rate`` per second since ``last``, capped at ``burst``."""
+    return min(burst, tokens + max(0.0, now - last) * rate)
 
 
 class RateLimiter:
-    """One bucket per channel with a limit; channels without one (or with 0) are unlimited.
+    """Token buckets per channel in the state store; channels without a limit (or with 0) are unlimited.
 
-    >>> rl = RateLimiter({"sms": 1, "email": 0})
-    >>> rl.try_acquire("email"), rl.try_acquire("sms"), rl.try_acquire("sms")
-    (True, True, False)
+    >>> from forewarn.state.db import make_engine, upgrade
+    >>> import tempfile
+    >>> url = f"sqlite:///{tempfile.mkdtemp()}/s.db"
+    >>> upgrade(url)
+    >>> rl = RateLimiter(make_engine(url), {"sms": 2, "email": 0})
+    >>> rl.acquire("email", 500), rl.acquire("sms", 5), rl.acquire("sms", 5)
+    (500, 2, 0)
+    >>> 0.4 < rl.wait_time("sms", 1) <= 0.5
+    True
     """
 
-    def __init__(self, limits: Mapping[str, float] | None = None) -> None:
-        self.buckets = {name: TokenBucket(rate) for name, rate in (limits or {}).items() if rate and rate > 0}
+    def __init__(self, engine: Engine, limits: Mapping[str, float] | None = None) -> None:
+        for name, rate in (limits or {}).items():
+            if rate is not None and rate < 0:
+                raise ValueError(f"rate limit for {name!r} must be >= 0 messages per second, got {rate!r}")
+        self.engine = engine
+        self.rates = {name: float(rate) for name, rate in (limits or {}).items() if rate and rate > 0}
+        self.bursts = {name: max(1.0, rate) for name, rate in self.rates.items()}
+        # what this worker last saw of each bucket (tokens, at): enough for wait_time without a round trip
+        self._seen: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
 
-    def try_acquire(self, channel: str, now: float | None = None) -> bool:
-        bucket = self.buckets.get(channel)
-        return True if bucket is None else bucket.try_acquire(now=now)
+    def limited(self, channel: str) -> bool:
+        return channel in self.rates
 
-    def wait_time(self, channel: str, queued: int = 1, now: float | None = None) -> float:
-        """Seconds until ``queued`` more messages could go on ``channel``."""
-        bucket = self.buckets.get(channel)
-        return 0.0 if bucket is None else bucket.wait_time(n=queued, now=now)
+    def acquire(self, channel: str, n: int) -> int:
+        """Take up to ``n`` tokens from ``channel``'s bucket; returns how many were granted."""
+        if n <= 0 or channel not in self.rates:
+            return max(n, 0)
+        return self._change(channel, -n)
+
+    def release(self, channel: str, n: int) -> None:
+        """Give back ``n`` granted tokens a batch did not use (up to the burst)."""
+        if n > 0 and channel in self.rates:
+            self._change(channel, n)
+
+    def wait_time(self, channel: str, queued: int = 1) -> float:
+        """Seconds until ``queued`` more messages could go on ``channel`` (by what this worker last saw)."""
+        if channel not in self.rates:
+            return 0.0
+        tokens, at = self._seen.get(channel, (0.0, time.time()))
+        rate = self.rates[channel]
+        now_tokens = refill(tokens, at, time.time(), rate, self.bursts[channel])
+        return max(0.0, (queued - now_tokens) / rate)
+
+    def _change(self, channel: str, delta: int) -> int:
+        """Refill, then take (delta < 0: as many as there are, up to -delta) or give back (delta > 0)."""
+        rate, burst = self.rates[channel], self.bursts[channel]
+        with self._lock, self.engine.begin() as conn:
+            # a channel's first use creates its bucket full; the no-op UPDATE then takes the row's write lock
+            # (on both backends) so that two workers never spend the same tokens
+            conn.execute(
+                text(
+                    "INSERT INTO rate_buckets (channel, tokens, updated_at) VALUES (:c, :t, :u) "
+                    "ON CONFLICT (channel) DO NOTHING"
+                ),
+                {"c": channel, "t": burst, "u": time.time()},
+            )
+            conn.execute(text("UPDATE rate_buckets SET tokens = tokens WHERE channel = :c"), {"c": channel})
+            tokens, last = conn.execute(
+                text("SELECT tokens, updated_at FROM rate_buckets WHERE channel = :c"), {"c": channel}
+            ).one()
+            now = time.time()
+            tokens = refill(float(tokens), float(last), now, rate, burst)
+            granted = 0
+            if delta < 0:
+                granted = min(-delta, math.floor(tokens + 1e-9))
+                tokens -= granted
+            else:
+                tokens = min(burst, tokens + delta)
+            conn.execute(
+                text("UPDATE rate_buckets SET tokens = :t, updated_at = :u WHERE channel = :c"),
+                {"c": channel, "t": tokens, "u": now},
+            )
+            self._seen[channel] = (tokens, now)
+        return granted

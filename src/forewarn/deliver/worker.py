@@ -37,7 +37,7 @@ import random
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -132,7 +132,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.only_channels = None if channels is None else list(channels)
         self.channels: dict[str, Channel] = dict(channels or {})
-        self.limiter = RateLimiter(self.delivery.rate_limits)
+        self.limiter = RateLimiter(ctx.engine, self.delivery.rate_limits)
         self.stats: dict[str, int] = defaultdict(int)
         # seconds spent per phase (claim, prepare, send, record): where a batch's time goes
         self.timings: dict[str, float] = defaultdict(float)
@@ -282,6 +282,9 @@ class Worker:
         batch = _Batch(rows, now)
         out, ready = batch.out, batch.ready
         waiting: dict[str, int] = defaultdict(int)
+        # rate-limited channels take the tokens the whole batch could need in one go, and give back the rest
+        wanted = Counter(r.channel for r in rows if self.limiter.limited(r.channel))
+        tokens: dict[str, int] = {}
         critical_skips = self.delivery.critical_overrides_quiet_hours
         max_attempts = self.delivery.max_attempts
         quiet: dict[str, datetime | None] = {}  # per time zone: the same answer for the whole batch
@@ -314,11 +317,18 @@ class Worker:
                     if resume is not None:
                         out.deferred.append((row.id, resume, f"quiet hours until {resume.isoformat()}"))
                         continue
-                if not self.limiter.try_acquire(row.channel):
-                    waiting[row.channel] += 1
-                    wait = self.limiter.wait_time(row.channel, waiting[row.channel])
-                    out.deferred.append((row.id, now + timedelta(seconds=wait), f"rate limit: {row.channel}"))
-                    continue
+                if row.channel in wanted:
+                    if row.channel not in tokens:
+                        tokens[row.channel] = self.limiter.acquire(row.channel, wanted[row.channel])
+                    wanted[row.channel] -= 1
+                    if tokens[row.channel] <= 0:
+                        waiting[row.channel] += 1
+                        wait = self.limiter.wait_time(row.channel, waiting[row.channel])
+                        out.deferred.append(
+                            (row.id, now + timedelta(seconds=wait), f"rate limit: {row.channel}")
+                        )
+                        continue
+                    tokens[row.channel] -= 1
                 try:
                     rendered = render_message(
                         session, row, customer, renderer=self.renderer, public_url=public_url
@@ -349,6 +359,8 @@ class Worker:
                     )
                 )
             clear_batch_cache(session)
+        for channel, left in tokens.items():
+            self.limiter.release(channel, left)
         self.timings["prepare"] += time.perf_counter() - clock
         return batch
 

@@ -297,3 +297,13 @@ class Ticket(Base):
     )
     finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateBucket(Base):
+    """A per-channel token bucket shared by every delivery worker (:mod:`forewarn.deliver.ratelimit`)."""
+
+    __tablename__ = "rate_buckets"
+
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)  # wall clock, epoch seconds: shared across hosts
