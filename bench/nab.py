@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -285,6 +286,97 @@ def anomaly_scores(ts: np.ndarray, values: np.ndarray, probation: int) -> np.nda
 
 
 # ----------------------------------------------------------------------------------------------------
+# robustness: parameters chosen on one part of the corpus, scored on the rest
+
+# the grid ``--cv`` chooses from (the scoring parameters; the model pass keeps PARAMS' window and local mean)
+CV_GRID = {
+    "scale_floor": [0.0, 0.001, 0.003, 0.01],
+    "squash": [7.0, 10.0, 14.0],
+    "repeat_factor": [0.4, 0.5, 0.6],
+    "margin": [0.02, 0.05, 0.1],
+}
+
+
+def split_half(name: str) -> int:
+    """0 or 1 from a stable hash of the file name (the same split on every machine and run)."""
+    return zlib.crc32(name.encode()) % 2
+
+
+def normalised(parts: list[FileParts], scores: list[np.ndarray], prof: dict[str, float], thr: float) -> float:
+    """NAB's normalised score of ``parts`` at a given threshold."""
+    total = sum(file_score(p, s, thr, prof) for p, s in zip(parts, scores, strict=True))
+    null = sum(-prof["fn"] * p.n_windows for p in parts)
+    return 100.0 * (total - null) / (_perfect_total(parts, prof) - null)
+
+
+def cross_validate(
+    series: list[tuple[FileParts, np.ndarray, np.ndarray, np.ndarray, int]], prof: dict
+) -> dict:
+    """For each fold (the two halves of ``split_half``, and each category left out): the parameter set of
+    ``CV_GRID`` and threshold best on the training files, scored on the held-out files, next to the held-out
+    score of PARAMS with the all-corpus threshold. Also the one-at-a-time sensitivity of the corpus score."""
+    import itertools
+
+    names = [s[0].name for s in series]
+    parts = [s[0] for s in series]
+    grid = [dict(zip(CV_GRID, combo, strict=True)) for combo in itertools.product(*CV_GRID.values())]
+    scored = {}  # parameter set (as a tuple) -> scores per series
+    for params in grid:
+        key = tuple(params.values())
+        scored[key] = [scores_from_errors(v, e, sp, prob, params) for _, v, e, sp, prob in series]
+    base_key = tuple(PARAMS[k] for k in CV_GRID)
+    if base_key not in scored:
+        scored[base_key] = [scores_from_errors(v, e, sp, prob) for _, v, e, sp, prob in series]
+    all_thr, _ = corpus_sweep(parts, scored[base_key], prof)
+    folds = [(f"hash half {h}", [i for i, n in enumerate(names) if split_half(n) == h]) for h in (0, 1)]
+    categories = sorted({n.split("/")[0] for n in names})
+    folds += [
+        (f"category {c}", [i for i, n in enumerate(names) if n.startswith(c + "/")]) for c in categories
+    ]
+    out: dict = {"folds": [], "sensitivity": []}
+    null = sum(-prof["fn"] * p.n_windows for p in parts)
+    perfect = _perfect_total(parts, prof)
+    pooled = 0.0  # the two hash halves' held-out raw totals, normalised like the corpus score
+    for label, test in folds:
+        test_parts = [parts[i] for i in test]
+        if not any(p.n_windows for p in test_parts):
+            continue  # nothing to detect: the normalised score is undefined
+        train = [i for i in range(len(names)) if i not in test]
+        (thr, _), key = max(
+            (
+                (corpus_sweep([parts[i] for i in train], [s[i] for i in train], prof), k)
+                for k, s in scored.items()
+            ),
+            key=lambda r: r[0][1],
+        )
+        test_scores = [scored[key][i] for i in test]
+        if label.startswith("hash"):
+            pooled += sum(file_score(p, sc, thr, prof) for p, sc in zip(test_parts, test_scores, strict=True))
+        out["folds"].append(
+            {
+                "fold": label,
+                "test_files": len(test),
+                "chosen": dict(zip(CV_GRID, key, strict=True)),
+                "held_out": round(normalised(test_parts, test_scores, prof, thr), 1),
+                "held_out_with_PARAMS": round(
+                    normalised(test_parts, [scored[base_key][i] for i in test], prof, all_thr), 1
+                ),
+            }
+        )
+    out["pooled_halves"] = round(100.0 * (pooled - null) / (perfect - null), 1)
+    out["corpus"] = round(
+        100.0 * (corpus_sweep(parts, scored[base_key], prof)[1] - null) / (perfect - null), 1
+    )
+    for name, values in CV_GRID.items():
+        row = {}
+        for val in values:
+            key = tuple(val if k == name else PARAMS[k] for k in CV_GRID)
+            row[val] = round(100.0 * (corpus_sweep(parts, scored[key], prof)[1] - null) / (perfect - null), 1)
+        out["sensitivity"].append((name, PARAMS[name], row))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # the benchmark
 
 
@@ -311,6 +403,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/nab"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/forewarn-nab"))
+    ap.add_argument(
+        "--cv",
+        action="store_true",
+        help="also choose CV_GRID's parameters on part of the corpus, score the rest",
+    )
     args = ap.parse_args()
     data: Path = args.data
     windows_raw = json.loads((data / "labels" / "combined_windows.json").read_text())
@@ -405,7 +502,38 @@ def main() -> None:
         "detect_seconds": round(detect_s, 2),
         "series": len(names),
     }
+    if args.cv:
+        summary["cv"] = _print_cv(data, names, parts_list, profiles["standard"])
     print(json.dumps(summary))
+
+
+def _print_cv(data: Path, names: list[str], parts_list: list[FileParts], prof: dict[str, float]) -> dict:
+    started = time.perf_counter()
+    series = []
+    for name, parts in zip(names, parts_list, strict=True):
+        ts, values = read_series(data / "data" / name)
+        prob = probation_length(len(ts))
+        errors, spreads = _model_errors(values, prob, rows_per_day(np.array(ts, dtype="datetime64[us]")))
+        series.append((parts, values, errors, spreads, prob))
+    cv = cross_validate(series, prof)
+    print()
+    print(f"cross-validation, standard profile ({len(CV_GRID)} parameters, grid {CV_GRID}):")
+    print(f"{'held out':<34}{'files':>6}{'chosen on the rest':>20}{'with PARAMS':>13}  chosen")
+    for f in cv["folds"]:
+        print(
+            f"{f['fold']:<34}{f['test_files']:>6}{f['held_out']:>20.1f}{f['held_out_with_PARAMS']:>13.1f}  "
+            + ", ".join(f"{k}={v:g}" for k, v in f["chosen"].items())
+        )
+    print(
+        f"both hash halves held out, pooled: {cv['pooled_halves']:.1f} (all-corpus score with PARAMS:"
+        f" {cv['corpus']:.1f})"
+    )
+    print("sensitivity (corpus standard score, one parameter varied, the others at PARAMS):")
+    for name, value, row in cv["sensitivity"]:
+        cells = ", ".join(f"{v:g}: {sc:.1f}" + ("*" if v == value else "") for v, sc in row.items())
+        print(f"  {name:<14} {cells}")
+    print(f"cross-validation time: {time.perf_counter() - started:.0f} s")
+    return cv
 
 
 def _in_windows(ts: list[datetime], wins: list[tuple[datetime, datetime]]) -> np.ndarray:
