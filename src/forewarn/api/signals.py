@@ -9,14 +9,18 @@ The body is ``{"kind": "usage", "events": [...]}``, or ``{"events": [...]}`` wit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+import pydantic_core
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
-from forewarn.signals.ingest import IngestReport, ingest_records
+from forewarn.signals.group import ingest_batch
+from forewarn.signals.ingest import IngestReport
 from forewarn.signals.schema import KINDS
 from forewarn.signals.validate import RowError
 
@@ -58,14 +62,79 @@ def _counts(report: IngestReport, collection: str) -> IngestCounts:
     )
 
 
-@router.post("/signals", response_model=IngestCounts)
+async def _body(request: Request) -> bytes:
+    return await request.body()
+
+
+def parse_batch(body: bytes) -> tuple[str | None, list[Any]]:
+    """The ``kind`` and ``events`` of a request body; a 422 naming what is wrong with the envelope.
+
+    The events themselves are validated (vectorised) by ingestion; the envelope check is the model's only
+    when the cheap one fails, for its error messages.
+
+    >>> parse_batch(b'{"kind": "usage", "events": [{"event_id": "e1"}]}')
+    ('usage', [{'event_id': 'e1'}])
+    >>> try:
+    ...     parse_batch(b'{"kind": "usage"}')
+    ... except RequestValidationError as e:
+    ...     print(e.errors()[0]["loc"])
+    ('body', 'events')
+    """
+    try:
+        data = pydantic_core.from_json(body, cache_strings="keys") if body else None
+    except ValueError:
+        try:
+            json.loads(body)
+        except json.JSONDecodeError as e:  # FastAPI's own wording of a body that is not JSON
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body", e.pos),
+                        "msg": "JSON decode error",
+                        "input": {},
+                        "ctx": {"error": e.msg},
+                    }
+                ]  # fmt: skip
+            ) from None
+        raise
+    if (
+        type(data) is dict
+        and type(data.get("events")) is list
+        and type(data.get("kind", None)) in (str, type(None))
+    ):
+        return data.get("kind"), data["events"]
+    try:
+        batch = SignalBatch.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+        ) from None
+    return batch.kind, batch.events
+
+
+@router.post(
+    "/signals",
+    response_model=IngestCounts,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SignalBatch.model_json_schema()}},
+        }
+    },
+)
 def post_signals(
-    batch: SignalBatch,
+    body: bytes = Depends(_body),
     partial: bool = Query(False, description="store the good events of a batch that has bad ones"),
     ctx: Context = Depends(get_ctx),
 ) -> IngestCounts:
-    """Ingest a batch of signal events; 422 (nothing stored) when any event is invalid, unless ``partial``."""
-    if batch.kind is not None and batch.kind not in KINDS:
+    """Ingest a batch of signal events; 422 (nothing stored) when any event is invalid, unless ``partial``.
+
+    Concurrent batches are validated and stored together (``forewarn.signals.group``), each with its own
+    result.
+    """
+    kind, events = parse_batch(body)
+    if kind is not None and kind not in KINDS:
         raise HTTPException(
             422,
             [
@@ -73,11 +142,11 @@ def post_signals(
                     "loc": ["body", "kind"],
                     "msg": f"unknown signal kind; expected one of {', '.join(KINDS)}",
                     "type": "value_error",
-                    "input": batch.kind,
+                    "input": kind,
                 }
             ],
         )
-    report = ingest_records(ctx, batch.kind, batch.events, source="api", strict=not partial)
+    report = ingest_batch(ctx, kind, events, source="api", strict=not partial)
     if report.rejected and not partial:
         raise HTTPException(422, error_detail(report.errors, "events"))
     return _counts(report, "events")

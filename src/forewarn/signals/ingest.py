@@ -181,6 +181,32 @@ def known_customer_cache(engine: Engine) -> set[str]:
         return cache
 
 
+def preload_known_customers(engine: Engine, limit: int = KNOWN_MAX // 2) -> bool:
+    """Fill the shared cache with every customer id, when there are at most ``limit``: one scan instead of
+    a lookup of each batch's new ids (a stream of small batches meets new customers for a long time).
+    True when loaded; False (nothing done) when there are more.
+
+    >>> import sqlalchemy as sa
+    >>> e = sa.create_engine("sqlite://")
+    >>> with e.begin() as c:
+    ...     _ = c.exec_driver_sql("CREATE TABLE customers (id TEXT PRIMARY KEY)")
+    ...     _ = c.exec_driver_sql("INSERT INTO customers VALUES ('c1'), ('c2')")
+    >>> preload_known_customers(e), sorted(known_customer_cache(e))
+    (True, ['c1', 'c2'])
+    >>> preload_known_customers(e, limit=1)
+    False
+    """
+    customers = sa.table("customers", sa.column("id"))
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one()
+        if n > limit:
+            return False
+        # the driver's rows as they come: SQLAlchemy's row processing would cost more than the query
+        rows = conn.exec_driver_sql("SELECT id FROM customers").cursor.fetchall()
+    known_customer_cache(engine).update(r[0] for r in rows)
+    return True
+
+
 def _forgetter(cache: set[str]) -> Callable[..., None]:
     def forget(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         head = statement.lstrip()[:8].upper()
