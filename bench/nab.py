@@ -19,9 +19,10 @@ floor: 67.1, 57.1, 73.7); ARTime 73.5, Numenta HTM 69.5, CAD OSE 66.1 on the sam
 rest: held-out hash halves 71.3 and 62.4 (PARAMS: 74.0 and 66.8), pooled 66.9 against 70.5 on the whole
 corpus, so expect a few points less on series it has not seen. It also prints the sensitivity table (each
 parameter varied alone); the values in PARAMS are not at a cliff's edge, but ``repeat_factor`` 0.6 and
-``margin`` 0.1 are (64.2 and 60.8). Numenta's anomaly likelihood on top of the score (tail probability of
-the 10-row mean against the trailing distribution) scored lower here (58-67 over its window and floor
-settings): the robust z is already a per-row tail measure, and averaging dilutes single-row spikes.
+``margin`` 0.1 are (64.2 and 60.8). Numenta's anomaly likelihood on top of the score (Gaussian tail
+probability of the 10-row mean score against its trailing 1-4 probation periods, log-scaled) did not help:
+26-31 alone, 54-70.6 as the larger of it and the score (70.6 only when scaled down so far that it rarely
+decides); the robust z is already a per-row tail measure, and the 10-row mean dilutes single-row spikes.
 
 Result files are written in NAB's layout (``<out>/forewarn/<category>/forewarn_<file>.csv`` with timestamp,
 value, anomaly_score, label) so NAB's own scorer can read them. The scorer below follows NAB's definition
