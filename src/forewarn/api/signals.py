@@ -80,30 +80,28 @@ def parse_batch(body: bytes) -> tuple[str | None, list[Any]]:
     ...     print(e.errors()[0]["loc"])
     ('body', 'events')
     """
+    if not body:  # as FastAPI words a missing body
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
     try:
-        data = pydantic_core.from_json(body, cache_strings="keys") if body else None
+        data = pydantic_core.from_json(body, cache_strings="keys")
     except ValueError:
-        try:
-            json.loads(body)
-        except json.JSONDecodeError as e:  # FastAPI's own wording of a body that is not JSON
+        try:  # the standard parser words the error, and accepts what it alone takes (NaN)
+            data = json.loads(body)
+        except ValueError as e:  # as FastAPI words a body that is not JSON
+            error = {
+                "type": "json_invalid",
+                "loc": ("body", getattr(e, "pos", 0)),
+                "msg": "JSON decode error",
+            }
             raise RequestValidationError(
-                [
-                    {
-                        "type": "json_invalid",
-                        "loc": ("body", e.pos),
-                        "msg": "JSON decode error",
-                        "input": {},
-                        "ctx": {"error": e.msg},
-                    }
-                ]  # fmt: skip
+                [{**error, "input": {}, "ctx": {"error": getattr(e, "msg", str(e))}}]
             ) from None
-        raise
-    if (
-        type(data) is dict
-        and type(data.get("events")) is list
-        and type(data.get("kind", None)) in (str, type(None))
-    ):
-        return data.get("kind"), data["events"]
+    if type(data) is dict and type(data.get("kind")) in (str, type(None)):
+        events = data.get("events")
+        if type(events) is list and all(type(e) is dict for e in events):
+            return data.get("kind"), events
     try:
         batch = SignalBatch.model_validate(data)
     except ValidationError as e:
