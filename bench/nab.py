@@ -192,8 +192,9 @@ def rows_per_day(ts: np.ndarray) -> int:
 # ``--cv``: chosen on one half of the files, they score the other half about as well as the all-corpus set,
 # and each sits on a plateau of the sensitivity table (``--cv`` prints both).
 PARAMS = {
-    # trailing window of the usage core (median and spread) = this fraction of the probationary period: long
-    # enough for a stable spread, short enough to follow a level that moves over the series
+    # trailing window of the usage core (median and spread) = this fraction of the probationary period: the
+    # core needs window + spread window rows before its first z, so 0.5 is the longest window that is ready
+    # when scoring starts (1.0 leaves a probation period unscored: 65.0; 0.25 gives noisy spreads: 57.0)
     "window_frac": 0.5,
     # "new territory" (NAB's spatial-anomaly idea): beyond the trailing min/max by this fraction of their range
     "margin": 0.05,
