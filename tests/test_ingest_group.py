@@ -43,13 +43,13 @@ def as_one_group(ctx: Context, batches: list[Batch], monkeypatch: pytest.MonkeyP
     run as one group (checked)."""
     committer = grouping._committer(ctx)
     sizes: list[int] = []
-    together = grouping._GroupCommit._together
+    run = grouping._GroupCommit._run
 
-    def spy(self: Any, kind: Any, items: list[Any]) -> bool:
-        sizes.append(len(items))
-        return together(self, kind, items)
+    def spy(self: Any, group: list[Any]) -> None:
+        sizes.append(len(group))
+        run(self, group)
 
-    monkeypatch.setattr(grouping._GroupCommit, "_together", spy)
+    monkeypatch.setattr(grouping._GroupCommit, "_run", spy)
     results: list[Any] = [None] * len(batches)
 
     def post(i: int, events: list[dict[str, Any]], strict: bool) -> None:
@@ -66,7 +66,7 @@ def as_one_group(ctx: Context, batches: list[Batch], monkeypatch: pytest.MonkeyP
             assert len(committer._queue) == i + 1
     for t in threads:
         t.join(timeout=30)
-    assert sizes[0] == len(batches)  # one group
+    assert sizes == [len(batches)]  # one group
     return results
 
 
@@ -96,6 +96,9 @@ def test_a_group_reports_each_batch_as_if_sent_one_after_another(
         # partial with bad events at its own indexes 1 and 3, and one id already stored
         ([ev("d0", 5.0), ev("d1", 5.0, ts="soon"), ev("a0", 5.0), ev("d3", None), ev("d4", 5)], False),
         ([ev("b1", 6.0), ev("d0", 6.0)], True),  # all duplicates of earlier batches of the group
+        # numbers as text and a bool (not a number in JSON) in a number field, between numeric batches
+        ([ev("n1", True), ev("n2", "2.5"), ev("a1", 7)], False),
+        ([ev("n2", 8.0), ev("n3", 8)], False),
     ]
     grouped_ctx, alone_ctx = make_ctx(tmp_path / "g"), make_ctx(tmp_path / "a")
     grouped = as_one_group(grouped_ctx, batches, monkeypatch)
@@ -103,9 +106,9 @@ def test_a_group_reports_each_batch_as_if_sent_one_after_another(
     assert [summary(r) for r in grouped] == [summary(r) for r in alone]
     assert stored(grouped_ctx) == stored(alone_ctx)
     # what the comparison covers: duplicates within and across batches, a strict rejection, partial errors
-    assert [r.rejected for r in grouped] == [0, 0, 6, 0, 2, 0]
+    assert [r.rejected for r in grouped] == [0, 0, 6, 0, 2, 0, 1, 0]
     assert [(e.line, e.field) for e in grouped[4].errors] == [(1, "ts"), (3, "value")]
-    assert grouped[1].duplicate == 6 and grouped[5].duplicate == 2
+    assert grouped[1].duplicate == 6 and grouped[5].duplicate == 2 and grouped[7].duplicate == 1
     grouped_ctx.close()
     alone_ctx.close()
 

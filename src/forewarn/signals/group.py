@@ -53,7 +53,6 @@ from forewarn.signals.ingest import (
     _RecordsReader,
     _Session,
     _unregister,
-    _wanted_columns,
     ingest_records,
     known_customer_cache,
     preload_known_customers,
@@ -82,7 +81,7 @@ def ingest_batch(
         return ingest_records(ctx, kind, records, source=source, strict=strict)
     committer = _committer(ctx)
     with committer.arriving():
-        table = _record_columns(records, _wanted_columns(kind))
+        table = _record_columns(records, kind)
     if table is None:
         return ingest_records(ctx, kind, records, source=source, strict=strict)
     return committer.submit(_Pending(kind, table, strict, source))  # type: ignore[arg-type]
@@ -93,7 +92,7 @@ class _Pending:
     """One queued batch and, once its group ran, its report (or the error that failed the group)."""
 
     kind: str
-    table: pa.Table  # as _record_columns gives it: __row (0-based index), the kind's columns as text
+    table: pa.Table  # as _record_columns gives it: __row (0-based index), the kind's columns
     strict: bool
     source: str
     report: SourceReport | None = None
@@ -166,13 +165,20 @@ class _GroupCommit:
 
     def _run(self, group: list[_Pending]) -> None:
         try:
-            by_kind: dict[str, list[_Pending]] = {}
+            # per kind (kinds are stored apart), runs of batches whose columns convert alike (a number field
+            # sent as text is rare): each run is one concatenation, and runs keep the order of arrival
+            runs: dict[str, list[list[_Pending]]] = {}
             for it in group:
-                by_kind.setdefault(it.kind, []).append(it)
-            for kind, items in by_kind.items():
-                if not self._together(KINDS[kind], items):
-                    for it in items:  # an unknown customer: the general path words or creates it
-                        it.report = self._alone(it)
+                same = runs.setdefault(it.kind, [])
+                if same and same[-1][0].table.schema.equals(it.table.schema):
+                    same[-1].append(it)
+                else:
+                    same.append([it])
+            for kind, kind_runs in runs.items():
+                for items in kind_runs:
+                    if not self._together(KINDS[kind], items):
+                        for it in items:  # an unknown customer: the general path words or creates it
+                            it.report = self._alone(it)
         except BaseException as e:  # every caller of the group sees the failure
             for it in group:
                 if it.report is None:
@@ -183,7 +189,7 @@ class _GroupCommit:
 
     def _alone(self, item: _Pending) -> SourceReport:
         session = _Session(self.ctx, self.ctx.settings.unknown_customers)
-        reader = _RecordsReader(Path(item.source))
+        reader = _RecordsReader(Path(item.source), item.table.schema)
         return session.ingest(
             item.source, item.kind, reader, iter([(item.table, item.rows)]), strict=item.strict
         )
@@ -203,7 +209,8 @@ class _GroupCommit:
             cur.register(view, table)
             try:
                 src = f"SELECT * FROM {view}"
-                full = checked_sql(kind, src, _RecordsReader(Path("api")).source_types(view, kind.columns))  # type: ignore[arg-type]
+                types = _RecordsReader(Path("api"), table.schema).source_types(view, kind.columns)
+                full = checked_sql(kind, src, types)  # type: ignore[arg-type]
                 cols = ", ".join(q(c) for c in kind.columns)
                 checked = cur.execute(f"SELECT __row, {cols}, __ok FROM ({full})").to_arrow_table()
                 row = checked["__row"].to_numpy()

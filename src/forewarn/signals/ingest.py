@@ -47,6 +47,7 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
 
@@ -300,10 +301,10 @@ def ingest_records(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join([*ENTITIES, *KINDS])}")
     session = _Session(ctx, unknown_customers or ctx.settings.unknown_customers)
-    table = _record_columns(records, _wanted_columns(kind))
+    table = _record_columns(records, kind)
     reader: Reader
     if table is not None:
-        reader = _RecordsReader(Path(source))
+        reader = _RecordsReader(Path(source), table.schema)
     else:
         # a value the columns cannot hold as its JSON text (nested, NaN, ...): DuckDB parses each record
         encode = _ENCODER.encode  # one encoder for the batch: json.dumps(default=...) builds one per call
@@ -329,15 +330,24 @@ def _json_text(v: Any) -> str | None:
     raise TypeError(v)
 
 
-def _record_columns(records: Sequence[dict[str, Any]], columns: list[str]) -> pa.Table | None:
-    """The wanted ``columns`` of ``records`` as the text a JSON Lines chunk would yield (no JSON encoding or
-    parsing); None when a record is not a dict or a value is not a finite scalar (the JSON path words it)."""
+def _record_columns(records: Sequence[dict[str, Any]], kind: str | None) -> pa.Table | None:
+    """The wanted columns of ``records`` as the text a JSON Lines chunk would yield (no JSON encoding or
+    parsing); None when a record is not a dict or a value is not a finite scalar (the JSON path words it).
+
+    A number field whose values are all finite numbers (or absent) stays numeric (DOUBLE): writing each
+    number as text for DuckDB to read back would cost more than the rest of the conversion.
+    """
+    columns = _wanted_columns(kind)
     if "lines" in columns:
         return None
+    numbers = {f.name for f in KINDS[kind].all_fields if f.type == "float"} if kind is not None else set()
     data: dict[str, Any] = {"__row": pa.array(np.arange(len(records), dtype=np.int64))}
     try:
         for c in columns:
             values = [r.get(c) for r in records]
+            if c in numbers and (column := _numbers(values)) is not None:
+                data[c] = column
+                continue
             try:
                 # all text or absent (most columns): Arrow converts the list in C
                 data[c] = pa.array(values, pa.string())
@@ -349,11 +359,35 @@ def _record_columns(records: Sequence[dict[str, Any]], columns: list[str]) -> pa
     return pa.table(data)
 
 
+def _numbers(values: list[Any]) -> pa.Array | None:
+    """``values`` as float64 when each is a finite int or float or None; else None (Arrow would read a
+    bool as a number, which JSON text does not)."""
+    if any(type(v) is bool for v in values):
+        return None
+    try:
+        column = pa.array(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return None if pc.any(pc.invert(pc.is_finite(column))).as_py() else column
+
+
 class _RecordsReader(JsonlReader):
-    """API records already split into text columns by :func:`_record_columns` (validated as JSON Lines)."""
+    """API records already split into columns by :func:`_record_columns` (validated as JSON Lines)."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None) -> None:
+        super().__init__(path)
+        self.schema = schema
 
     def source_sql(self, view: str, columns: Sequence[str]) -> str:
         return f"SELECT * FROM {view}"
+
+    def source_types(self, view: str, columns: Sequence[str]) -> dict[str, str] | None:
+        types = super().source_types(view, columns)
+        if types is not None and self.schema is not None:
+            for c in columns:
+                if c in self.schema.names and pa.types.is_floating(self.schema.field(c).type):
+                    types[c] = "DOUBLE"
+        return types
 
 
 # -- files and kinds --------------------------------------------------------------------------------------
