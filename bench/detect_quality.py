@@ -10,6 +10,8 @@ A (customer, condition) that starts firing is one detection (an *episode*: it la
 
 - recall: share of ground-truth events of the trip wire's types that some detection for the same customer
   matched, i.e. started within [detectable_from - 1 day, max(start, end, detectable_from) + ``--grace`` days];
+  a state without an end (``ONGOING``: a lapse, a silence, a level shift) lasts to the end of the simulated
+  window, so a late detection of it is late (see lead time), not false;
 - precision: share of detections that matched a ground-truth event of the trip wire's types;
 - lead time: event ``start`` minus the first matching detection (positive: the customer was told before it
   happened, e.g. a disk before it failed, a renewal before it is due), and the delay after ``detectable_from``
@@ -44,6 +46,12 @@ TRUTH_TYPES = {
     "schedule": ("renewal_due", "card_expiry", "maintenance", "shipment_delay"),
     "opportunity": ("near_limit",),
 }
+
+
+# Truth types that are states, not moments: without an ``end`` they last until the simulated window closes (a
+# customer who stopped buying has still stopped a month later). Point events without an end (a bill shock, a
+# card expiry) keep the grace period.
+ONGOING = ("level_shift", "went_silent", "purchase_lapse", "contact_lapse")
 
 
 def truth_events(world: Any) -> pl.DataFrame:
@@ -111,11 +119,18 @@ def episodes(fired: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def score(det: pl.DataFrame, truth: pl.DataFrame, grace: timedelta) -> dict[str, object]:
+def score(
+    det: pl.DataFrame, truth: pl.DataFrame, grace: timedelta, until: datetime | None = None
+) -> dict[str, object]:
+    """Precision, recall and lead time of detections ``det`` against ``truth``; ``until`` is the end of the
+    simulated window (where an ``ONGOING`` state without an end still holds)."""
     if truth.height:
+        hi = pl.max_horizontal("start", "end", "detectable_from") + grace
+        if until is not None:
+            open_state = pl.col("type").is_in(list(ONGOING)) & pl.col("end").is_null()
+            hi = pl.when(open_state).then(pl.max_horizontal(hi, pl.lit(until))).otherwise(hi)
         truth = truth.with_columns(
-            lo=pl.col("detectable_from").fill_null(pl.col("start")) - timedelta(days=1),
-            hi=pl.max_horizontal("start", "end", "detectable_from") + grace,
+            lo=pl.col("detectable_from").fill_null(pl.col("start")) - timedelta(days=1), hi=hi
         )
     pairs = det.join(truth, on="customer_id", how="inner").filter(
         (pl.col("ts") >= pl.col("lo")) & (pl.col("ts") <= pl.col("hi"))
@@ -181,7 +196,10 @@ def main() -> None:
         fired = replay(wire, world.frames, days, ctx)
         det = episodes(fired)
         res = score(
-            det, truth.filter(pl.col("type").is_in(list(TRUTH_TYPES[name]))), timedelta(days=args.grace)
+            det,
+            truth.filter(pl.col("type").is_in(list(TRUTH_TYPES[name]))),
+            timedelta(days=args.grace),
+            until=days[-1],
         )
         res["replay_seconds"] = round(time.perf_counter() - t, 2)
         results[name] = res
