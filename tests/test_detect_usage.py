@@ -246,3 +246,33 @@ def test_fixed_step_gap_filling_equals_the_grid_join(every: str) -> None:
         got = _fill_gaps(frame, keys, "value", every, end)
         assert got.equals(got.sort([*keys, "ts"]))  # still in series order
         assert got.equals(_grid_fill(frame, keys, every, end).sort([*keys, "ts"])), trial
+
+
+def _weekend_users(n: int, days: int, seed: int) -> dict[str, list[float]]:
+    """Multiplicative (lognormal, sigma 0.22) daily noise around a level, weekends 1.3-1.45x: ordinary life."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        level, boost = rng.uniform(2, 12), rng.uniform(1.3, 1.45)
+        # rows are stamped at the end of the day they cover: the row at day(i) is about day(i - 1)
+        week = np.array([boost if day(d - 1).weekday() >= 5 else 1.0 for d in range(days)])
+        out[f"w{i}"] = list((level * week * np.exp(0.22 * rng.standard_normal(days))).round(3))
+    return out
+
+
+def test_usual_weekends_and_lognormal_noise_are_not_spikes() -> None:
+    series = _weekend_users(150, 120, seed=2)
+    spiked = series["w0"].copy()
+    spiked[100] *= 3.5  # a Friday's use at 3.5x: worth telling
+    series["w0"] = spiked
+    frame = usage_frame(series)
+    hist = UsageTripWire().score_history({"usage": frame})
+    spikes = hist.filter(pl.col("condition") == "usage:spike:data_gb")
+    assert day(100) in spikes.filter(pl.col("customer_id") == "w0")["ts"].to_list()
+    # 150 customers x ~75 judged days: the flat baseline (the weekly pattern is weak against the noise) and
+    # additive z alone let ordinary weekends and the lognormal right tail through as "spikes"
+    plain = UsageTripWire(relative_z=False, same_season_check=False).score_history({"usage": frame})
+    n_plain = plain.filter(pl.col("condition") == "usage:spike:data_gb").height
+    assert spikes.height <= 6 and n_plain > 4 * spikes.height
+    # the core scorer (shared with outage and NAB scoring) is unchanged: no same-season columns by default
+    assert "season_median" not in score_series(frame, ["customer_id", "metric"], "value").columns

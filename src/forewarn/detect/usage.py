@@ -9,6 +9,10 @@ Four conditions per (customer, metric), judged against the trailing robust basel
   ``shift_min_change`` of the level) away from the baseline before them: a sustained change, not one odd day;
 - ``silent``: zero (or no reading) for ``silent_periods`` periods in a row after a non-zero baseline.
 
+The trip wire tells a customer of a spike or drop only when it is one in log space too (``relative_z``: usage
+noise is multiplicative, so additive z lets the long right tail of ordinary days through) and against the
+same weekday's level (``same_season_check``: a customer's usual weekend is not a spike). The core does not.
+
 The generic core, :func:`score_series` / :func:`detect_series`, works on any (keys, ts, value) frame, so the
 same detector runs on service-level series (``service_metric``: per service, region and metric) for outage
 detection.
@@ -81,6 +85,16 @@ class UsageParams(Params):
     fill_gaps: bool = True  # a missing period counts as zero usage (needs a regular ``every``)
     every: str = "1d"  # the period length of the series (a Polars duration string)
     min_scale_rel: float = 0.05  # spread floor as a fraction of the level
+    # The trip wire only (``score_series`` ignores these): what makes a spike or drop worth a message.
+    # Usage noise is multiplicative, so a ratio's size is judged in log space too: a spike also needs
+    # ln(value / usual) >= z_threshold x the robust spread of ln(value / usual) over the last scale_window
+    # periods, a drop -ln(...) >= drop_z_threshold x it; additive z alone lets the long right tail of ordinary
+    # days through.
+    relative_z: bool = True
+    # A spike or drop must also be one against the customer's own same-weekday level (the median of the same
+    # weekday 1-4 seasons back, and its spread): a customer's usual weekend is not a spike, even when the flat
+    # model (chosen when the weekly pattern is weak against the noise) puts the usual level at the weekday's.
+    same_season_check: bool = True
 
 
 def _fill_gaps(
@@ -200,13 +214,18 @@ def score_series(
     *,
     ts_col: str = "ts",
     end: datetime | None = None,
+    keep_season: bool = False,
+    log_scale: bool = False,
 ) -> pl.DataFrame:
     """Score every (series, time) of ``frame`` from trailing windows: one row per (keys, ts) with
 
     ``expected``, ``scale``, ``z``, ``seasonal``, ``recent_median``/``shift_base``/``shift_z`` (level shift),
     ``zero_run``/``silent_base`` (went silent), ``history`` (periods seen before) and ``signal`` (spike, drop,
     level_shift, silent or null) with ``direction`` (up/down) and ``score`` (how far outside normal).
-    Duplicate (keys, ts) rows are summed first. Rows at time t depend only on rows at or before t.
+    ``keep_season`` keeps the same-season model's ``season_median`` and ``season_scale`` too (with a
+    ``season``); ``log_scale`` adds ``log_scale``, the robust spread of ln(value / expected) over the
+    ``scale_window`` rows before (1.4826 x their median absolute value: one outlier does not inflate it), to
+    judge ratios under multiplicative noise. Duplicate (keys, ts) rows are summed first. Rows at time t depend only on rows at or before t.
     """
     p = params or UsageParams()
     keys = list(key_cols)
@@ -231,7 +250,19 @@ def score_series(
         min_scale_rel=p.min_scale_rel,
     )
     # keep memory to the columns still needed (10M rows x 8 bytes = 80 MB per column)
-    df = df.drop([c for c in ("season_median", "season_scale") if c in df.columns])
+    if not keep_season:
+        df = df.drop([c for c in ("season_median", "season_scale") if c in df.columns])
+    if log_scale:
+        log_resid = pl.when((pl.col("value") > 0) & (pl.col("expected") > 0)).then(
+            (pl.col("value") / pl.col("expected")).log().abs()
+        )
+        # rows before a series' scale_window-th are left out: their window would reach the previous series
+        df = df.with_columns(
+            log_scale=pl.when(pl.col("_pos") >= p.scale_window).then(
+                1.4826
+                * lag(log_resid, 1).rolling_median(p.scale_window, min_samples=(p.scale_window + 1) // 2)
+            )
+        )
     n = df.height
     idx = pl.Series("_idx", np.arange(n, dtype=np.int64))
     L = p.shift_window
@@ -365,8 +396,11 @@ class UsageTripWire:
         if usage is None or usage.height == 0:
             return empty_findings()
         values, desc = self._prepare(usage)
-        scored = score_series(values, ["customer_id", "metric"], "value", self.params)
-        return self._findings(scored.filter(pl.col("signal").is_not_null()), desc)
+        p = self.params
+        scored = score_series(
+            values, ["customer_id", "metric"], "value", p, keep_season=True, log_scale=p.relative_z
+        )
+        return self._findings(scored.filter(self._worth_telling()), desc)
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         usage = frames.get("usage")
@@ -375,8 +409,36 @@ class UsageTripWire:
         values, desc = self._prepare(point_in_time(usage, as_of))
         if values.height == 0:
             return empty_findings()
-        latest = self._latest_scores(values).filter(pl.col("signal").is_not_null())
+        latest = self._latest_scores(values).filter(self._worth_telling())
         return self._findings(latest, desc).with_columns(ts=pl.lit(as_of).cast(pl.Datetime("us", "UTC")))
+
+    def _worth_telling(self) -> pl.Expr:
+        """Scored rows to tell the customer about: any core signal, with spikes and drops also unusual in
+        log space (``relative_z``) and against the same-weekday level (``same_season_check``)."""
+        p = self.params
+        sig = pl.col("signal")
+        value = pl.col("value")
+        level = pl.col("expected")
+        up, down = pl.lit(True), pl.lit(True)
+        if p.season and p.same_season_check:
+            med = pl.col("season_median")
+            s_scale = pl.when(pl.col("season_scale").is_not_null() & (med > 0)).then(
+                pl.max_horizontal(pl.col("season_scale"), med * p.min_scale_rel, pl.lit(1e-9))
+            )
+            s_z = (value - med) / s_scale
+            # no same-weekday history yet (null): the flat model's verdict stands
+            up = up & (value >= p.min_ratio * med).fill_null(True) & (s_z >= p.z_threshold).fill_null(True)
+            down = down & (value <= p.max_drop_ratio * med).fill_null(True)
+            down = down & (s_z <= -p.drop_z_threshold).fill_null(True)
+            # the ratio below is to the same weekday's level where known
+            level = pl.when(s_scale.is_not_null()).then(med).otherwise(level)
+        if p.relative_z:
+            # ln(ratio) in units of the robust spread of ln(value / usual); no opinion without a positive level
+            spread = pl.max_horizontal(pl.col("log_scale"), pl.lit(p.min_scale_rel))
+            rel_z = (value / level).log() / spread
+            up = up & ((level <= 0) | (rel_z >= p.z_threshold)).fill_null(True)
+            down = down & ((level <= 0) | (rel_z <= -p.drop_z_threshold)).fill_null(True)
+        return pl.when(sig == "spike").then(up).when(sig == "drop").then(down).otherwise(sig.is_not_null())
 
     def _latest_scores(self, values: pl.DataFrame) -> pl.DataFrame:
         """The scored latest row of every series, computing from the recent tail where that is exact.
@@ -390,18 +452,32 @@ class UsageTripWire:
         step = _fixed_step(p.every)
         k = tail_periods(p)
         if not p.fill_gaps or step is None:
-            return latest_rows(score_series(values, keys, "value", p), keys)
+            return latest_rows(
+                score_series(values, keys, "value", p, keep_season=True, log_scale=p.relative_z), keys
+            )
         end = values["ts"].max()
         tail = values.filter(pl.col("ts") > end - timedelta(microseconds=step * (k + 1)))
         if tail.height > 0.7 * values.height:  # little to save
-            return latest_rows(score_series(values, keys, "value", p), keys)
-        scored = latest_rows(score_series(tail, keys, "value", p, end=end), keys)
+            return latest_rows(
+                score_series(values, keys, "value", p, keep_season=True, log_scale=p.relative_z), keys
+            )
+        scored = latest_rows(
+            score_series(tail, keys, "value", p, end=end, keep_season=True, log_scale=p.relative_z), keys
+        )
         exact = (pl.col("history") == k) & (pl.col("zero_run") == 0)
         good = scored.filter(exact)
         redo = values.select(keys).unique().join(good.select(keys), on=keys, how="anti")
         if redo.height == 0:
             return good
-        again = score_series(values.join(redo, on=keys, how="semi"), keys, "value", p, end=end)
+        again = score_series(
+            values.join(redo, on=keys, how="semi"),
+            keys,
+            "value",
+            p,
+            end=end,
+            keep_season=True,
+            log_scale=p.relative_z,
+        )
         return pl.concat([good, latest_rows(again, keys).select(good.columns)]).sort(keys)
 
     def _findings(self, fired: pl.DataFrame, desc: pl.DataFrame) -> pl.DataFrame:
