@@ -191,8 +191,9 @@ def test_score_history_equals_detect_at_every_run_on_a_simulated_world() -> None
 
     world = simulate(SimConfig(customers=300, days=90, seed=3))
     frames = {k: world.frames[k] for k in ("purchase", "contact")}
-    # ~30 customers buy in this small world: let the population model fit on them (refit every 3 weeks).
-    wire = CadenceTripWire(min_fit_customers=20, refit_days=21)
+    # ~30 customers buy in this small world: let the population model fit on them (refit every 3 weeks);
+    # an eager lapse prior so that the rhythm's P(alive) fires often enough to compare many runs.
+    wire = CadenceTripWire(min_fit_customers=20, refit_days=21, lapse_prior=0.1)
     runs = [datetime(2026, 1, 1, 9, tzinfo=UTC) + timedelta(days=d) for d in range(91)]
     history = wire.score_history(frames, runs=runs)
     assert history.schema == FINDINGS_SCHEMA
@@ -203,6 +204,7 @@ def test_score_history_equals_detect_at_every_run_on_a_simulated_world() -> None
         for _, m in wire.history_models(frames["purchase"].filter(pl.col("event_type") == et), runs)
     ]
     assert sum(m is not None for m in models) >= 4  # the BG/NBD path is exercised
+    assert any("p_alive_rhythm" in json.loads(e) for e in history["evidence"])  # and the rhythm's P(alive)
     assert_frame_equal(history, _detect_every_run(wire, frames, runs))
     # Without ``runs``: one run a day at 09:00 UTC from the first to the last event day.
     assert_frame_equal(wire.score_history(frames), history.filter(pl.col("ts") < runs[-1]))
@@ -233,3 +235,41 @@ def test_score_history_is_point_in_time() -> None:
     assert full.filter(pl.col("ts") <= cut).height > 0
     # Data added after a run never changes that run's findings (models included).
     assert_frame_equal(full.filter(pl.col("ts") <= cut), known.filter(pl.col("ts") <= cut))
+
+
+def _regular_buyers(n: int, seed: int, days: float = 240.0) -> pl.DataFrame:
+    """Customers with a steady habit: gamma(4) gaps (CV 0.5) around a personal mean of 6-24 days."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        mean = float(np.exp(rng.uniform(np.log(6), np.log(24))))
+        t = float(rng.uniform(0, mean))
+        out = []
+        while t < days:
+            out.append(t)
+            t += float(rng.gamma(4.0, mean / 4.0))
+        frames.append(events(f"r{i:04d}", out, "purchase"))
+    return pl.concat(frames)
+
+
+def test_ordinary_long_gaps_of_regular_buyers_are_not_lapses() -> None:
+    # 300 steady buyers who never stop, and one who stopped on day 100 after buying every ~10 days. A gap of
+    # 2x the mean happens to a gamma(4) buyer about once in 25 gaps: judged by a shape read from a dozen of
+    # their own gaps (which often look twice as regular), they made false lapses of ~1 in 5 customers.
+    alive = _regular_buyers(300, seed=4)
+    gone = events("gone", [10.0 * k for k in range(11)], "purchase")
+    frames = {"purchase": pl.concat([alive, gone])}
+    wire = CadenceTripWire()
+    model = wire.model_for(frames["purchase"], T0 + timedelta(days=120))
+    assert model is not None and 3.0 < model.gap_shape < 5.5  # the pooled shape finds the habit's gamma(4)
+    runs = [T0.replace(hour=9) + timedelta(days=d) for d in range(60, 240, 3)]
+    history = wire.score_history(frames, runs=runs)
+    false = history.filter(pl.col("customer_id") != "gone")["customer_id"].n_unique()
+    assert false <= 6  # 2% of customers over 6 months (the lapse prior and P(alive) < 0.3 allow ~1 in 100)
+    found = history.filter(pl.col("customer_id") == "gone")
+    assert found.height > 0 and found["ts"].min() < T0 + timedelta(days=100 + 45)
+    evidence = json.loads(found["evidence"][0])
+    assert evidence["rule"] == "rhythm" and evidence["p_alive_rhythm"] < 0.3
+    # Without the population prior (no model: the interval rule on the customer's own gaps) it is noisier.
+    own = CadenceTripWire(min_fit_customers=10_000).score_history(frames, runs=runs)
+    assert own.filter(pl.col("customer_id") != "gone")["customer_id"].n_unique() > 2 * false

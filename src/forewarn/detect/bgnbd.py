@@ -45,6 +45,10 @@ class BGNBDParams:
     log_likelihood: float = math.nan  # total over the customers it was fitted on
     n_customers: int = 0
     unit_days: float = 7.0  # one model time unit in days (weeks by default, as in the paper)
+    # Not a BG/NBD parameter: the pooled gamma shape of the same customers' gaps between purchase days (how
+    # regular their buying is; 1 = Poisson-like), estimated on the same data and kept with the fit so every
+    # run that uses the model uses it too (see forewarn.detect.cadence). NaN: not estimated.
+    gap_shape: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

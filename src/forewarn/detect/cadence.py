@@ -8,13 +8,21 @@ Three conditions, each judged against the customer's own history (same-day event
   :class:`~forewarn.detect.bgnbd.BGNBDParams`, or a dict of them by event type, fitted once and broadcast to
   every bucket) or are fitted here on (a deterministic sample of) the customers in the frame, using rows up to
   ``as_of`` only.
-  For them a silence over ``overdue_factor`` x their median gap that their own gap distribution (a gamma
-  with the mean and spread of their last ``max_gaps`` gaps) puts below ``rhythm_alpha`` fires too (rule
-  ``rhythm``): BG/NBD assumes irregular, Poisson-like buying and is slow to doubt a steady customer.
+  For them a silence over ``overdue_factor`` x their median gap that their own gap distribution makes
+  unlikely enough fires too (rule ``rhythm``): BG/NBD assumes irregular, Poisson-like buying and is slow to
+  doubt a steady customer.
 - the same condition for customers with fewer events (at least ``min_events`` days), or when no model can be
   fitted: the interval rule, overdue by ``overdue_factor`` x the customer's own median gap ("came every 3
-  months, not in 6") and a gap that long below ``rhythm_alpha`` under their gap distribution (its shape
-  capped at 8 there: a few gaps say little about the spread).
+  months, not in 6") and a gap that long unlikely enough under their gap distribution.
+
+The gap distribution is a gamma with the mean and spread of the customer's last ``max_gaps`` gaps. Without a
+population model, "unlikely enough" is below ``rhythm_alpha`` (the shape capped at 8 for fewer than
+``bgnbd_min_repeat`` gaps: a few gaps say little about the spread). With one (its ``gap_shape``: the pooled
+regularity of all its customers, see :func:`pooled_gap_shape`), the customer's spread is shrunk toward the
+population's (``shape_prior_gaps``), the uncertainty of their mean gap is integrated out (the posterior
+predictive), and the silence is weighed against the prior chance of a lapse (``lapse_prior`` per gap) into a
+P(alive) below ``p_alive_threshold`` (evidence ``p_alive_rhythm``): a few gaps look more regular than the
+customer is, and a fixed per-gap alpha makes alarms of alpha of all ordinary gaps whatever the base rate.
 - ``cadence:quiet:contact`` (kind ``contact``): a customer who usually gets in touch regularly
   (``contact_min_events`` contact days within ``contact_lookback_days`` before their last one) has been quiet
   for ``contact_overdue_factor`` x their median gap.
@@ -41,15 +49,16 @@ It has been 7 months since your last visit; you usually visit about every 3 mont
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
-from scipy.stats import gamma
+from scipy.stats import beta, gamma
 
 from forewarn.detect import bgnbd
 from forewarn.detect.base import Params, as_findings, empty_findings, params_with, point_in_time
@@ -76,6 +85,16 @@ class CadenceParams(Params):
     bgnbd_min_repeat: int = 5  # repeat days from which BG/NBD P(alive) decides instead of the interval rule
     p_alive_threshold: float = 0.3  # BG/NBD: lapsed when P(alive) is below this
     rhythm_alpha: float = 0.005  # steady rhythm: lapsed when a gap this long has at most this probability
+    # How regular a customer's gaps are (the gamma shape behind ``rhythm_alpha``) is read from a few gaps,
+    # and a few gaps look more regular than the customer is (12 gamma-4 gaps often give a shape over 8, which
+    # puts an ordinary 2x gap below 0.5%). With a population model the customer's squared coefficient of
+    # variation is shrunk toward the pooled one of all customers' gaps, worth this many gaps of their own.
+    shape_prior_gaps: float = 10.0
+    # With a population model, the rhythm rule asks for P(alive) < p_alive_threshold, from the customer's gap
+    # distribution and this prior chance that a gap is a lapse (the customer stopped for good): ~1 in 200
+    # purchases, e.g. 8% of customers buying every 2 weeks stopping within half a year. With the threshold
+    # 0.3 a silence fires once it has at most 0.43 x lapse_prior probability for a customer still buying.
+    lapse_prior: float = 0.005
     unit_days: float = 7.0  # BG/NBD time unit (weeks, as in the literature); P(alive) does not depend on it
     min_fit_customers: int = 200  # fewer customers than this: no BG/NBD fit here (interval rule only)
     fit_sample: int = 20_000  # at most this many customers (a deterministic sample) for the fit
@@ -138,6 +157,34 @@ def interval_stats(
         )
         .with_columns((pl.lit(as_of_day) - pl.col("last_day")).dt.total_days().alias("days_since"))
     )
+
+
+def pooled_gap_shape(days: pl.DataFrame, max_gaps: int, min_gaps: int = 3) -> float:
+    """The gamma shape of the population's gaps between event days: 1 / the pooled squared coefficient of
+    variation of every customer's last ``max_gaps`` gaps (customers with at least ``min_gaps``), each gap
+    measured against its customer's own mean (NaN when there are none).
+
+    >>> a = [date(2026, 1, x) for x in (1, 6, 9, 16, 20)]  # gaps 5, 3, 7, 4
+    >>> b = [date(2026, 2, x) for x in (1, 3, 9, 11, 17)]  # gaps 2, 6, 2, 6
+    >>> d = pl.DataFrame({"customer_id": ["a"] * 5 + ["b"] * 5, "day": a + b})
+    >>> round(pooled_gap_shape(d, 12), 2)  # 6 degrees of freedom, pooled CV^2 (0.388 + 1.0) / 6
+    4.32
+    """
+    frame = days.sort("customer_id", "day")
+    same = pl.col("customer_id") == pl.col("customer_id").shift(1)
+    gap = pl.when(same).then((pl.col("day") - pl.col("day").shift(1)).dt.total_days().cast(pl.Float64))
+    per = (
+        frame.with_columns(gap.alias("gap"))
+        .drop_nulls("gap")
+        .group_by("customer_id")
+        .agg(pl.col("gap").tail(max_gaps))
+        .with_columns(n=pl.col("gap").list.len(), m=pl.col("gap").list.mean())
+        .filter(pl.col("n") >= min_gaps, pl.col("m") > 0)
+        .with_columns(ss=pl.col("gap").list.var(ddof=1) * (pl.col("n") - 1) / pl.col("m") ** 2)
+    )
+    dof = float((per["n"] - 1).sum()) if per.height else 0.0
+    cv2 = float(per["ss"].sum()) / dof if dof else math.nan
+    return 1.0 / cv2 if cv2 and math.isfinite(cv2) else math.nan
 
 
 def _confidence_from_gaps(n_gaps: np.ndarray) -> np.ndarray:
@@ -300,8 +347,14 @@ class CadenceTripWire:
     def model_for(
         self, events: pl.DataFrame, as_of: datetime, event_type: str = "purchase"
     ) -> bgnbd.BGNBDParams | None:
-        """The population BG/NBD fitted on (a deterministic sample of) ``events`` up to ``as_of``, or None."""
-        return self._fit(bgnbd.summarize(events, utc(as_of), unit_days=self.params.unit_days))
+        """The population BG/NBD fitted on (a deterministic sample of) ``events`` up to ``as_of``, or None;
+        with the pooled gap shape of those customers (``gap_shape``, see :func:`pooled_gap_shape`)."""
+        known = point_in_time(events, utc(as_of))
+        model = self._fit(bgnbd.summarize(known, utc(as_of), unit_days=self.params.unit_days))
+        if model is None:
+            return None
+        days = known.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
+        return replace(model, gap_shape=pooled_gap_shape(days, self.params.max_gaps))
 
     def _fit(self, summary: pl.DataFrame) -> bgnbd.BGNBDParams | None:
         p = self.params
@@ -381,18 +434,45 @@ class CadenceTripWire:
         mean, sd = rows.mean_gap, np.nan_to_num(rows.sd_gap, nan=0.0)
         # Few gaps say little about the spread: cap the shape lower there (a wider, more forgiving rhythm).
         cap = np.where(rows.n_days - 1 >= p.bgnbd_min_repeat, 50.0, 8.0)
-        shape = np.clip(mean**2 / np.maximum(sd**2, 1e-9), 1.0, cap)
+        cv2 = sd**2 / np.maximum(mean**2, 1e-9)
+        prior_shape = np.full(len(cv2), np.nan)
+        for i, m in enumerate(models):
+            if m is not None and math.isfinite(m.gap_shape) and m.gap_shape > 0:
+                prior_shape[rows.model == i] = m.gap_shape
+        # With the population's gap shape: shrink toward it (own gaps weighted by their degrees of freedom).
+        own_dof = np.maximum(np.minimum(rows.n_days - 1, p.max_gaps) - 1, 0).astype(np.float64)
+        k = p.shape_prior_gaps
+        shrunk = (k / prior_shape + own_dof * cv2) / (k + own_dof)
+        cv2 = np.where(np.isfinite(prior_shape), shrunk, cv2)
+        shape = np.clip(1.0 / np.maximum(cv2, 1e-9), 1.0, np.where(np.isfinite(prior_shape), 50.0, cap))
         p_gap = gamma.sf(rows.days_since, shape, scale=mean / shape)
+        # With the population prior, the mean gap's own uncertainty (a few gaps) is integrated out too: for
+        # n gamma gaps summing to S and a scale-free prior on the scale, the next gap X has X / S ~ beta-prime
+        # (shape, n x shape), so P(X > s) = I_{S / (s + S)}(n x shape, shape) (the posterior predictive).
+        n_gaps = np.minimum(rows.n_days - 1, p.max_gaps).astype(np.float64)
+        total = mean * n_gaps
+        with np.errstate(invalid="ignore", divide="ignore"):
+            predictive = beta.sf(rows.days_since / (rows.days_since + total), shape, n_gaps * shape)
+        p_gap = np.where(np.isfinite(prior_shape) & (n_gaps > 0), predictive, p_gap)
         # BG/NBD assumes Poisson (irregular) buying, so it is slow to doubt a customer with a steady rhythm;
-        # for those, a silence their own gap distribution makes very unlikely is telling.
-        rhythm = overdue & (p_gap < p.rhythm_alpha)
+        # for those, a silence their own gap distribution makes very unlikely is telling. How unlikely is
+        # enough depends on how often customers really stop: a fixed ``rhythm_alpha`` makes ~alpha of all
+        # ordinary gaps alarms whatever the base rate (at 1 lapse in 200 gaps, 0.5% is one false message per
+        # true one). With the population prior, the silence is weighed against the prior odds of a lapse
+        # (``lapse_prior`` per gap) into a P(alive), judged by the same ``p_alive_threshold`` as BG/NBD.
+        bayes = np.isfinite(prior_shape)
+        drop = p.lapse_prior
+        with np.errstate(invalid="ignore", divide="ignore"):
+            alive_rhythm = (1 - drop) * p_gap / ((1 - drop) * p_gap + drop)
+        alive_rhythm = np.where(bayes, alive_rhythm, np.nan)
+        rhythm = overdue & np.where(bayes, alive_rhythm < p.p_alive_threshold, p_gap < p.rhythm_alpha)
         rule = np.where(
             by_bgnbd, "bgnbd", np.where(use_model & rhythm, "rhythm", np.where(rhythm, "interval", ""))
         )
         fired = rule != ""
-        rows, x, alive, use_model, p_gap, rule, unit = (
+        rows, x, alive, use_model, p_gap, rule, unit, alive_rhythm, shape = (
             a.take(fired) if isinstance(a, _Rows) else a[fired]
-            for a in (rows, x, alive, use_model, p_gap, rule, unit)
+            for a in (rows, x, alive, use_model, p_gap, rule, unit, alive_rhythm, shape)
         )
         expected = np.full(len(x), np.nan)
         for i, m in enumerate(models):
@@ -402,12 +482,18 @@ class CadenceTripWire:
                 expected[sel] = bgnbd.conditional_expected_purchases(
                     m, horizon, x[sel], rows.recency_days[sel] / unit[sel], rows.age_days[sel] / unit[sel]
                 )
-        confidence = np.where(rule == "bgnbd", 1.0 - alive, _confidence_from_gaps(rows.n_days - 1.0))
+        confidence = np.where(
+            rule == "bgnbd",
+            1.0 - alive,
+            np.where(np.isfinite(alive_rhythm), 1.0 - alive_rhythm, _confidence_from_gaps(rows.n_days - 1.0)),
+        )
         extra = {
             "rule": rule,
             "confidence": confidence,
             "p_gap": p_gap,
             "p_alive": alive,
+            "p_alive_rhythm": alive_rhythm,
+            "gap_shape": shape,  # the customer's gap regularity as judged (shown with the rhythm's P(alive))
             "expected_next": expected,
             "by_model": use_model,
         }
@@ -435,6 +521,8 @@ class CadenceTripWire:
             "confidence": _confidence_from_gaps(rows.n_days - 1.0),
             "p_gap": nan,
             "p_alive": nan,
+            "p_alive_rhythm": nan,
+            "gap_shape": nan,
             "expected_next": nan,
             "by_model": np.zeros(n, dtype=bool),
         }
@@ -467,7 +555,7 @@ class CadenceTripWire:
                 "model": rows.model.astype(np.int64),
                 **{k: v for k, v in extra.items()},
             }
-        ).with_columns(pl.col("p_gap", "p_alive", "expected_next").fill_nan(None))
+        ).with_columns(pl.col("p_gap", "p_alive", "p_alive_rhythm", "expected_next").fill_nan(None))
         horizon_key = f"expected_next_{self.params.expect_horizon_days}d"
         base = {
             "event_type": pl.lit(event_type),
@@ -495,11 +583,12 @@ class CadenceTripWire:
         flags = [
             pl.col("p_gap").is_not_null().alias("f_gap"),
             pl.col("p_alive").is_not_null().alias("f_alive"),
+            pl.col("p_alive_rhythm").is_not_null().alias("f_rhythm"),
             (pl.col("by_model") & (pl.col("model") >= 0)).alias("f_model"),
         ]
         frame = frame.with_columns(flags)
-        for (f_gap, f_alive, f_model), part in frame.group_by(
-            "f_gap", "f_alive", "f_model", maintain_order=True
+        for (f_gap, f_alive, f_rhythm, f_model), part in frame.group_by(
+            "f_gap", "f_alive", "f_rhythm", "f_model", maintain_order=True
         ):
             keys = dict(base)
             if f_gap:
@@ -507,6 +596,9 @@ class CadenceTripWire:
             if f_alive:
                 keys["p_alive"] = pl.col("p_alive").round(4)
                 keys[horizon_key] = pl.col("expected_next").round(3)
+            if f_rhythm:  # the rhythm's own P(alive) (gap distribution and lapse_prior), and its shape
+                keys["p_alive_rhythm"] = pl.col("p_alive_rhythm").round_sig_figs(3)
+                keys["gap_shape"] = pl.col("gap_shape").round(3)
             if f_model:
                 keys["bgnbd"] = pl.struct(
                     [pl.col(k) for k in ("a", "alpha", "b", "log_likelihood", "r", "unit_days")]
