@@ -183,6 +183,62 @@ class StateStoreContract:
             m = s.scalars(sa.select(OutboxMessage)).one()
             assert (m.status, m.attempts, m.priority) == ("pending", 0, "normal")
 
+    def test_deletes_reach_the_outbox_and_affected_customers(self, engine) -> None:
+        """Erasing a customer removes their messages and impact rows; deleting an incident, finding or ticket
+        keeps the messages without the reference (the parent tables' delete triggers, migration 0006)."""
+
+        def count(s, model, *where) -> int:
+            return s.scalar(sa.select(sa.func.count()).select_from(model).where(*where))
+
+        with transaction(engine) as s:
+            for cid in ("c1", "c2"):
+                self._customer(s, cid)
+            s.add(Service(id="broadband", name="Broadband"))
+            inc = Incident(title="Broadband down", started_at=T0)
+            s.add(inc)
+            s.flush()
+            finding = Finding(
+                customer_id="c2",
+                kind="usage",
+                condition="usage:drop",
+                score=1.0,
+                confidence=1.0,
+                explanation="x",
+                first_detected_at=T0,
+                last_detected_at=T0,
+            )
+            ticket = Ticket(external_id="e1", customer_id="c2", channel="phone", opened_at=T0)
+            s.add_all([finding, ticket])
+            s.flush()
+            refs = dict(incident_id=inc.id, finding_id=finding.id, ticket_id=ticket.id)
+            for cid in ("c1", "c2"):
+                s.add(
+                    AffectedCustomer(incident_id=inc.id, customer_id=cid, service_id="broadband", region="n")
+                )
+                s.add(
+                    OutboxMessage(
+                        idempotency_key=f"k-{cid}",
+                        customer_id=cid,
+                        channel="email",
+                        topic="outage",
+                        thread_key=f"t-{cid}",
+                        **refs,
+                    )
+                )
+        with transaction(engine) as s:
+            s.execute(sa.delete(Customer).where(Customer.id == "c1"))
+        with transaction(engine) as s:
+            assert count(s, OutboxMessage, OutboxMessage.customer_id == "c1") == 0
+            assert count(s, AffectedCustomer, AffectedCustomer.customer_id == "c1") == 0
+            assert count(s, OutboxMessage) == count(s, AffectedCustomer) == 1
+            s.execute(sa.delete(Incident))
+            s.execute(sa.delete(Finding))
+            s.execute(sa.delete(Ticket))
+        with transaction(engine) as s:
+            m = s.scalars(sa.select(OutboxMessage)).one()
+            assert (m.customer_id, m.incident_id, m.finding_id, m.ticket_id) == ("c2", None, None, None)
+            assert count(s, AffectedCustomer) == 0
+
     def test_ticket_external_id_is_unique(self, engine) -> None:
         with transaction(engine) as s:
             self._customer(s)

@@ -61,6 +61,13 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _present(name: str, *columns: str) -> Index:
+    """An index over the rows whose first column has a value (a comparison on it implies ``IS NOT NULL``, so
+    both stores use it for those queries; rows without a value cost it nothing)."""
+    where = text(f"{columns[0]} IS NOT NULL")
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
@@ -174,13 +181,17 @@ class IncidentUpdate(Base):
 
 
 class AffectedCustomer(Base):
-    """Who an incident affects, computed from dependencies as a set; kept so widening catches up only new ones."""
+    """Who an incident affects, computed from dependencies as a set; kept so widening catches up only new ones.
+
+    No foreign keys (a fan-out adds a million rows at once; migration 0006): delete triggers on ``customers``
+    and ``incidents`` remove a deleted customer's or incident's rows, as ``ON DELETE CASCADE`` did.
+    """
 
     __tablename__ = "affected_customers"
     __table_args__ = (Index("ix_affected_customers_customer", "customer_id"),)
 
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     service_id: Mapped[str] = mapped_column(String(128))
     region: Mapped[str] = mapped_column(String(64))
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -228,6 +239,10 @@ class OutboxMessage(Base):
 
     status: pending -> sending -> sent | failed (will retry) -> dead; or suppressed / deferred / held / shadow,
     decided before delivery, always with a ``reason``.
+
+    Built for million-row fan-outs (migration 0006): indexes that only serve rows with a value are partial, and
+    the references carry no foreign keys; delete triggers on the parent tables keep ``ON DELETE`` behaviour
+    (a deleted customer's messages are deleted; a deleted incident, finding or ticket is cleared here).
     """
 
     __tablename__ = "outbox"
@@ -236,17 +251,19 @@ class OutboxMessage(Base):
         Index("ix_outbox_thread", "thread_key"),
         # for the outcome metrics and the dashboard (migration 0002)
         Index("ix_outbox_customer_status_sent", "customer_id", "status", "sent_at"),
-        Index("ix_outbox_sent_status_customer", "sent_at", "status", "customer_id"),  # 0003
+        # only sent rows have a sent time (0003, partial since 0006)
+        _present("ix_outbox_sent_status_customer", "sent_at", "status", "customer_id"),
         Index("ix_outbox_created_status_customer", "created_at", "status", "customer_id"),  # 0003
         Index("ix_outbox_incident_status", "incident_id", "status"),
-        Index("ix_outbox_playbook_status", "playbook", "status"),
+        _present("ix_outbox_playbook_status", "playbook", "status"),  # incident notices have no playbook
+        _present("ix_outbox_finding_id", "finding_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # receivers drop duplicates by this key; also makes enqueueing idempotent
     idempotency_key: Mapped[str] = mapped_column(String(256), unique=True)
     # no single-column index: ix_outbox_customer_status_sent leads with it (migration 0004)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(128))
     channel: Mapped[str] = mapped_column(String(32))
     address: Mapped[str | None] = mapped_column(String(320))
     topic: Mapped[str] = mapped_column(
@@ -263,9 +280,9 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     # no single-column index: ix_outbox_incident_status leads with it (migration 0004)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
-    finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"), index=True)
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    incident_id: Mapped[int | None] = mapped_column(Integer)
+    finding_id: Mapped[int | None] = mapped_column(Integer)
+    ticket_id: Mapped[int | None] = mapped_column(Integer)
     playbook: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
