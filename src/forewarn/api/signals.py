@@ -10,6 +10,7 @@ The body is ``{"kind": "usage", "events": [...]}``, or ``{"events": [...]}`` wit
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pydantic_core
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
-from forewarn.signals.group import ingest_batch
+from forewarn.signals.group import Arrival, ingest_batch
 from forewarn.signals.ingest import IngestReport
 from forewarn.signals.schema import KINDS
 from forewarn.signals.validate import RowError
@@ -62,8 +63,13 @@ def _counts(report: IngestReport, collection: str) -> IngestCounts:
     )
 
 
-async def _body(request: Request) -> bytes:
-    return await request.body()
+async def _body(request: Request) -> AsyncIterator[tuple[bytes, Arrival]]:
+    # announced before its body is read, so that a group about to run waits for it (see Arrival)
+    arrival = Arrival(get_ctx(request))
+    try:
+        yield await request.body(), arrival
+    finally:
+        arrival.close()
 
 
 def parse_batch(body: bytes) -> tuple[str | None, list[Any]]:
@@ -122,7 +128,7 @@ def parse_batch(body: bytes) -> tuple[str | None, list[Any]]:
     },
 )
 def post_signals(
-    body: bytes = Depends(_body),
+    body: tuple[bytes, Arrival] = Depends(_body),
     partial: bool = Query(False, description="store the good events of a batch that has bad ones"),
     ctx: Context = Depends(get_ctx),
 ) -> IngestCounts:
@@ -131,8 +137,14 @@ def post_signals(
     Concurrent batches are validated and stored together (``forewarn.signals.group``), each with its own
     result.
     """
-    kind, events = parse_batch(body)
+    raw, arrival = body
+    try:
+        kind, events = parse_batch(raw)
+    except BaseException:
+        arrival.close()
+        raise
     if kind is not None and kind not in KINDS:
+        arrival.close()
         raise HTTPException(
             422,
             [
@@ -144,7 +156,7 @@ def post_signals(
                 }
             ],
         )
-    report = ingest_batch(ctx, kind, events, source="api", strict=not partial)
+    report = ingest_batch(ctx, kind, events, source="api", strict=not partial, arrival=arrival)
     if report.rejected and not partial:
         raise HTTPException(422, error_detail(report.errors, "events"))
     return _counts(report, "events")

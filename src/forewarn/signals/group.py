@@ -33,8 +33,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,26 +64,69 @@ from forewarn.signals.validate import checked_sql, q
 warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning, r"forewarn\.signals\.group")
 
 GROUP_ROWS = 50_000  # events per group at most: bounds a group's memory and its callers' wait
-# how long a leader waits for batches being converted right now to join its group: converting one takes a
-# few ms, and the GIL lets only one thread work at a time anyway
+# how long a leader waits for the batches on their way (see Arrival) to join its group: reading and converting
+# one takes a few ms, and the GIL lets only one thread work at a time anyway
 GATHER_SECONDS = 0.01
 # kinds the group path does not cover: contacts open tickets, invoice lines are nested JSON
 SOLO_KINDS = {k.name for k in KINDS.values() if k.name == "contact" or "lines" in k.columns}
 
 
 def ingest_batch(
-    ctx: Context, kind: str | None, records: Sequence[dict[str, Any]], *, strict: bool, source: str = "api"
+    ctx: Context,
+    kind: str | None,
+    records: Sequence[dict[str, Any]],
+    *,
+    strict: bool,
+    source: str = "api",
+    arrival: Arrival | None = None,
 ) -> IngestReport:
     """Ingest one API batch like :func:`~forewarn.signals.ingest.ingest_records`, grouped with the batches
-    other threads are ingesting at the same time (see the module docstring)."""
-    if kind not in KINDS or kind in SOLO_KINDS or not records:
-        return ingest_records(ctx, kind, records, source=source, strict=strict)
-    committer = _committer(ctx)
-    with committer.arriving():
+    other threads are ingesting at the same time (see the module docstring). ``arrival``: the batch's
+    :class:`Arrival`, when the caller announced it before it had the records."""
+    arrival = arrival or Arrival(ctx)
+    try:
+        if kind not in KINDS or kind in SOLO_KINDS or not records:
+            arrival.close()
+            return ingest_records(ctx, kind, records, source=source, strict=strict)
         table = _record_columns(records, kind)
-    if table is None:
-        return ingest_records(ctx, kind, records, source=source, strict=strict)
-    return committer.submit(_Pending(kind, table, strict, source))  # type: ignore[arg-type]
+        if table is None:
+            arrival.close()
+            return ingest_records(ctx, kind, records, source=source, strict=strict)
+        return _committer(ctx).submit(_Pending(kind, table, strict, source), arrival)  # type: ignore[arg-type]
+    finally:
+        arrival.close()
+
+
+class Arrival:
+    """A batch on its way (its body being read, parsed, converted): a leader about to run a group waits
+    (at most ``GATHER_SECONDS``) for the batches on their way to be queued, so that they join its group.
+    Closed once the batch is queued, or known not to be; closing again does nothing.
+
+    >>> import tempfile, pathlib
+    >>> from forewarn.config import Settings
+    >>> ctx = Context(Settings(home=pathlib.Path(tempfile.mkdtemp())))
+    >>> a = Arrival(ctx)
+    >>> _committer(ctx)._arriving
+    1
+    >>> a.close(); a.close(); _committer(ctx)._arriving
+    0
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._committer = _committer(ctx)
+        with self._committer._queue_lock:
+            self._committer._arriving += 1
+        self._open = True
+
+    def close(self) -> None:
+        with self._committer._queue_lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._open:
+            self._open = False
+            self._committer._arriving -= 1
+            self._committer._queue_lock.notify_all()
 
 
 @dataclass(eq=False)
@@ -124,7 +166,7 @@ class _GroupCommit:
         self.ctx = ctx
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Condition()
-        self._arriving = 0  # batches being converted, about to be queued
+        self._arriving = 0  # batches on their way (Arrival), about to be queued
         self._leader = threading.Lock()
         self._many_customers = False  # too many to keep every id in memory: look each batch's up
 
@@ -132,21 +174,10 @@ class _GroupCommit:
         if not self._many_customers and not known_customer_cache(self.ctx.engine):
             self._many_customers = not preload_known_customers(self.ctx.engine)
 
-    @contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Around converting a batch: a leader waits (briefly) for it to join its group."""
-        with self._queue_lock:
-            self._arriving += 1
-        try:
-            yield
-        finally:
-            with self._queue_lock:
-                self._arriving -= 1
-                self._queue_lock.notify_all()
-
-    def submit(self, item: _Pending) -> IngestReport:
+    def submit(self, item: _Pending, arrival: Arrival) -> IngestReport:
         with self._queue_lock:
             self._queue.append(item)
+            arrival._close_locked()
         while not item.done.is_set():
             with self._leader:
                 if item.done.is_set():
