@@ -180,5 +180,9 @@ def test_envelope_errors_name_what_is_wrong(tmp_path: Path) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
         # an empty batch is fine
         assert post("/v1/signals", json={"kind": "usage", "events": []}).json()["new"] == 0
+        r = post("/v1/signals?partial=maybe", json={"kind": "usage", "events": [ev("x2")]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "partial"]
+    # no request is left announced (a group about to run would wait for it)
+    assert grouping._committer(ctx)._arriving == 0
     assert ctx.signals.count("usage") == 0
     ctx.close()
