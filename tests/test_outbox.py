@@ -110,6 +110,27 @@ def test_claim_respects_limit_lease_and_expiry(engine: Any) -> None:
     assert {r.id for r in again} == {r.id for r in first} and all(r.attempts == 2 for r in again)
 
 
+def test_claim_takes_critical_first_then_by_due_time(engine: Any) -> None:
+    # a backlog of low-priority playbook notices, older than the outage notices queued after it
+    backlog = [msg(f"low{i}", priority="low") for i in range(30)] + [msg("norm", priority="normal")]
+    with transaction(engine) as s:
+        enqueue(s, backlog, now=T0)
+        enqueue(
+            s,
+            [msg("crit0", priority="critical"), msg("high0", priority="high")],
+            now=T0 + timedelta(seconds=60),
+        )
+        enqueue(s, [msg("crit1", priority="critical")], now=T0 + timedelta(seconds=90))
+        enqueue(s, [msg("crit-later", priority="critical")], now=T0 + timedelta(hours=1))  # not due yet
+    now = T0 + timedelta(minutes=2)
+    with engine.begin() as conn:
+        got = {r.idempotency_key for r in claim(conn, "w", limit=4, now=now)}
+    assert got == {"crit0", "crit1", "high0", "norm"}
+    with engine.begin() as conn:
+        rest = {r.idempotency_key for r in claim(conn, "w", limit=100, now=now)}
+    assert rest == {f"low{i}" for i in range(30)}  # the not-yet-due critical one waits for its time
+
+
 def test_claim_keeps_thread_order(engine: Any) -> None:
     with transaction(engine) as s:
         enqueue(

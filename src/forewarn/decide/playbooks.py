@@ -54,9 +54,9 @@ from pydantic import (
     model_validator,
 )
 
+from forewarn.deliver.outbox import PRIORITIES
 from forewarn.timeutil import parse_duration
 
-PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 PRIORITY_RANK: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 CHANNELS: tuple[str, ...] = ("email", "sms", "chat", "console", "file", "webhook")
 OUTAGE_KIND = "outage"

@@ -17,6 +17,8 @@ runs under SQLite's single-writer lock, which makes it atomic across processes.
 
 Per-thread order: a message is not claimed while an earlier message (lower id) of the same ``thread_key`` is
 still pending, failed or sending, so a customer's notice series arrives in order even across retries.
+Priority: a claim takes due ``critical`` messages first, then ``high``, ``normal`` and ``low`` (each in due
+order), so a backlog of playbook notices never delays an outage notice.
 
 >>> from forewarn.state.db import upgrade, open_store, transaction
 >>> import tempfile
@@ -140,9 +142,9 @@ def enqueue(
     return inserted
 
 
-@lru_cache(maxsize=64)
-def _claim_stmt(dialect: str, status: str, channels: tuple[str, ...] | None) -> Any:
-    """The claim statement, built once per (dialect, status, channels); values are bound per call
+@lru_cache(maxsize=128)
+def _claim_stmt(dialect: str, status: str, priority: str | None, channels: tuple[str, ...] | None) -> Any:
+    """The claim statement, built once per (dialect, status, priority, channels); values are bound per call
     (``now``, ``lease``, ``lim``, ``claimed_by``). Building it afresh cost ~50 us per claimed message."""
     now = bindparam("now", type_=TABLE.c.next_attempt_at.type)
     cand = TABLE.alias("cand")
@@ -160,6 +162,8 @@ def _claim_stmt(dialect: str, status: str, channels: tuple[str, ...] | None) -> 
         .exists()
     )
     sub = select(cand.c.id).where(cand.c.status == status, cand.c.next_attempt_at <= now, ~held_back)
+    if priority is not None:
+        sub = sub.where(cand.c.priority == priority)
     if channels is not None:
         sub = sub.where(cand.c.channel.in_(list(channels)))
     sub = sub.order_by(cand.c.next_attempt_at).limit(bindparam("lim", type_=Integer()))
@@ -205,12 +209,15 @@ def claim(
     dialect = conn.dialect.name
     claimed_by = f"claimed by {worker_id}"[:256]
     rows: list[Any] = []
+    only = None if channels is None else tuple(channels)
     for status in CLAIMABLE:
-        if len(rows) >= limit:
-            break
-        stmt = _claim_stmt(dialect, status, None if channels is None else tuple(channels))
-        params = {"now": t, "lease": lease_until, "lim": limit - len(rows), "claimed_by": claimed_by}
-        rows.extend(conn.execute(stmt, params).all())
+        # expired leases are few and already late: by due time alone; the rest by priority, then due time
+        for priority in (None,) if status == "sending" else PRIORITIES:
+            if len(rows) >= limit:
+                break
+            stmt = _claim_stmt(dialect, status, priority, only)
+            params = {"now": t, "lease": lease_until, "lim": limit - len(rows), "claimed_by": claimed_by}
+            rows.extend(conn.execute(stmt, params).all())
     rows.sort(key=lambda r: r.id)
     return rows
 

@@ -247,7 +247,8 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_status_due", "status", "next_attempt_at"),
+        # claims take the due rows of one status and priority in due order (migration 0007)
+        Index("ix_outbox_status_priority_due", "status", "priority", "next_attempt_at"),
         Index("ix_outbox_thread", "thread_key"),
         # for the outcome metrics and the dashboard (migration 0002)
         Index("ix_outbox_customer_status_sent", "customer_id", "status", "sent_at"),
