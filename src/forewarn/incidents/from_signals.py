@@ -24,19 +24,19 @@ A point is *bad* when it fires in the harmful direction of its metric (``error_r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from forewarn.detect.usage import UsageParams, score_series
+from forewarn.detect.usage import UsageParams, score_series, tail_periods
 from forewarn.incidents.service import Scope, open_incident, post_update, resolve_incident, scopes_of, widen
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident, IncidentScope, Service
-from forewarn.timeutil import utc
+from forewarn.timeutil import parse_duration, utc
 
 if TYPE_CHECKING:
     from forewarn.context import Context
@@ -51,6 +51,8 @@ BAD_DIRECTION = {
     "throughput": "down",
 }
 RATE_METRICS = ("error_rate",)
+# history read before the earliest moment a live pass can act on (see ``read_start``)
+READ_MARGIN = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,11 @@ def _first_run_end(mask: np.ndarray, length: int) -> int | None:
 
     >>> _first_run_end(np.array([True, False, True, True, True]), 2)
     3
+    >>> _first_run_end(np.array([], dtype=bool), 3) is None  # an episode opened on the last reading
+    True
     """
+    if mask.size < length:
+        return None
     if length <= 1:
         hits = np.flatnonzero(mask)
         return int(hits[0]) if hits.size else None
@@ -319,14 +325,40 @@ def sync_from_signals(
 
     ``since`` leaves out episodes that were over before it: a live loop started on a store full of history
     must not tell customers about an outage that ended weeks ago (``forewarn incidents detect`` replays all).
+    With ``since``, only the history that can still matter is read (:func:`read_start`), so a pass costs the
+    same on the first day and after a year.
     """
     as_of = utc(as_of)
-    frame = ctx.signals.read("service_metric", end=as_of)
-    events = service_events(frame, params, as_of)
+    p = params or ServiceParams()
+    start = None
     if since is not None:
-        events = recent_episodes(events, utc(since))
+        since = utc(since)
+        with transaction(ctx.engine) as s:
+            start = read_start(s, since, p)
+    frame = ctx.signals.read("service_metric", start=start, end=as_of)
+    events = service_events(frame, p, as_of)
+    if since is not None:
+        events = recent_episodes(events, since)
     with transaction(ctx.engine) as s:
         return apply_events(s, events)
+
+
+def read_start(session: Session, since: datetime, params: ServiceParams) -> datetime:
+    """The earliest reading a pass acting on episodes after ``since`` needs.
+
+    The scan of a series must start in calm water, before any episode it might still act on: before ``since``
+    and before the start of every detector incident still open or resolved after ``since`` (its episode's
+    frozen level and its key, the detection time, come from there), by the baseline's reach (``tail_periods``)
+    plus a day's margin, so that the scan finds the same episodes as a scan of all history.
+    """
+    earliest = session.execute(
+        select(func.min(Incident.started_at)).where(
+            Incident.source == "detector",
+            (Incident.resolved_at.is_(None)) | (Incident.resolved_at >= since),
+        )
+    ).scalar_one_or_none()
+    first = min(since, utc(earliest)) if earliest is not None else since
+    return first - tail_periods(params.usage_params()) * parse_duration(params.every) - READ_MARGIN
 
 
 def recent_episodes(events: list[ServiceEvent], since: datetime) -> list[ServiceEvent]:
