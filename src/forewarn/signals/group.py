@@ -1,4 +1,4 @@
-"""Group commit for API batches: concurrent batches are validated and stored together, in one statement each.
+"""Group commit for API batches: concurrent batches are validated together and stored in one insert.
 
 A small API batch (1,000 events) costs mostly fixed work: planning the validation SQL, the insert, the
 transaction. :func:`ingest_batch` queues each batch; whichever caller finds the store free validates and inserts
