@@ -17,9 +17,9 @@ The same function serves live runs (recent tail), backtests (every ``as_of`` ove
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import polars as pl
@@ -84,9 +84,83 @@ def params_with(defaults: type[P], wire: str, overrides: Mapping[str, Any]) -> P
 
 
 class TripWire(Protocol):
-    """A detector. ``kinds`` names the signal kinds it reads; ``detect`` is pure."""
+    """A detector. ``kinds`` names the signal kinds it reads; ``detect`` is pure.
+
+    Two optional methods let a live run read less than the whole history (the runner calls them through
+    :func:`history_of` and :func:`backfill_of`, which supply the safe defaults when a wire has neither):
+
+    - ``history()``: per kind, how far back before ``as_of`` a row can still change a finding at ``as_of``
+      (None: any row can, read everything; the default for every kind);
+    - ``backfill(frames, as_of, since, **context)``: after the windowed read (``since[kind]`` is where the read
+      started, None when it read everything), the customers whose WHOLE history of a kind the wire needs
+      after all (a need that is "N events back" or "since this series went quiet" rather than a time span).
+
+    A wire's findings from the windowed frames, with every backfilled customer's full history in them, must
+    equal its findings from everything; rows beyond what a wire asked for (another wire's wider window) must
+    not change them either.
+    """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame: ...
+
+
+def history_of(wire: Any) -> dict[str, timedelta | None]:
+    """How far back before ``as_of`` ``wire`` reads each of its kinds: its ``history()``, None (everything)
+    for a kind it does not name or when it has no ``history`` at all.
+
+    >>> class Old:
+    ...     kinds = ("usage", "invoice")
+    >>> history_of(Old())
+    {'usage': None, 'invoice': None}
+    >>> class New(Old):
+    ...     def history(self):
+    ...         return {"usage": timedelta(days=3)}
+    >>> history_of(New())
+    {'usage': datetime.timedelta(days=3), 'invoice': None}
+    """
+    declared = wire.history() if hasattr(wire, "history") else {}
+    return {kind: declared.get(kind) for kind in wire.kinds}
+
+
+def widest_history(wires: Iterable[Any]) -> dict[str, timedelta | None]:
+    """Per kind, the widest window any of ``wires`` needs (None wins: someone reads everything).
+
+    >>> class A:
+    ...     kinds = ("usage",)
+    ...     def history(self):
+    ...         return {"usage": timedelta(days=3)}
+    >>> class B:
+    ...     kinds = ("usage", "telemetry")
+    ...     def history(self):
+    ...         return {"usage": timedelta(days=9), "telemetry": timedelta(days=1)}
+    >>> widest_history([A(), B()])["usage"].days, widest_history([A(), B()])["telemetry"].days
+    (9, 1)
+    >>> widest_history([A(), type("C", (), {"kinds": ("usage",)})()])
+    {'usage': None}
+    """
+    out: dict[str, timedelta | None] = {}
+    for wire in wires:
+        for kind, window in history_of(wire).items():
+            if kind not in out:
+                out[kind] = window
+            else:
+                seen = out[kind]
+                out[kind] = None if seen is None or window is None else max(seen, window)
+    return out
+
+
+def backfill_of(
+    wire: Any,
+    frames: Mapping[str, pl.DataFrame],
+    as_of: datetime,
+    since: Mapping[str, datetime | None],
+    **context: Any,
+) -> dict[str, Collection[str]]:
+    """The customers (per kind) whose whole history ``wire`` needs besides the windowed read: its
+    ``backfill(...)``, nothing when it has none. Only kinds that were read from a ``since`` are asked about."""
+    if not hasattr(wire, "backfill"):
+        return {}
+    need = wire.backfill(frames, as_of, since, **context)
+    return {kind: ids for kind, ids in need.items() if since.get(kind) is not None and len(ids)}

@@ -174,6 +174,40 @@ class BillingTripWire:
     def __init__(self, **overrides: Any) -> None:
         self.params = params_with(BillingParams, "billing", overrides)
 
+    def history(self) -> dict[str, timedelta | None]:
+        """All invoices: the usual bill is the median of the previous ``history`` issued invoices, however
+        long ago they were (a count, not a time span), and an invoice's state is its latest row, however old.
+        Usage from ``recent_days`` + 31 days before ``as_of``: the usage check sums usage over the period of
+        a draft changed within ``recent_days``, which for a monthly invoice starts at most about a month
+        before that; a draft whose period starts before the read is :meth:`backfill`'s business.
+
+        >>> h = BillingTripWire().history()
+        >>> h["invoice"], h["usage"].days
+        (None, 76)
+        """
+        return {"invoice": None, "usage": timedelta(days=self.params.recent_days + 31)}
+
+    def backfill(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        as_of: datetime,
+        since: Mapping[str, datetime | None],
+        **context: Any,
+    ) -> dict[str, list[str]]:
+        """Customers with a draft (changed within ``recent_days``) whose period starts before the usage read
+        (with a day to spare for end-stamped readings): the usage check needs their usage since that start."""
+        start, invoices = since.get("usage"), frames.get("invoice")
+        if start is None or invoices is None or invoices.height == 0:
+            return {}
+        as_of = utc(as_of)
+        drafts = latest_state(invoices, as_of).filter(
+            (pl.col("ts") >= as_of - timedelta(days=self.params.recent_days)) & (pl.col("status") == "draft")
+        )
+        early = drafts.filter(
+            pl.col("period_start").is_null() | (pl.col("period_start") <= (start + timedelta(days=1)).date())
+        )
+        return {"usage": early["customer_id"].unique().sort().to_list()}
+
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         as_of = utc(as_of)
         invoices = frames.get("invoice")

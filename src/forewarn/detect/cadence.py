@@ -254,6 +254,17 @@ class CadenceTripWire:
     def __init__(self, **overrides: Any) -> None:
         self.params = params_with(CadenceParams, "cadence", overrides)
 
+    def history(self) -> dict[str, timedelta | None]:
+        """Everything of both kinds: the population BG/NBD fit and the pooled gap shape use every customer's
+        whole purchase history, a customer's rhythm is their last ``max_gaps`` gaps however long ago, and the
+        contact rhythm is read from ``contact_lookback_days`` before the last contact, however long ago that
+        was (counts and "since the last event", not time spans before ``as_of``).
+
+        >>> CadenceTripWire().history()
+        {'purchase': None, 'contact': None}
+        """
+        return {"purchase": None, "contact": None}
+
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         as_of = utc(as_of)
         parts = []

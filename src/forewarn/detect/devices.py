@@ -222,14 +222,22 @@ class DeviceTripWire:
             .sort()
         )
 
+    def history(self) -> dict[str, timedelta | None]:
+        """Telemetry since ``max_staleness + lookback + reading_horizon`` before ``as_of``: ``detect`` judges
+        readings of the last ``max_staleness``, against readings up to ``lookback`` (+ ``reading_horizon``)
+        earlier, and drops every older row itself.
+
+        >>> DeviceTripWire().history()["telemetry"].days
+        51
+        """
+        p = self.params
+        return {"telemetry": p.max_staleness + p.lookback + p.reading_horizon}
+
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()
-        recent = point_in_time(tel, as_of).filter(
-            pl.col("ts")
-            >= as_of - self.params.max_staleness - self.params.lookback - self.params.reading_horizon
-        )
+        recent = point_in_time(tel, as_of).filter(pl.col("ts") >= as_of - self.history()["telemetry"])
         hist = self.risk_history(recent, latest_only=True)
         if hist.height == 0:
             return empty_findings()

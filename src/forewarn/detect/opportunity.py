@@ -164,6 +164,15 @@ class OpportunityTripWire:
     def __init__(self, **overrides: Any) -> None:
         self.params = params_with(OpportunityParams, "opportunity", overrides)
 
+    def history(self) -> dict[str, timedelta | None]:
+        """Usage since 31 x (``periods`` + 1) days before ``as_of``: ``detect`` looks no further back (its
+        pre-filter), and ``periods`` billing periods of at most 31 days plus the current one fit in that.
+
+        >>> OpportunityTripWire().history()["usage"].days
+        124
+        """
+        return {"usage": timedelta(days=31 * (self.params.periods + 1))}
+
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         p = self.params
         as_of = utc(as_of)
@@ -175,7 +184,7 @@ class OpportunityTripWire:
         limits = self._with_billing_day(customers, limits).with_columns(
             period_index(pl.lit(as_of.date()), pl.col("billing_day")).alias("current")
         )
-        oldest = as_of - timedelta(days=31 * (p.periods + 1))  # cheap pre-filter before the join
+        oldest = as_of - self.history()["usage"]  # cheap pre-filter before the join
         periods = (
             usage.lazy()
             .filter(pl.col("ts") <= as_of, pl.col("ts") >= oldest, pl.col("metric") == p.metric)

@@ -131,6 +131,16 @@ class ScheduleTripWire:
     def __init__(self, **overrides: Any) -> None:
         self.params = params_with(ScheduleParams, "schedule", overrides)
 
+    def history(self) -> dict[str, timedelta | None]:
+        """Everything of both kinds: a subscription event is announced any time before its due date (a
+        renewal a year ahead), and a shipment's latest row, however old, says whether it is late until
+        ``shipment_stale_days`` after the promise; what counts is each event's latest row, not a time span.
+
+        >>> ScheduleTripWire().history()
+        {'subscription': None, 'shipment': None}
+        """
+        return {"subscription": None, "shipment": None}
+
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame:
         as_of = utc(as_of)
         rows: list[dict[str, Any]] = []

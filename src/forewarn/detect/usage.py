@@ -372,6 +372,63 @@ class UsageTripWire:
     def __init__(self, **overrides: Any) -> None:
         self.params = params_with(UsageParams, "usage", overrides)
 
+    def history(self) -> dict[str, timedelta | None]:
+        """The trailing ``tail_periods`` (+ one period of slack for data that lags ``as_of``) a latest score
+        depends on; everything when periods are not of fixed length or gaps are not filled.
+
+        A series in a zero run, cut off by the window, or absent from it is :meth:`backfill`'s business.
+
+        >>> UsageTripWire().history()["usage"].days
+        45
+        """
+        step = _fixed_step(self.params.every)
+        if not self.params.fill_gaps or step is None:
+            return {"usage": None}
+        return {"usage": timedelta(microseconds=step * (tail_periods(self.params) + 2))}
+
+    def backfill(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        as_of: datetime,
+        since: Mapping[str, datetime | None],
+        **context: Any,
+    ) -> dict[str, list[str]]:
+        """Customers whose whole usage history a latest score may depend on beyond the window read from
+        ``since["usage"]``: a series with fewer than ``tail_periods`` periods in it (young, or older rows cut
+        off), one in a zero run at the latest time (the run's start and the baseline before it may be older),
+        and a known customer (``customers``) with no usage in it (silent since before it, or none ever).
+
+        Where the window is exact: the latest row of a series depends on at most ``tail_periods`` earlier
+        periods except through a zero run, and the history count in findings is capped there (see
+        ``_latest_scores``). Not covered: a customer's one metric that stopped before the window while others
+        go on (its series is missing from the read), an unknown customer silent since before the window (its
+        finding is not written anyway), and a unit / period first named only before the window.
+        """
+        start, usage = since.get("usage"), frames.get("usage")
+        if start is None or usage is None:
+            return {}
+        step = _fixed_step(self.params.every)
+        customers = context.get("customers")
+        id_col = next(
+            (c for c in ("customer_id", "id") if customers is not None and c in customers.columns), None
+        )
+        known = customers[id_col].cast(pl.String) if id_col else pl.Series("customer_id", [], pl.String)
+        values = point_in_time(usage, as_of)
+        if step is None or values.height == 0:
+            return {"usage": known.to_list()}
+        end = values["ts"].max()
+        first_needed = end - timedelta(microseconds=step * tail_periods(self.params))
+        series = values.group_by("customer_id", "metric").agg(
+            first=pl.col("ts").min(),
+            last=pl.col("ts").max(),
+            last_value=pl.col("value").filter(pl.col("ts") == pl.col("ts").max()).fill_null(0.0).sum(),
+        )
+        partial = series.filter(
+            (pl.col("first") > first_needed) | (pl.col("last") < end) | (pl.col("last_value") == 0)
+        )["customer_id"]
+        absent = known.filter(~known.is_in(series["customer_id"].implode()))
+        return {"usage": pl.concat([partial, absent]).unique().sort().to_list()}
+
     def _prepare(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Series values, and the frame the per-series descriptors (unit, period) come from."""
         return frame.select("customer_id", "metric", "ts", "value"), frame
