@@ -15,8 +15,9 @@ delivery; receivers drop the duplicates by ``idempotency_key``). Claims are one 
 workers share the outbox without waiting for or double-claiming each other's rows; on SQLite the statement
 runs under SQLite's single-writer lock, which makes it atomic across processes.
 
-Per-thread order: a message is not claimed while an earlier message (lower id) of the same ``thread_key`` is
-still pending, failed or sending, so a customer's notice series arrives in order even across retries.
+Per-thread order: a message is not claimed while an earlier message (lower id) of the same customer and
+``thread_key`` is still pending, failed or sending, so a customer's notice series arrives in order even across
+retries. (A thread is one customer's: one customer per incident or condition.)
 Priority: a claim takes due ``critical`` messages first, then ``high``, ``normal`` and ``low`` (each in due
 order), so a backlog of playbook notices never delays an outage notice.
 
@@ -149,15 +150,17 @@ def _claim_stmt(dialect: str, status: str, priority: str | None, channels: tuple
     now = bindparam("now", type_=TABLE.c.next_attempt_at.type)
     cand = TABLE.alias("cand")
     earlier = TABLE.alias("earlier")
+    # a thread is one customer's (its key names the customer), so the customer's in-flight rows are the only
+    # candidates: one probe of ix_outbox_customer_status_sent (customer, status), no index on the long key
     held_back = (
         select(earlier.c.id)
         .where(
+            earlier.c.customer_id == cand.c.customer_id,
+            earlier.c.status.in_(IN_FLIGHT),
             earlier.c.thread_key == cand.c.thread_key,
-            # ``id + 0`` and ``status || ''`` keep the planner on the thread index alone: on a freshly filled,
-            # not yet analysed outbox PostgreSQL otherwise ANDs in a bitmap of the status index or the primary
-            # key range, reading ~100k index entries per candidate row (seconds per claim)
+            # ``id + 0`` keeps the planner off the primary key range: on a freshly filled, not yet analysed
+            # outbox PostgreSQL may otherwise read ~100k index entries per candidate row (seconds per claim)
             earlier.c.id + 0 < cand.c.id,
-            earlier.c.status.concat("").in_(IN_FLIGHT),
         )
         .exists()
     )

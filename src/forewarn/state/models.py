@@ -249,7 +249,6 @@ class OutboxMessage(Base):
     __table_args__ = (
         # claims take the due rows of one status and priority in due order (migration 0007)
         Index("ix_outbox_status_priority_due", "status", "priority", "next_attempt_at"),
-        Index("ix_outbox_thread", "thread_key"),
         # for the outcome metrics and the dashboard (migration 0002)
         Index("ix_outbox_customer_status_sent", "customer_id", "status", "sent_at"),
         # only sent rows have a sent time (0003, partial since 0006)
