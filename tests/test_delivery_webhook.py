@@ -484,3 +484,17 @@ def test_webhook_client_against_stdlib_http_server(style: str) -> None:
         server.shutdown()
     assert all(r.ok for r in results), results
     assert seen == [f"k{i}" for i in range(5)]  # each exactly once, even across reconnects
+
+
+def test_a_message_to_an_erased_customer_is_suppressed_not_sent(
+    tmp_path: Any, receiver: WebhookReceiver
+) -> None:
+    ctx = make_ctx(tmp_path)
+    add_customers(ctx, 1)
+    with transaction(ctx.engine) as s:
+        # the outbox has no foreign key (bulk fan-outs): a customer erased while a fan-out ran leaves this
+        put(s, [message("c0", "kept", "t0", "hi"), message("ghost", "orphan", "t1", "hi")])
+    webhook_worker(ctx, receiver.url).run_once(now=T0)
+    got = rows(ctx)
+    assert got["orphan"].status == "suppressed" and got["orphan"].reason == "customer no longer exists"
+    assert got["kept"].status == "sent" and receiver.keys() == ["kept"]

@@ -297,7 +297,11 @@ class Worker:
                     # claimed again after leases ran out too often: a message that kills its worker
                     out.dead.append((row.id, row.last_error or f"lease expired {row.attempts - 1} times"))
                     continue
-                customer = people.get(row.customer_id) or CustomerView(row.customer_id)
+                customer = people.get(row.customer_id)
+                if customer is None:
+                    # erased while the message waited (the outbox has no foreign key: see migration 0006)
+                    out.suppressed.append((row.id, "customer no longer exists"))
+                    continue
                 if not consent_allows(rules.get(row.customer_id, _NO_RULES), row.channel, row.topic):
                     out.suppressed.append((row.id, f"no consent: {row.channel}/{row.topic}"))
                     continue
