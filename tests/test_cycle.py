@@ -156,3 +156,13 @@ def test_settings_read_the_interval(monkeypatch) -> None:
     assert Settings(home="/tmp/fw-cycle").cycle_every == timedelta(hours=1)
     with pytest.raises(ValueError, match="duration"):
         Settings(home="/tmp/fw-cycle", cycle_every="soon")
+
+
+def test_a_feed_that_stopped_is_reported_not_sent_to_every_customer(live: Context, world) -> None:
+    later = _end(world) + timedelta(days=5)  # five days without a usage or telemetry reading
+    report = run_cycle(live, later, ("detect",))
+    [detect] = report.stages
+    assert detect.status == "error" and "usage: newest reading" in detect.summary and not report.ok
+    assert _counts(live) == (0, 0)  # nobody was judged "silent" for data that did not arrive
+    live.settings.max_signal_lag = None  # the check is a setting: off, the wires judge as of ``later``
+    assert run_cycle(live, later, ("detect",)).stages[0].detail["opened"] > 0

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     playbooks_path: Path = Path()
     # how often `forewarn serve` runs the live loop (detect, incidents, link, decide, digests); off when unset
     cycle_every: OptionalDuration = None
+    # a live pass does not judge customers when a metered feed's newest reading is older than this: absence
+    # (went silent, stopped using) would fire for everyone whose data simply has not arrived; unset: no check
+    max_signal_lag: OptionalDuration = timedelta(days=2)
     # signs unsubscribe links and webhook payloads
     secret_key: str = "forewarn-dev-secret-change-me"
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

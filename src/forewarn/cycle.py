@@ -2,7 +2,9 @@
 
 A pass at time ``now`` (the clock, or a replayed time):
 
-1. ``detect``: the trip wires judge each customer's signals up to ``now`` and open, update or close findings;
+1. ``detect``: the trip wires judge each customer's signals up to ``now`` and open, update or close findings
+   (not when a metered feed is behind by more than ``settings.max_signal_lag``: that is reported as an error,
+   since every customer would look silent);
 2. ``incidents``: service-level signals open and resolve incidents (error rate up, traffic down); outages
    that were over more than ``LOOKBACK`` ago are history and announced to nobody;
 3. ``link``: inbound contacts that an incident explains are linked to it and answered with its status (the
@@ -50,6 +52,8 @@ STAGES = ("detect", "incidents", "link", "decide", "digests")
 # how far back a pass still acts on what happened: an outage that ended, or a contact opened, longer ago is
 # history (recorded, not announced), so a loop started on a store full of history does not message about it
 LOOKBACK = timedelta(days=1)
+# metered feeds that arrive continuously: when one stops, absence-based findings would fire for everyone
+FEEDS = ("usage", "telemetry")
 
 
 @dataclass
@@ -93,9 +97,39 @@ class CycleReport:
         }
 
 
+def stale_feeds(ctx: Context, now: datetime, max_lag: timedelta | None) -> list[str]:
+    """The metered feeds (``FEEDS``) whose newest reading is more than ``max_lag`` before ``now``, described."""
+    if max_lag is None:
+        return []
+    stale = []
+    for kind in FEEDS:
+        span = ctx.signals.time_range(kind)
+        if span is not None and now - utc(span[1]) > max_lag:
+            age = now - utc(span[1])
+            stale.append(
+                f"{kind}: newest reading {utc(span[1]):%Y-%m-%d %H:%M} UTC, {_age(age)} before this pass"
+            )
+    return stale
+
+
+def _age(d: timedelta) -> str:
+    hours = d.total_seconds() / 3600
+    return f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+
+
 def _detect(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult:
     from forewarn.detect.runner import run_detection
 
+    stale = stale_feeds(ctx, now, ctx.settings.max_signal_lag)
+    if stale:
+        # judging now against a feed that stopped would make every customer look silent: a feed problem
+        # is reported as one, not sent to thousands of customers as theirs
+        return StageResult(
+            "detect",
+            "error",
+            "signal feed behind, trip wires not run (" + "; ".join(stale) + ")",
+            detail={"stale": stale},
+        )
     report = run_detection(ctx, now)
     totals = {k: sum(getattr(w, k) for w in report.wires) for k in ("firing", "opened", "updated", "closed")}
     failed = [f"{w.name}: {w.message}" for w in report.wires if w.status == "error"]
