@@ -166,3 +166,39 @@ def test_a_feed_that_stopped_is_reported_not_sent_to_every_customer(live: Contex
     assert _counts(live) == (0, 0)  # nobody was judged "silent" for data that did not arrive
     live.settings.max_signal_lag = None  # the check is a setting: off, the wires judge as of ``later``
     assert run_cycle(live, later, ("detect",)).stages[0].detail["opened"] > 0
+
+
+def test_the_circuit_breaker_holds_a_mass_send_for_approval(live: Context, world) -> None:
+    # a feed that stopped, with the staleness check off: customers look silent; a playbook that would tell
+    # more of them than its limit in one run is held as a whole, not sent (a low limit for this small world)
+    (live.settings.playbooks_path / "silent.yaml").write_text(
+        "guardrails:\n  mass_send: {share: 0.001, minimum: 2}\n"
+        "playbooks:\n  - name: silent-notice\n    mode: live\n"
+        "    when: {kind: usage, condition: 'usage:silent:*'}\n"
+        "    then:\n      - notify: {channels: [email, sms], template: playbook_usage}\n"
+    )
+    for other in live.settings.playbooks_path.glob("*.yaml"):
+        if other.name != "silent.yaml":
+            other.unlink()
+    live.settings.max_signal_lag = None
+    report = run_cycle(live, _end(world) + timedelta(days=5), ("detect", "decide"))
+    assert report.ok, report.to_dict()
+    with live.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(OutboxMessage.status, OutboxMessage.reason).where(
+                OutboxMessage.playbook == "silent-notice"
+            )
+        ).all()
+    assert len(rows) > 2
+    assert {status for status, _ in rows} <= {"held", "suppressed", "control"}
+    assert any(status == "held" and reason.startswith("circuit breaker") for status, reason in rows)
+    # the same run with the limit above it sends as usual
+    (live.settings.playbooks_path / "silent.yaml").write_text(
+        (live.settings.playbooks_path / "silent.yaml").read_text().replace("minimum: 2", "minimum: 50")
+    )
+    with live.engine.begin() as conn:
+        conn.execute(sa.delete(OutboxMessage))
+    run_cycle(live, _end(world) + timedelta(days=5), ("decide",))
+    with live.engine.connect() as conn:
+        statuses = conn.execute(sa.select(OutboxMessage.status)).scalars().all()
+    assert "held" not in statuses and "pending" in statuses

@@ -29,12 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from forewarn.context import Context
 from forewarn.decide.candidates import first_per_episode, match, to_candidates
-from forewarn.decide.guardrails import COUNTED, CustomerView, Decision, GuardrailState, Policy, decide
+from forewarn.decide.guardrails import (
+    COUNTED,
+    CustomerView,
+    Decision,
+    GuardrailState,
+    Policy,
+    decide,
+    hold_mass_sends,
+)
 from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks, topic_of
 from forewarn.decide.unsubscribe import unsubscribe_url
 from forewarn.state.db import transaction
@@ -375,6 +383,9 @@ def run_playbooks(
         lookback = max([pset.guardrails.budget.window, *(p.cooldown for p in active)])
         state = guardrail_state(session, sorted({c.customer_id for c in candidates}), now, lookback)
         decisions = decide(candidates, views, policy, state)
+        known = session.execute(select(func.count()).select_from(Customer)).scalar_one()
+        mass = pset.guardrails.mass_send
+        decisions = hold_mass_sends(decisions, known, mass.share, mass.minimum)
         rows = [outbox_row(d, pset, ctx.settings) for d in decisions]
         summary.enqueued = enqueue(session, rows, now=now)
     for d in decisions:

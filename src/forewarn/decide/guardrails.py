@@ -49,7 +49,7 @@ from typing import Any
 
 from forewarn.config import DeliverySettings
 from forewarn.decide.control import in_control
-from forewarn.decide.playbooks import PRIORITY_RANK, Budget, Guardrails
+from forewarn.decide.playbooks import OUTAGE_KIND, PRIORITY_RANK, Budget, Guardrails
 from forewarn.decide.quiet_hours import next_allowed
 
 # statuses that mean "the customer gets (or got) this message": they count against the fatigue budget
@@ -217,6 +217,49 @@ def decide(
         state.decided.add(key)
         out.append(_decide_one(c, customers.get(c.customer_id) or CustomerView(), policy, budget, state))
     return out
+
+
+def hold_mass_sends(
+    decisions: list[Decision], known_customers: int, share: float, minimum: int
+) -> list[Decision]:
+    """The circuit breaker of a live run: a playbook whose decisions would message more than ``share`` of
+    ``known_customers`` (and more than ``minimum``) goes to the approval queue (``held``) as a whole.
+
+    >>> from datetime import datetime, UTC
+    >>> t = datetime(2026, 3, 1, tzinfo=UTC)
+    >>> c = lambda i: Candidate(f"c{i}", "p", "live", "notify", "usage", "usage:silent", "usage", "normal",
+    ...                         ("email",), t, "e1", 1.0, 1.0)
+    >>> ds = [Decision(c(i), "pending", None, None, "email", None, t) for i in range(60)]
+    >>> {d.status for d in hold_mass_sends(ds, known_customers=1000, share=0.05, minimum=50)}
+    {'held'}
+    >>> {d.status for d in hold_mass_sends(ds, known_customers=10_000, share=0.05, minimum=50)}
+    {'pending'}
+    """
+    limit = max(minimum, int(share * known_customers))
+    going: dict[str, int] = defaultdict(int)
+    for d in decisions:
+        if _messages_customer(d):
+            going[d.candidate.playbook] += 1
+    tripped = {name: n for name, n in going.items() if n > limit}
+    if not tripped:
+        return decisions
+    out = []
+    for d in decisions:
+        n = tripped.get(d.candidate.playbook)
+        if n is not None and _messages_customer(d):
+            reason = (
+                f"circuit breaker: playbook {d.candidate.playbook!r} would message {n} customers in one run "
+                f"(limit {limit}): awaiting approval"
+            )
+            d = Decision(d.candidate, "held", reason, "mass_send", d.channel, d.address, d.send_at)
+        out.append(d)
+    return out
+
+
+def _messages_customer(d: Decision) -> bool:
+    """A proactive message on its way to a customer (not a task, a webhook or an outage notice)."""
+    c = d.candidate
+    return d.status in ("pending", "deferred") and c.action == "notify" and c.kind != OUTAGE_KIND
 
 
 def _decide_one(

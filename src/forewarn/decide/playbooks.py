@@ -275,8 +275,18 @@ class Budget(_Strict):
         return min(self.max_messages, self.priority_limits.get(priority, default))  # type: ignore[call-overload]
 
 
+class MassSend(_Strict):
+    """The circuit breaker: a playbook that would message more than ``share`` of the known customers (and at
+    least ``minimum``) in one live run is held for a person's approval instead. A broken feed or a bad rule
+    looks like a sudden mass event; a real one is approved in one command. Outage notices are exempt."""
+
+    share: float = Field(0.05, gt=0.0, le=1.0)
+    minimum: int = Field(50, ge=1)
+
+
 class Guardrails(_Strict):
     budget: Budget = Field(default_factory=Budget)
+    mass_send: MassSend = Field(default_factory=MassSend)
     min_confidence: float = Field(0.0, ge=0.0, le=1.0)
     # topics that need an explicit opt-in; others are allowed unless the customer opted out
     explicit_consent_topics: StrList = Field(default_factory=lambda: ["offer", "marketing"])
