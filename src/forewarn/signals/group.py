@@ -47,14 +47,14 @@ from forewarn.context import Context
 from forewarn.signals.ingest import (
     MAX_ERRORS,
     IngestReport,
+    IngestSession,
+    RecordsReader,
     SourceReport,
-    _record_columns,
-    _RecordsReader,
-    _Session,
-    _unregister,
     ingest_records,
     known_customer_cache,
     preload_known_customers,
+    record_columns,
+    unregister_view,
 )
 from forewarn.signals.schema import KINDS, SignalKind
 from forewarn.signals.validate import checked_sql, q
@@ -88,7 +88,7 @@ def ingest_batch(
         if kind not in KINDS or kind in SOLO_KINDS or not records:
             arrival.close()
             return ingest_records(ctx, kind, records, source=source, strict=strict)
-        table = _record_columns(records, kind)
+        table = record_columns(records, kind)
         if table is None:
             arrival.close()
             return ingest_records(ctx, kind, records, source=source, strict=strict)
@@ -134,7 +134,7 @@ class _Pending:
     """One queued batch and, once its group ran, its report (or the error that failed the group)."""
 
     kind: str
-    table: pa.Table  # as _record_columns gives it: __row (0-based index), the kind's columns
+    table: pa.Table  # as record_columns gives it: __row (0-based index), the kind's columns
     strict: bool
     source: str
     report: SourceReport | None = None
@@ -219,8 +219,8 @@ class _GroupCommit:
                 it.done.set()
 
     def _alone(self, item: _Pending) -> SourceReport:
-        session = _Session(self.ctx, self.ctx.settings.unknown_customers)
-        reader = _RecordsReader(Path(item.source), item.table.schema)
+        session = IngestSession(self.ctx, self.ctx.settings.unknown_customers)
+        reader = RecordsReader(Path(item.source), item.table.schema)
         return session.ingest(
             item.source, item.kind, reader, iter([(item.table, item.rows)]), strict=item.strict
         )
@@ -232,7 +232,7 @@ class _GroupCommit:
         # __row numbers the group's events in order of arrival (first occurrence wins by it)
         table = pa.concat_tables([it.table.drop_columns("__row") for it in items])
         table = table.add_column(0, "__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        session = _Session(self.ctx, self.ctx.settings.unknown_customers)
+        session = IngestSession(self.ctx, self.ctx.settings.unknown_customers)
         session._malformed_col = True
         store = self.ctx.signals
         view = f"__group_{id(table):x}"
@@ -240,7 +240,7 @@ class _GroupCommit:
             cur.register(view, table)
             try:
                 src = f"SELECT * FROM {view}"
-                types = _RecordsReader(Path("api"), table.schema).source_types(view, kind.columns)
+                types = RecordsReader(Path("api"), table.schema).source_types(view, kind.columns)
                 full = checked_sql(kind, src, types)  # type: ignore[arg-type]
                 cols = ", ".join(q(c) for c in kind.columns)
                 checked = cur.execute(f"SELECT __row, {cols}, __ok FROM ({full})").to_arrow_table()
@@ -261,7 +261,7 @@ class _GroupCommit:
                 keep = ok & accepted[batch]
                 new = self._insert(cur, kind, checked.filter(pa.array(keep)), batch[keep], len(items))
             finally:
-                _unregister(cur, view)
+                unregister_view(cur, view)
         for b, (it, r) in enumerate(zip(items, reports, strict=True)):
             r.rejected = int(sizes[b] - good[b])
             if accepted[b]:
@@ -274,7 +274,13 @@ class _GroupCommit:
 
     @staticmethod
     def _word_errors(
-        cur: Any, session: _Session, kind: SignalKind, full: str, report: SourceReport, start: int, n: int
+        cur: Any,
+        session: IngestSession,
+        kind: SignalKind,
+        full: str,
+        report: SourceReport,
+        start: int,
+        n: int,
     ) -> None:
         """The errors of one batch of the group, numbered by the batch's own index."""
         keep = f"(__ok OR __row NOT BETWEEN {start} AND {start + n - 1})"
@@ -298,7 +304,7 @@ class _GroupCommit:
                 f"ANTI JOIN {kind.table} AS old USING (event_id) RETURNING event_id"
             ).fetchnumpy()["event_id"]
         finally:
-            _unregister(cur, view)
+            unregister_view(cur, view)
         inserted = pc.is_in(firsts["event_id"], value_set=pa.array(stored, pa.string())).to_numpy(
             zero_copy_only=False
         )

@@ -249,7 +249,7 @@ def ingest_paths(
         if k is not False:
             plan.append((f, k))  # type: ignore[arg-type]
     plan.sort(key=lambda fk: ENTITIES.index(fk[1]) if fk[1] in ENTITIES else len(ENTITIES))
-    session = _Session(ctx, policy)
+    session = IngestSession(ctx, policy)
     bar = _progress_bar() if progress else None
     with bar or nullcontext():
         for path, k in plan:
@@ -300,11 +300,11 @@ def ingest_records(
         return report
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join([*ENTITIES, *KINDS])}")
-    session = _Session(ctx, unknown_customers or ctx.settings.unknown_customers)
-    table = _record_columns(records, kind)
+    session = IngestSession(ctx, unknown_customers or ctx.settings.unknown_customers)
+    table = record_columns(records, kind)
     reader: Reader
     if table is not None:
-        reader = _RecordsReader(Path(source), table.schema)
+        reader = RecordsReader(Path(source), table.schema)
     else:
         # a value the columns cannot hold as its JSON text (nested, NaN, ...): DuckDB parses each record
         encode = _ENCODER.encode  # one encoder for the batch: json.dumps(default=...) builds one per call
@@ -330,7 +330,7 @@ def _json_text(v: Any) -> str | None:
     raise TypeError(v)
 
 
-def _record_columns(records: Sequence[dict[str, Any]], kind: str | None) -> pa.Table | None:
+def record_columns(records: Sequence[dict[str, Any]], kind: str | None) -> pa.Table | None:
     """The wanted columns of ``records`` as the text a JSON Lines chunk would yield (no JSON encoding or
     parsing); None when a record is not a dict or a value is not a finite scalar (the JSON path words it).
 
@@ -371,8 +371,8 @@ def _numbers(values: list[Any]) -> pa.Array | None:
     return None if pc.any(pc.invert(pc.is_finite(column))).as_py() else column
 
 
-class _RecordsReader(JsonlReader):
-    """API records already split into columns by :func:`_record_columns` (validated as JSON Lines)."""
+class RecordsReader(JsonlReader):
+    """API records already split into columns by :func:`record_columns` (validated as JSON Lines)."""
 
     def __init__(self, path: Path, schema: pa.Schema | None = None) -> None:
         super().__init__(path)
@@ -494,7 +494,7 @@ def _entity_report(
 # -- signals ----------------------------------------------------------------------------------------------
 
 
-class _Session:
+class IngestSession:
     """One ingestion run: the stores, the unknown-customer policy and a cache of customer ids that exist."""
 
     def __init__(self, ctx: Context, policy: Policy) -> None:
@@ -571,7 +571,7 @@ class _Session:
                 types = {r[0]: r[1] for r in cur.execute(f"DESCRIBE {src}").fetchall()}
             # JSON text is parsed once into a temporary table; API records come as text columns already,
             # and planning the validation twice costs less than writing the table (~9 ms a batch)
-            materialize = not native and not isinstance(reader, _RecordsReader)
+            materialize = not native and not isinstance(reader, RecordsReader)
             self._small = table is not None and table.num_rows <= SMALL_CHUNK
             parts = [(KINDS[kind], src)] if kind is not None else self._split_by_kind(cur, report, src, types)
             for k, part in parts:
@@ -580,7 +580,7 @@ class _Session:
                 self._part(cur, report, k, part, types, strict, to_create, tickets, materialize=materialize)
         finally:
             if table is not None:
-                _unregister(cur, view)
+                unregister_view(cur, view)
 
     def _split_by_kind(
         self, cur: duckdb.DuckDBPyConnection, report: SourceReport, src: str, types: dict[str, str]
@@ -695,7 +695,7 @@ class _Session:
                 tickets.append(cur.sql(checked + f"SELECT {cols} FROM c WHERE {keep}").to_arrow_table())
         finally:
             if unknown_view:
-                _unregister(cur, unknown_view)
+                unregister_view(cur, unknown_view)
 
     def _fused(
         self,
@@ -818,7 +818,7 @@ class _Session:
         shared.update(ids)
 
 
-def _unregister(cur: duckdb.DuckDBPyConnection, view: str) -> None:
+def unregister_view(cur: duckdb.DuckDBPyConnection, view: str) -> None:
     # after a failed statement the transaction is aborted and unregistering fails too; the error that
     # matters is the first one, already on its way up
     with suppress(duckdb.Error):
