@@ -18,6 +18,7 @@ from forewarn.cli import app
 from forewarn.config import Settings, get_settings
 from forewarn.context import Context
 from forewarn.cycle import CycleRunner, run_cycle
+from forewarn.decide.engine import settle_held
 from forewarn.demo import examples_dir
 from forewarn.signals.ingest import ingest_paths
 from forewarn.sim.config import SimConfig
@@ -192,6 +193,17 @@ def test_the_circuit_breaker_holds_a_mass_send_for_approval(live: Context, world
     assert len(rows) > 2
     assert {status for status, _ in rows} <= {"held", "suppressed", "control"}
     assert any(status == "held" and reason.startswith("circuit breaker") for status, reason in rows)
+    # a person settles the whole run at once: approved rows go out when due, the old reason kept
+    held_n = sum(status == "held" for status, _ in rows)
+    assert settle_held(live, "silent-notice", approve_all=True) == held_n
+    with live.engine.connect() as conn:
+        released = (
+            conn.execute(sa.select(OutboxMessage.reason).where(OutboxMessage.status == "pending"))
+            .scalars()
+            .all()
+        )
+    assert len(released) == held_n and all(r.startswith("approved (was: circuit breaker") for r in released)
+    assert settle_held(live, "silent-notice", approve_all=False) == 0  # nothing held any more
     # the same run with the limit above it sends as usual
     (live.settings.playbooks_path / "silent.yaml").write_text(
         (live.settings.playbooks_path / "silent.yaml").read_text().replace("minimum: 2", "minimum: 50")

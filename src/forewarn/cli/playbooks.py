@@ -13,7 +13,7 @@ from forewarn.cli.options import time_option
 
 console = Console()
 err = Console(stderr=True)
-playbooks_app = typer.Typer(help="Playbooks: check, run, approve.", no_args_is_help=True)
+playbooks_app = typer.Typer(help="Playbooks: check, run, approve, reject.", no_args_is_help=True)
 
 
 @playbooks_app.command("check")
@@ -106,20 +106,43 @@ def held_cmd(limit: int = typer.Option(100, help="at most this many")) -> None:
 
 
 @playbooks_app.command("approve")
-def approve_cmd(ids: list[int] = typer.Argument(..., help="outbox ids of held decisions")) -> None:
+def approve_cmd(
+    ids: list[int] | None = typer.Argument(None, help="outbox ids of held decisions"),
+    playbook: str | None = typer.Option(None, "--playbook", help="every held decision of this playbook"),
+) -> None:
     """Release held decisions: they are sent when due."""
     from forewarn.context import Context
-    from forewarn.decide.engine import approve
+    from forewarn.decide.engine import approve, settle_held
 
+    if not ids and playbook is None:
+        raise typer.BadParameter("give outbox ids, or --playbook NAME")
     ctx = Context()
     try:
-        missing = [i for i in ids if not approve(ctx, i)]
+        if playbook is not None:
+            console.print(f"[green]approved[/] {settle_held(ctx, playbook, approve_all=True)}")
+            return
+        missing = [i for i in ids or [] if not approve(ctx, i)]
     finally:
         ctx.close()
     if missing:
         err.print(f"not held (or unknown): {', '.join(map(str, missing))}")
         raise typer.Exit(1)
-    console.print(f"[green]approved[/] {len(ids)}")
+    console.print(f"[green]approved[/] {len(ids or [])}")
+
+
+@playbooks_app.command("reject")
+def reject_cmd(
+    playbook: str = typer.Option(..., "--playbook", help="every held decision of this playbook"),
+) -> None:
+    """Drop held decisions (recorded as suppressed, with the reason): e.g. a tripped circuit breaker."""
+    from forewarn.context import Context
+    from forewarn.decide.engine import settle_held
+
+    ctx = Context()
+    try:
+        console.print(f"rejected {settle_held(ctx, playbook, approve_all=False)}")
+    finally:
+        ctx.close()
 
 
 def register(app: typer.Typer) -> None:

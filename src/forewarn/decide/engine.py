@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from forewarn.context import Context
@@ -407,6 +407,24 @@ def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
             utc(now),
         )
     return True
+
+
+def settle_held(ctx: Context, playbook: str, *, approve_all: bool, now: datetime | None = None) -> int:
+    """Release (``approve_all``) or reject every held decision of ``playbook`` in one statement; returns how
+    many. Released rows become ``pending`` (sent when due); rejected ones ``suppressed``; the old reason stays
+    in the new one. A tripped circuit breaker is settled this way: one decision for the whole run."""
+    status, word = ("pending", "approved") if approve_all else ("suppressed", "rejected")
+    with transaction(ctx.engine) as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == "held", OutboxMessage.playbook == playbook)
+            .values(
+                status=status,
+                reason=func.substr(literal(f"{word} (was: ") + OutboxMessage.reason + literal(")"), 1, 256),
+                next_attempt_at=utc(now),
+            )
+        )
+        return max(result.rowcount or 0, 0)
 
 
 def held(ctx: Context, limit: int = 100) -> list[Mapping[str, Any]]:
