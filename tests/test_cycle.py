@@ -20,6 +20,7 @@ from forewarn.context import Context
 from forewarn.cycle import CycleRunner, run_cycle
 from forewarn.decide.engine import settle_held
 from forewarn.demo import examples_dir
+from forewarn.measure.ops import prometheus_text, reset_detector_stats
 from forewarn.signals.ingest import ingest_paths
 from forewarn.sim.config import SimConfig
 from forewarn.sim.world import simulate
@@ -58,6 +59,7 @@ def _end(world: tuple[Path, object]) -> datetime:
 
 def test_a_pass_runs_every_stage_and_a_second_pass_adds_nothing(live: Context, world) -> None:
     now = _end(world)
+    reset_detector_stats()
     first = run_cycle(live, now)
     assert first.ok, first.to_dict()
     by_name = {s.name: s for s in first.stages}
@@ -69,6 +71,8 @@ def test_a_pass_runs_every_stage_and_a_second_pass_adds_nothing(live: Context, w
 
     again = run_cycle(live, now)
     assert again.ok
+    metrics = prometheus_text(live.engine)  # what the serve process exports: each trip wire ran twice
+    assert 'forewarn_detector_runs_total{tripwire="usage"} 2' in metrics
     assert {s.name: s for s in again.stages}["detect"].detail["opened"] == 0
     assert _counts(live) == (findings, outbox)  # same data, same time: nothing new, nothing twice
 

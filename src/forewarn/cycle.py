@@ -119,6 +119,7 @@ def _age(d: timedelta) -> str:
 
 def _detect(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult:
     from forewarn.detect.runner import run_detection
+    from forewarn.measure.ops import record_run_report
 
     stale = stale_feeds(ctx, now, ctx.settings.max_signal_lag)
     if stale:
@@ -131,6 +132,7 @@ def _detect(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult:
             detail={"stale": stale},
         )
     report = run_detection(ctx, now)
+    record_run_report(report)  # the serve process' /metrics shows each trip wire's latest run
     totals = {k: sum(getattr(w, k) for w in report.wires) for k in ("firing", "opened", "updated", "closed")}
     failed = [f"{w.name}: {w.message}" for w in report.wires if w.status == "error"]
     result = StageResult("detect", summary=", ".join(f"{v} {k}" for k, v in totals.items()), detail=totals)
