@@ -95,6 +95,28 @@ def _split_json(evidence: dict[str, Any]) -> tuple[str, str]:
     return before, after
 
 
+def _with_shipment_columns(ships: pl.DataFrame) -> pl.DataFrame:
+    """``ships`` with the optional ``status`` and ``carrier`` columns (null when the feed has none)."""
+    missing = [
+        pl.lit(None, dtype=pl.String()).alias(c) for c in ("status", "carrier") if c not in ships.columns
+    ]
+    return ships.with_columns(missing) if missing else ships
+
+
+def _shipment_evidence(r: dict[str, Any], days_late: Any) -> dict[str, Any]:
+    """A late shipment's evidence (``days_late`` a number, or ``_MARK`` for the per-run figure)."""
+    expected = r["expected_date"]
+    return {
+        "shipment_id": r["shipment_id"],
+        "status": r["status"],
+        "carrier": r["carrier"],
+        "promised_date": r["promised_date"].isoformat(),
+        "expected_date": expected.isoformat() if expected else None,
+        "days_late": days_late,
+        "as_of_ts": r["ts"].isoformat(),
+    }
+
+
 def _spans(
     ts_us: np.ndarray,
     end_us: np.ndarray,
@@ -288,11 +310,9 @@ class ScheduleTripWire:
 
     def _shipment_history(self, ships: pl.DataFrame, runs_us: np.ndarray, days: pl.DataFrame) -> pl.DataFrame:
         p = self.params
-        for col in ("status", "carrier"):
-            if col not in ships.columns:
-                ships = ships.with_columns(pl.lit(None, dtype=pl.String()).alias(col))
         ships = (
-            ships.with_row_index("_row")
+            _with_shipment_columns(ships)
+            .with_row_index("_row")
             .with_columns(_us=pl.col("ts").dt.epoch("us"))
             .sort("_us", "_row")
             .with_columns(_next=pl.col("_us").shift(-1).over("shipment_id"))
@@ -309,15 +329,7 @@ class ScheduleTripWire:
             prom = (promised - epoch).days
             # late from its first day if pushed back or lost, else once the promise (and grace) has passed
             first = -(2**62) if pushed or lost else prom + p.shipment_grace_days + 1
-            evidence = {
-                "shipment_id": r["shipment_id"],
-                "status": status,
-                "carrier": r["carrier"],
-                "promised_date": promised.isoformat(),
-                "expected_date": expected.isoformat() if expected else None,
-                "days_late": _MARK,
-                "as_of_ts": r["ts"].isoformat(),
-            }
+            evidence = _shipment_evidence(r, _MARK)
             rows.append(
                 (
                     r["customer_id"],
@@ -524,11 +536,9 @@ class ScheduleTripWire:
     def _shipments(self, ships: pl.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
         p = self.params
         today = as_of.date()
-        for col in ("status", "carrier"):
-            if col not in ships.columns:
-                ships = ships.with_columns(pl.lit(None, dtype=pl.String()).alias(col))
         latest = (
-            ships.sort("ts", maintain_order=True)
+            _with_shipment_columns(ships)
+            .sort("ts", maintain_order=True)
             .unique("shipment_id", keep="last", maintain_order=True)
             .sort("shipment_id")
         )
@@ -554,15 +564,7 @@ class ScheduleTripWire:
                     severity="critical" if status == "lost" else "warning",
                     topic="shipping",
                     explanation=text,
-                    evidence={
-                        "shipment_id": r["shipment_id"],
-                        "status": status,
-                        "carrier": r["carrier"],
-                        "promised_date": promised.isoformat(),
-                        "expected_date": expected.isoformat() if expected else None,
-                        "days_late": late_days,
-                        "as_of_ts": r["ts"].isoformat(),
-                    },
+                    evidence=_shipment_evidence(r, late_days),
                 )
             )
         return rows
