@@ -397,30 +397,33 @@ def run_playbooks(
 
 def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
     """Release a ``held`` decision from the approval queue: it becomes ``pending`` (sent when due)."""
-    with transaction(ctx.engine) as session:
-        row = session.get(OutboxMessage, outbox_id)
-        if row is None or row.status != "held":
-            return False
-        row.status, row.reason, row.next_attempt_at = (
-            "pending",
-            f"approved (was: {row.reason})"[:256],
-            utc(now),
-        )
-    return True
+    return settle_held(ctx, ids=[outbox_id], approve_all=True, now=now) == 1
 
 
-def settle_held(ctx: Context, playbook: str, *, approve_all: bool, now: datetime | None = None) -> int:
-    """Release (``approve_all``) or reject every held decision of ``playbook`` in one statement; returns how
-    many. Released rows become ``pending`` (sent when due); rejected ones ``suppressed``; the old reason stays
-    in the new one. A tripped circuit breaker is settled this way: one decision for the whole run."""
+def settle_held(
+    ctx: Context,
+    playbook: str | None = None,
+    *,
+    ids: Sequence[int] | None = None,
+    approve_all: bool,
+    now: datetime | None = None,
+) -> int:
+    """Release (``approve_all``) or reject the held decisions ``ids``, or every one of ``playbook``, in one
+    statement; returns how many. Released rows become ``pending`` (sent when due); rejected ones
+    ``suppressed``; the old reason stays in the new one. A tripped circuit breaker is settled by playbook: one
+    decision for the whole run."""
+    if (playbook is None) == (ids is None):
+        raise ValueError("settle_held needs a playbook or ids, not both")
     status, word = ("pending", "approved") if approve_all else ("suppressed", "rejected")
+    which = OutboxMessage.playbook == playbook if ids is None else OutboxMessage.id.in_(list(ids))
+    old = func.coalesce(OutboxMessage.reason, literal("held"))
     with transaction(ctx.engine) as session:
         result = session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.status == "held", OutboxMessage.playbook == playbook)
+            .where(OutboxMessage.status == "held", which)
             .values(
                 status=status,
-                reason=func.substr(literal(f"{word} (was: ") + OutboxMessage.reason + literal(")"), 1, 256),
+                reason=func.substr(literal(f"{word} (was: ") + old + literal(")"), 1, 256),
                 next_attempt_at=utc(now),
             )
         )
