@@ -48,7 +48,6 @@ from forewarn.timeutil import utc
 
 log = logging.getLogger("forewarn.cycle")
 
-STAGES = ("detect", "incidents", "link", "decide", "digests")
 # how far back a pass still acts on what happened: an outage that ended, or a contact opened, longer ago is
 # history (recorded, not announced), so a loop started on a store full of history does not message about it
 LOOKBACK = timedelta(days=1)
@@ -104,10 +103,10 @@ def stale_feeds(ctx: Context, now: datetime, max_lag: timedelta | None) -> list[
     stale = []
     for kind in FEEDS:
         span = ctx.signals.time_range(kind)
-        if span is not None and now - utc(span[1]) > max_lag:
-            age = now - utc(span[1])
+        newest = None if span is None else utc(span[1])
+        if newest is not None and now - newest > max_lag:
             stale.append(
-                f"{kind}: newest reading {utc(span[1]):%Y-%m-%d %H:%M} UTC, {_age(age)} before this pass"
+                f"{kind}: newest reading {newest:%Y-%m-%d %H:%M} UTC, {_age(now - newest)} before this pass"
             )
     return stale
 
@@ -187,6 +186,7 @@ _RUNNERS: dict[str, Callable[[Context, datetime, Path | None], StageResult]] = {
     "decide": _decide,
     "digests": _digests,
 }
+STAGES = tuple(_RUNNERS)  # the order of a pass
 
 
 def playbooks_folder(ctx: Context) -> Path | None:
