@@ -167,6 +167,20 @@ class CDP:
         self._stack.close()
 
 
+@contextlib.contextmanager
+def served(ctx: Context, home: Path) -> Iterator[str]:
+    """``ctx``'s stores behind a real uvicorn (its base URL); afterwards the server, the stores and ``home``
+    are gone."""
+    base, srv, thread = serve(ctx)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        ctx.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def serve(ctx: Context) -> tuple[str, Any, threading.Thread]:
     """uvicorn on a free loopback port, serving ``ctx``'s stores."""
     import uvicorn
@@ -196,12 +210,8 @@ def server() -> Iterator[str]:
     upgrade(url)
     ctx = Context(Settings(home=home, database_url=url))
     synthetic.build(ctx.engine, ctx.signals, customers=400, n_signals=30_000, days=60)
-    base, srv, thread = serve(ctx)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
-    ctx.close()
-    shutil.rmtree(home, ignore_errors=True)
+    with served(ctx, home) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -211,13 +221,8 @@ def demo_server() -> Iterator[str]:
 
     home = Path(tempfile.mkdtemp(prefix="fw-browser-demo-"))
     run_demo(DemoOptions(customers=300, days=60, home=home, backtest_days=20), serve=False)
-    ctx = Context(Settings(home=home))
-    base, srv, thread = serve(ctx)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
-    ctx.close()
-    shutil.rmtree(home, ignore_errors=True)
+    with served(Context(Settings(home=home)), home) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
