@@ -6,13 +6,13 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from forewarn.incidents import service
 from forewarn.incidents.impact import affected_count
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction
-from forewarn.state.models import AffectedCustomer
+from forewarn.state.models import AffectedCustomer, Dependency, OutboxMessage
 from incident_helpers import T0, outbox, seed_isp, store
 
 
@@ -152,6 +152,37 @@ def test_fan_out_is_idempotent_and_machine_incidents_are_deduplicated(engine) ->
         assert a.id == b.id
         assert fan_out(s, a.id, 0, template="incident_open", now=T0) == 0
     assert len(outbox(engine, a.id)) == 12
+
+
+def test_a_customer_reached_twice_is_affected_once(engine) -> None:
+    # C00 also takes internet in the south: an every-region incident, or one naming both regions, meets C00
+    # twice (these are the computations that keep the conflict check)
+    with transaction(engine) as s:
+        s.add(Dependency(customer_id="C00", service_id="internet", region="south"))
+    with transaction(engine) as s:
+        everywhere = service.open_incident(s, title="Core down", services=["internet"], now=T0).id
+        two = service.open_incident(
+            s, title="Down", services=["internet"], regions=["north", "south"], now=T0
+        ).id
+    assert affected(engine, everywhere) == {f"C{i:02d}" for i in range(12)}
+    assert affected(engine, two) == {f"C{i:02d}" for i in range(9)}
+    for incident_id in (everywhere, two):
+        assert Counter(r.customer_id for r in outbox(engine, incident_id))["C00"] == 1
+
+
+def test_a_partial_step_is_completed_with_exactly_the_missing_notices(engine) -> None:
+    # a step whose notices are partly there (the conflict-checked path) ends with the same rows as a fresh one
+    from forewarn.incidents.notices import fan_out
+
+    with transaction(engine) as s:
+        inc = service.open_incident(s, title="Down", services=["internet"], now=T0)
+    whole = {(r.idempotency_key, r.channel, r.address, r.status, r.reason) for r in outbox(engine, inc.id)}
+    with transaction(engine) as s:
+        s.execute(delete(OutboxMessage).where(OutboxMessage.customer_id.in_(["C01", "C03", "C08"])))
+    with transaction(engine) as s:
+        assert fan_out(s, inc.id, 0, template="incident_open", now=T0) == 3
+    again = {(r.idempotency_key, r.channel, r.address, r.status, r.reason) for r in outbox(engine, inc.id)}
+    assert again == whole and len(whole) == 12
 
 
 def test_errors_are_clear(engine) -> None:

@@ -247,6 +247,17 @@ class StateStoreContract:
         with pytest.raises(IntegrityError), transaction(engine) as s:
             s.add(Ticket(external_id="e1", customer_id="c1", channel="email", opened_at=T0))
 
+    def test_ids_compare_byte_by_byte(self, engine) -> None:
+        # identifiers are codes, not words: no locale rule (case folding, ignored punctuation) may reorder them
+        ids = ["b", "B", "a-1", "a_1", "a1", "Z", "\u00e9", "e"]
+        with transaction(engine) as s:
+            for cid in ids:
+                self._customer(s, cid)
+        with transaction(engine) as s:
+            stored = list(s.scalars(sa.select(Customer.id).order_by(Customer.id)))
+            assert stored == sorted(ids, key=lambda i: i.encode())
+            assert s.scalar(sa.select(sa.func.count()).where(Customer.id > "a_1")) == 3  # a1, b, é
+
     def test_downgrade_to_base_and_back(self, url: str) -> None:
         upgrade(url)
         downgrade(url, "base")
@@ -275,3 +286,30 @@ class TestPostgresStateStore(StateStoreContract):
     @pytest.fixture
     def url(self, pg_url: str) -> str:
         return pg_url
+
+    def test_identifier_columns_are_byte_ordered_as_the_models_say(self, engine) -> None:
+        # migration 0009 and the models' ``key()`` columns must agree (a join between a "C" column and a
+        # locale column is an error on PostgreSQL); human text keeps the database's collation
+        from forewarn.state.models import Base
+
+        with engine.connect() as conn:
+            actual = {
+                (t, c): coll
+                for t, c, coll in conn.exec_driver_sql(
+                    "SELECT table_name, column_name, COALESCE(collation_name, 'default') "
+                    "FROM information_schema.columns WHERE table_schema = 'public' "
+                    "AND data_type = 'character varying'"
+                )
+            }
+        compiled = {
+            (table.name, col.name): col.type.compile(dialect=engine.dialect)
+            for table in Base.metadata.tables.values()
+            for col in table.columns
+        }
+        expected = {
+            key: "C" if 'COLLATE "C"' in sql else "default"
+            for key, sql in compiled.items()
+            if sql.startswith("VARCHAR")
+        }
+        assert {k: v for k, v in actual.items() if k[0] != "alembic_version"} == expected
+        assert expected[("outbox", "idempotency_key")] == "C" and expected[("outbox", "subject")] == "default"

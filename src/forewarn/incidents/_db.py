@@ -39,10 +39,6 @@ BULK_CACHE_KIB = 512 * 1024
 def bulk_writes(session: Session) -> Iterator[None]:
     """Room for a set-based fan-out: on SQLite a large page cache (restored after); on PostgreSQL more
     ``work_mem`` for this transaction, so the fan-out's materialised rows stay in memory."""
-    if dialect(session) == "postgresql":
-        session.execute(text(f"SET LOCAL work_mem = '{BULK_CACHE_KIB // 2}kB'"))
-        yield
-        return
     if dialect(session) != "sqlite":
         yield
         return

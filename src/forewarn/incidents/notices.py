@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from forewarn.incidents._db import bulk_writes, dialect, sql
@@ -72,11 +73,13 @@ def _has_address(channel_expr: str, customer: str) -> str:
     return f"({channel_expr} NOT IN ({needs}) OR {checks})"
 
 
-def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str:
+def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool, fresh: bool) -> str:
     """The INSERT .. SELECT for one step, written for SQLite's or PostgreSQL's JSON functions.
 
     The common case (the first preferred channel has an address and consent is not withheld) is decided by
-    one index probe; only the rest walk the channel list.
+    joins: the customer's consent rows for that channel come in by two outer joins (the topic's row wins over
+    ``*``), which the planner can run as merge or hash joins instead of two index probes per customer. Only
+    the rest walk the channel list. ``fresh``: no row of this step exists yet, so no conflict check is needed.
     """
     if db == "postgresql":
         elements = "json_array_elements_text(q.channels) WITH ORDINALITY AS j(value, ord)"
@@ -84,16 +87,18 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str
         order = "j.ord"
         payload = "CAST(:payload AS json)"
         granted_default = "true"
+        fence = "OFFSET 0"
     else:
         elements = "json_each(q.channels) AS j"
         elements_p = "json_each(p.channels) AS j"
         order = "j.key"
         payload = ":payload"
         granted_default = "1"
+        fence = "LIMIT -1 OFFSET 0"
 
     def consent(customer: str, channel: str) -> str:
-        # two primary-key probes, the topic's row first: no per-row sort of the (topic, '*') pair
-        # (``granted`` is NOT NULL, so COALESCE falls through only when a row is missing)
+        # two primary-key probes, the topic's row first (``granted`` is NOT NULL, so COALESCE falls through
+        # only when a row is missing)
         probe = (
             f"(SELECT k.granted FROM consents k WHERE k.customer_id = {customer} AND k.channel = {channel} "
         )
@@ -103,26 +108,19 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool) -> str
         f"(SELECT j.value FROM {elements} WHERE {consent('q.customer_id', 'j.value')} "
         f"AND {_has_address('j.value', 'q')} ORDER BY {order} LIMIT 1)"
     )
-    first_ok = f"q.first_channel IS NOT NULL AND {_has_address('q.first_channel', 'q')} AND " + consent(
-        "q.customer_id", "q.first_channel"
+    first_ok = (
+        f"q.first_channel IS NOT NULL AND {_has_address('q.first_channel', 'q')} "
+        f"AND COALESCE(kt.granted, ks.granted, {granted_default})"
     )
     any_consent = f"EXISTS (SELECT 1 FROM {elements_p} WHERE {consent('p.customer_id', 'j.value')})"
     chosen = "COALESCE(p.channel, p.first_channel, 'none')"
     added = "AND a.added_at >= :since" if new_since else ""
-    # MATERIALIZED: computed once per row; a flattened subquery would repeat the channel pick per use.
-    # The WITH follows INSERT so drivers that detect DML by its first word report the rowcount.
+    conflict = "" if fresh else "ON CONFLICT (idempotency_key) DO NOTHING"
+    # The OFFSET fences the inner query: the channel pick is computed once per row, not once per use (the
+    # planner would otherwise inline it into every output column), and its rows stream (no materialising).
     return f"""
 INSERT INTO outbox (idempotency_key, customer_id, channel, address, topic, thread_key, priority, subject,
                     body, payload, status, reason, attempts, next_attempt_at, incident_id, created_at)
-WITH p AS MATERIALIZED (
-    SELECT q.*, CASE WHEN {first_ok} THEN q.first_channel ELSE {walk} END AS channel
-    FROM (
-        SELECT c.id AS customer_id, c.email AS email, c.phone AS phone, c.channels AS channels,
-               (c.channels ->> 0) AS first_channel
-        FROM affected_customers a JOIN customers c ON c.id = a.customer_id
-        WHERE a.incident_id = {incident_id} {added}
-    ) q
-)
 SELECT 'incident:{incident_id}:u{seq}:' || p.customer_id || ':' || {chosen},
        p.customer_id, {chosen}, {_address_case("p.channel", "p")}, :topic,
        'incident:{incident_id}:' || p.customer_id, :priority, '', '', {payload},
@@ -132,10 +130,36 @@ SELECT 'incident:{incident_id}:u{seq}:' || p.customer_id || ':' || {chosen},
             WHEN {any_consent} THEN 'no address on file for any channel with consent'
             ELSE 'consent withheld for topic ' || :topic || ' on every preferred channel' END,
        0, :now, {incident_id}, :now
-FROM p
+FROM (
+    SELECT q.*, CASE WHEN {first_ok} THEN q.first_channel ELSE {walk} END AS channel
+    FROM (
+        SELECT c.id AS customer_id, c.email AS email, c.phone AS phone, c.channels AS channels,
+               (c.channels ->> 0) AS first_channel
+        FROM affected_customers a JOIN customers c ON c.id = a.customer_id
+        WHERE a.incident_id = {incident_id} {added}
+    ) q
+    LEFT JOIN consents kt ON kt.customer_id = q.customer_id AND kt.channel = q.first_channel
+                         AND kt.topic = :topic
+    LEFT JOIN consents ks ON ks.customer_id = q.customer_id AND ks.channel = q.first_channel
+                         AND ks.topic = '*'
+    {fence}
+) p
 WHERE true
-ON CONFLICT (idempotency_key) DO NOTHING
+{conflict}
 """
+
+
+def _step_exists(session: Session, incident_id: int, seq: int) -> bool:
+    """Whether any notice of this step is in the outbox: one range probe on the idempotency key's index (keys
+    compare byte by byte on both stores, so the step's keys are exactly those between the two bounds)."""
+    prefix = f"incident:{int(incident_id)}:u{int(seq)}:"
+    return (
+        session.execute(
+            text("SELECT 1 FROM outbox WHERE idempotency_key >= :lo AND idempotency_key < :hi LIMIT 1"),
+            {"lo": prefix, "hi": prefix[:-1] + ";"},
+        ).first()
+        is not None
+    )
 
 
 def fan_out(
@@ -156,8 +180,13 @@ def fan_out(
     """
     now = utc(now)
     payload = {"template": template, "incident_id": incident_id, "seq": seq, **(extra or {})}
+    # a step's first fan-out inserts plainly; only a repeat (or a catch-up into a step others already got)
+    # pays for the conflict check on every row
+    fresh = not _step_exists(session, incident_id, seq)
     statement = sql(
-        _fan_out_sql(dialect(session), int(incident_id), int(seq), new_since=added_since is not None),
+        _fan_out_sql(
+            dialect(session), int(incident_id), int(seq), new_since=added_since is not None, fresh=fresh
+        ),
         "now",
         *(["since"] if added_since is not None else []),
     )

@@ -61,6 +61,20 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def key(length: int) -> String:
+    """An identifier or code column (ids, keys, channels, statuses): compared byte by byte on both stores.
+
+    PostgreSQL would otherwise compare such text by the database's locale (``strcoll``); on the outage fan-out
+    that was a quarter of the server's CPU (every btree insert and probe compares keys). SQLite compares bytes
+    already (BINARY), so ids also sort the same on both stores. Migration 0009 set it on existing columns.
+
+    >>> from sqlalchemy.dialects import postgresql
+    >>> str(key(32).compile(dialect=postgresql.dialect()))
+    'VARCHAR(32) COLLATE "C"'
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def _present(name: str, *columns: str) -> Index:
     """An index over the rows whose first column has a value (a comparison on it implies ``IS NOT NULL``, so
     both stores use it for those queries; rows without a value cost it nothing)."""
@@ -76,7 +90,7 @@ class Base(DeclarativeBase):
 class Customer(Base):
     __tablename__ = "customers"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(key(128), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(256))
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(64))
@@ -84,7 +98,7 @@ class Customer(Base):
     locale: Mapped[str] = mapped_column(String(16), default="en")
     segment: Mapped[str | None] = mapped_column(String(64), index=True)
     plan: Mapped[str | None] = mapped_column(String(64))
-    region: Mapped[str | None] = mapped_column(String(64), index=True)
+    region: Mapped[str | None] = mapped_column(key(64), index=True)
     # preferred channels in order, e.g. ["sms", "email"]
     channels: Mapped[list[Any]] = mapped_column(default=list)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -100,8 +114,8 @@ class Consent(Base):
     __tablename__ = "consents"
 
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
-    topic: Mapped[str] = mapped_column(String(64), primary_key=True, default="*")
+    channel: Mapped[str] = mapped_column(key(32), primary_key=True)
+    topic: Mapped[str] = mapped_column(key(64), primary_key=True, default="*")
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str | None] = mapped_column(String(64))  # "import", "unsubscribe-link", "api"...
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -112,7 +126,7 @@ class Consent(Base):
 class Service(Base):
     __tablename__ = "services"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(key(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     description: Mapped[str | None] = mapped_column(Text)
     public: Mapped[bool] = mapped_column(Boolean, default=True)  # shown on the status page
@@ -126,7 +140,7 @@ class Dependency(Base):
 
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
-    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(key(64), primary_key=True)
 
 
 class Incident(Base):
@@ -134,10 +148,10 @@ class Incident(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # idempotency for incidents opened by machines (Alertmanager groupKey, monitor name, detector key)
-    external_key: Mapped[str | None] = mapped_column(String(512), unique=True)
+    external_key: Mapped[str | None] = mapped_column(key(512), unique=True)
     title: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(32), default="investigating", index=True)
-    severity: Mapped[str] = mapped_column(String(32), default="major")  # minor, major, critical
+    status: Mapped[str] = mapped_column(key(32), default="investigating", index=True)
+    severity: Mapped[str] = mapped_column(key(32), default="major")  # minor, major, critical
     source: Mapped[str] = mapped_column(
         String(64), default="api"
     )  # api, alertmanager, monitor, detector, sim
@@ -161,7 +175,7 @@ class IncidentScope(Base):
 
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), primary_key=True)
-    region: Mapped[str] = mapped_column(String(64), primary_key=True, default="*")
+    region: Mapped[str] = mapped_column(key(64), primary_key=True, default="*")
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -174,7 +188,7 @@ class IncidentUpdate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(key(32))
     message: Mapped[str] = mapped_column(Text)
     eta: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -191,9 +205,9 @@ class AffectedCustomer(Base):
     __table_args__ = (Index("ix_affected_customers_customer", "customer_id"),)
 
     incident_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    service_id: Mapped[str] = mapped_column(String(128))
-    region: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(key(128), primary_key=True)
+    service_id: Mapped[str] = mapped_column(key(128))
+    region: Mapped[str] = mapped_column(key(64))
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -217,14 +231,12 @@ class Finding(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(64))  # trip wire: usage, cadence, billing, devices, schedule...
-    condition: Mapped[str] = mapped_column(
-        String(256)
-    )  # what exactly, e.g. "usage:drop:data_gb", "device:D17"
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open, closed
+    kind: Mapped[str] = mapped_column(key(64))  # trip wire: usage, cadence, billing, devices, schedule...
+    condition: Mapped[str] = mapped_column(key(256))  # what exactly, e.g. "usage:drop:data_gb", "device:D17"
+    status: Mapped[str] = mapped_column(key(16), default="open")  # open, closed
     score: Mapped[float] = mapped_column(Float)
     confidence: Mapped[float] = mapped_column(Float)
-    severity: Mapped[str] = mapped_column(String(16), default="info")  # info, warning, critical
+    severity: Mapped[str] = mapped_column(key(16), default="info")  # info, warning, critical
     explanation: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     first_detected_at: Mapped[datetime] = mapped_column()  # the signal time (as_of) it was first seen
@@ -261,20 +273,18 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # receivers drop duplicates by this key; also makes enqueueing idempotent
-    idempotency_key: Mapped[str] = mapped_column(String(256), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(key(256), unique=True)
     # no single-column index: ix_outbox_customer_status_sent leads with it (migration 0004)
-    customer_id: Mapped[str] = mapped_column(String(128))
-    channel: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(key(128))
+    channel: Mapped[str] = mapped_column(key(32))
     address: Mapped[str | None] = mapped_column(String(320))
-    topic: Mapped[str] = mapped_column(
-        String(64)
-    )  # consent topic: outage, billing, usage, device, marketing...
-    thread_key: Mapped[str] = mapped_column(String(256))  # one thread per customer per condition / incident
-    priority: Mapped[str] = mapped_column(String(16), default="normal")  # critical, high, normal, low
+    topic: Mapped[str] = mapped_column(key(64))  # consent topic: outage, billing, usage, device, marketing...
+    thread_key: Mapped[str] = mapped_column(key(256))  # one thread per customer per condition / incident
+    priority: Mapped[str] = mapped_column(key(16), default="normal")  # critical, high, normal, low
     subject: Mapped[str] = mapped_column(String(512), default="")
     body: Mapped[str] = mapped_column(Text, default="")
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(key(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(256))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -283,7 +293,7 @@ class OutboxMessage(Base):
     incident_id: Mapped[int | None] = mapped_column(Integer)
     finding_id: Mapped[int | None] = mapped_column(Integer)
     ticket_id: Mapped[int | None] = mapped_column(Integer)
-    playbook: Mapped[str | None] = mapped_column(String(128))
+    playbook: Mapped[str | None] = mapped_column(key(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
 
@@ -298,13 +308,13 @@ class Ticket(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    external_id: Mapped[str] = mapped_column(String(256), unique=True)  # the contact signal's event_id
+    external_id: Mapped[str] = mapped_column(key(256), unique=True)  # the contact signal's event_id
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
-    channel: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(key(32))
     subject: Mapped[str] = mapped_column(String(512), default="")
     text: Mapped[str] = mapped_column(Text, default="")
-    topic: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open, closed
+    topic: Mapped[str | None] = mapped_column(key(64), index=True)
+    status: Mapped[str] = mapped_column(key(16), default="open")  # open, closed
     opened_at: Mapped[datetime] = mapped_column()
     closed_at: Mapped[datetime | None] = mapped_column()
     sla_due_at: Mapped[datetime | None] = mapped_column()
@@ -321,6 +331,6 @@ class RateBucket(Base):
 
     __tablename__ = "rate_buckets"
 
-    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(key(32), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)  # wall clock, epoch seconds: shared across hosts
