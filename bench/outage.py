@@ -143,13 +143,12 @@ def settle(engine: sa.Engine) -> None:
     """Bring the freshly seeded store to rest, as a store is when an outage finds it: on PostgreSQL vacuumed
     and analysed (what autovacuum does within minutes of a load; a just-COPYed table still has every row's
     visibility to settle, which the first reader pays for) and checkpointed, so that neither the fan-out nor
-    the reference runs while the seed's WAL is being written out. On SQLite: analysed."""
+    the reference runs while the seed's WAL is being written out. On SQLite: analysed. On both, the seed's
+    files are synced to disk first."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if engine.dialect.name != "postgresql":
-            conn.exec_driver_sql("ANALYZE")
-            return
-        conn.exec_driver_sql("VACUUM (ANALYZE)")
+        conn.exec_driver_sql("VACUUM (ANALYZE)" if engine.dialect.name == "postgresql" else "ANALYZE")
     checkpoint(engine)
+    os.sync()  # nothing of the seed is still being written to disk when the clock starts
 
 
 def checkpoint(engine: sa.Engine) -> None:

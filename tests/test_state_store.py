@@ -6,7 +6,9 @@ same tests.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -274,6 +276,27 @@ class TestSqliteStateStore(StateStoreContract):
     @pytest.fixture
     def url(self, sqlite_url: str) -> str:
         return sqlite_url
+
+    def test_a_bulk_transaction_is_checkpointed_after_its_commit_not_in_it(self, engine, url) -> None:
+        from forewarn.state.db import SQLITE_AUTOCHECKPOINT, defer_checkpoint
+
+        database = Path(url.split("///", 1)[1])
+        before = database.stat().st_size
+        with transaction(engine) as s:
+            defer_checkpoint(s)
+            for i in range(3000):
+                self._customer(s, f"c{i}")
+        # the pooled connection is back to SQLite's automatic checkpoints for whatever it does next...
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == SQLITE_AUTOCHECKPOINT
+        # ...and the WAL reaches the database file in the background (these 80-odd pages are too few for
+        # an automatic checkpoint: without the background one the file would not grow)
+        deadline = time.monotonic() + 10
+        while database.stat().st_size < before + 200_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert database.stat().st_size >= before + 200_000
+        with transaction(engine) as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Customer)) == 3000
 
     def test_sqlite_runs_in_wal_mode_with_foreign_keys(self, engine) -> None:
         with engine.connect() as conn:

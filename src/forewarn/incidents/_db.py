@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
+from forewarn.state.db import defer_checkpoint
 from forewarn.state.models import UtcDateTime
 
 
@@ -37,11 +38,12 @@ BULK_CACHE_KIB = 512 * 1024
 
 @contextmanager
 def bulk_writes(session: Session) -> Iterator[None]:
-    """Room for a set-based fan-out: on SQLite a large page cache (restored after); on PostgreSQL more
-    ``work_mem`` for this transaction, so the fan-out's materialised rows stay in memory."""
+    """Room for a set-based fan-out on SQLite: a large page cache (restored after), and the WAL checkpoint
+    moved out of the commit (``forewarn.state.db.defer_checkpoint``). PostgreSQL needs nothing here."""
     if dialect(session) != "sqlite":
         yield
         return
+    defer_checkpoint(session)
     before = session.execute(text("PRAGMA cache_size")).scalar_one()
     session.execute(text(f"PRAGMA cache_size = -{BULK_CACHE_KIB}"))
     try:
