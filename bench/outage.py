@@ -3,7 +3,9 @@
 Seeds N customers (M of them depending on the broken service in the broken region), opens one incident through
 ``forewarn.incidents.service.open_incident`` (impact as INSERT..SELECT, notices as INSERT..SELECT, one
 transaction) and times it to commit. The reference, measured in the same run, bulk-inserts the very same rows
-(affected customers and outbox rows) plainly: executemany on SQLite, COPY on PostgreSQL.
+(affected customers and outbox rows) plainly: executemany on SQLite, COPY on PostgreSQL. Then it times one
+public update of the incident (a second notice to every affected customer; not part of the target). The seeded
+store is brought to rest first (analysed, vacuumed and checkpointed, synced to disk: see ``settle``).
 
     python bench/outage.py --customers 200000 --affected 100000
     python bench/outage.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -29,13 +31,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from forewarn.incidents.service import open_incident
+from forewarn.incidents.service import open_incident, post_update
 from forewarn.state.db import open_store, transaction, upgrade
 
 REGIONS_OTHER = ("south", "east", "west")
@@ -172,28 +175,45 @@ def backend_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def time_open(engine: sa.Engine) -> tuple[float, int, float, float | None]:
-    """Wall time, this process's CPU time (on SQLite all of the database work) and, for a local PostgreSQL,
-    the server process's CPU time: on a shared machine the CPU figures are the stable ones."""
+def timed(engine: sa.Engine, step: Callable[[Session], int]) -> tuple[float, int, float, float | None]:
+    """Run ``step`` in one transaction, to commit: wall time, its result, this process's CPU time (on SQLite
+    all of the database work) and, for a local PostgreSQL, the server process's CPU time (on a shared
+    machine the CPU figures are the stable ones)."""
     pid = before = None
     start, cpu = time.perf_counter(), time.process_time()
     with transaction(engine) as s:
         if engine.dialect.name == "postgresql":
             pid = s.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
             before = backend_cpu(pid)
-        inc = open_incident(
-            s,
-            title="Internet outage in north",
-            services=["internet"],
-            regions=["north"],
-            now=T0,
-            severity="major",
-        )
-        incident_id = inc.id
+        result = step(s)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     after = backend_cpu(pid)
     server = after - before if after is not None and before is not None else None
-    return elapsed, incident_id, cpu, server
+    return elapsed, result, cpu, server
+
+
+def open_outage(session: Session) -> int:
+    """The incident under test: every customer of the broken service in the broken region is affected."""
+    return open_incident(
+        session,
+        title="Internet outage in north",
+        services=["internet"],
+        regions=["north"],
+        now=T0,
+        severity="major",
+    ).id
+
+
+def update_outage(incident_id: int) -> Callable[[Session], int]:
+    """A public update of that incident: one more notice to every affected customer."""
+
+    def step(session: Session) -> int:
+        update = post_update(
+            session, incident_id, status="identified", message="A cut fibre.", now=T0 + timedelta(minutes=20)
+        )
+        return update.queued
+
+    return step
 
 
 OUTBOX_COLS = (
@@ -317,7 +337,7 @@ def main() -> None:
     assert args.affected <= args.customers, "--affected must be <= --customers"
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    opens, refs, seeds, peaks, cpus, server_cpus = [], [], [], [], [], []
+    opens, refs, updates, seeds, peaks, cpus, server_cpus = [], [], [], [], [], [], []
     outbox_rows = 0
     for run in range(args.repeat):
         url, drop = fresh_db(args)
@@ -332,7 +352,7 @@ def main() -> None:
                 f"[run {run}] seeded {args.customers:,} customers in {seeds[-1]:.1f} s "
                 f"({engine.dialect.name})"
             )
-            elapsed, incident_id, cpu, server_cpu = time_open(engine)
+            elapsed, incident_id, cpu, server_cpu = timed(engine, open_outage)
             cpus.append(cpu)
             if server_cpu is not None:
                 server_cpus.append(server_cpu)
@@ -354,6 +374,13 @@ def main() -> None:
             ref = reference(engine, incident_id)
             refs.append(ref)
             print(f"[run {run}] reference: same rows bulk-inserted plainly: {ref:.2f} s")
+            elapsed, queued, _, server_cpu = timed(engine, update_outage(incident_id))
+            assert queued == args.affected, (queued, args.affected)
+            updates.append(elapsed)
+            print(
+                f"[run {run}] public update -> {queued:,} more notices in the outbox: {elapsed:.2f} s"
+                + (f" (server process CPU {server_cpu:.2f} s)" if server_cpu is not None else "")
+            )
             engine.dispose()
         finally:
             drop()
@@ -367,6 +394,7 @@ def main() -> None:
         "notices": outbox_rows,
         "open_to_outbox_s_median": round(statistics.median(opens), 3),
         "reference_bulk_insert_s_median": round(statistics.median(refs), 3),
+        "update_to_outbox_s_median": round(statistics.median(updates), 3),
         "open_cpu_s_median": round(statistics.median(cpus), 3),
         "open_server_cpu_s_median": round(statistics.median(server_cpus), 3) if server_cpus else None,
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -65,12 +65,12 @@ def _address_case(channel_expr: str, customer: str) -> str:
 
 
 def _has_address(channel_expr: str, customer: str) -> str:
-    needs = ", ".join(f"'{ch}'" for ch in ADDRESS_COLUMNS)
-    checks = " OR ".join(
-        f"({channel_expr} = '{ch}' AND COALESCE({customer}.{col}, '') <> '')"
-        for ch, col in ADDRESS_COLUMNS.items()
+    """True when the channel needs no address or the customer has one for it (a null channel has none).
+    A simple CASE reads the channel once (on PostgreSQL each read of ``channels ->> 0`` parses the JSON)."""
+    whens = " ".join(
+        f"WHEN '{ch}' THEN COALESCE({customer}.{col}, '') <> ''" for ch, col in ADDRESS_COLUMNS.items()
     )
-    return f"({channel_expr} NOT IN ({needs}) OR {checks})"
+    return f"(CASE {channel_expr} {whens} ELSE {channel_expr} IS NOT NULL END)"
 
 
 def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool, fresh: bool) -> str:
@@ -116,8 +116,9 @@ def _fan_out_sql(db: str, incident_id: int, seq: int, *, new_since: bool, fresh:
     chosen = "COALESCE(p.channel, p.first_channel, 'none')"
     added = "AND a.added_at >= :since" if new_since else ""
     conflict = "" if fresh else "ON CONFLICT (idempotency_key) DO NOTHING"
-    # The OFFSET fences the inner query: the channel pick is computed once per row, not once per use (the
-    # planner would otherwise inline it into every output column), and its rows stream (no materialising).
+    # The OFFSETs fence the subqueries: the first channel (a JSON read) and the channel pick are computed once
+    # per row, not once per use (the planner would otherwise inline them into every expression that uses
+    # them), and the rows stream through (nothing is materialised).
     return f"""
 INSERT INTO outbox (idempotency_key, customer_id, channel, address, topic, thread_key, priority, subject,
                     body, payload, status, reason, attempts, next_attempt_at, incident_id, created_at)
@@ -137,6 +138,7 @@ FROM (
                (c.channels ->> 0) AS first_channel
         FROM affected_customers a JOIN customers c ON c.id = a.customer_id
         WHERE a.incident_id = {incident_id} {added}
+        {fence}
     ) q
     LEFT JOIN consents kt ON kt.customer_id = q.customer_id AND kt.channel = q.first_channel
                          AND kt.topic = :topic
