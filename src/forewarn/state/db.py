@@ -54,8 +54,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "checkin")
         def _deferred_checkpoint(dbapi_conn: Any, record: Any) -> None:
-            if record is None or not record.info.pop(DEFER_CHECKPOINT, False):
-                return
+            if record is None or not record.info.pop(DEFER_CHECKPOINT, False) or dbapi_conn is None:
+                return  # (no connection: it was invalidated, and a new one starts with the defaults)
             dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
             if path and path != ":memory:":
                 threading.Thread(
