@@ -50,9 +50,9 @@ def payload(status: str = "firing", regions: tuple[str, ...] = ("north",), group
 
 
 @pytest.fixture
-def client(ctx):
+def client(ctx, api_headers):
     seed_isp(ctx.engine)
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         yield c
 
 

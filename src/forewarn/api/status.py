@@ -10,12 +10,13 @@ import jinja2
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
+from forewarn.api.auth import PUBLIC
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.incidents.status import status_data
 from forewarn.state.db import transaction
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], dependencies=[PUBLIC])  # the public status page
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "incidents" / "templates")),

@@ -11,12 +11,13 @@ from html import escape
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse
 
+from forewarn.api.auth import PUBLIC
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.decide.unsubscribe import BadToken, Unsubscribe, record, verify
 from forewarn.state.db import transaction
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], dependencies=[PUBLIC])  # signed links: no login
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -46,7 +47,7 @@ def _bad(e: BadToken) -> HTMLResponse:
 @router.get("/u/{token}", response_class=HTMLResponse)
 def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
-        u = verify(ctx.settings.secret_key, token)
+        u = verify(ctx.secrets.links.accepted(), token)
     except BadToken as e:
         return _bad(e)
     form = (
@@ -61,7 +62,7 @@ def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, scope: str = Form("topic"), ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
-        u = verify(ctx.settings.secret_key, token)
+        u = verify(ctx.secrets.links.accepted(), token)
     except BadToken as e:
         return _bad(e)
     everything = scope == "all"

@@ -27,15 +27,14 @@ def register(app: typer.Typer) -> None:
         """Deliver outbox messages: claim, check consent / quiet hours / rate limits, render, send, retry."""
         from forewarn.context import Context
         from forewarn.deliver.channels.base import create_channel
-        from forewarn.deliver.worker import Worker
+        from forewarn.deliver.worker import Worker, channel_options
 
         ctx = Context()
         channels = None
         if channel:
             channels = {}
             for name in channel:
-                opts = {"concurrency": concurrency} if name in ("email", "webhook", "sms", "chat") else {}
-                channels[name] = create_channel(name, ctx.settings, **opts)
+                channels[name] = create_channel(name, ctx.settings, **channel_options(ctx, name, concurrency))
         w = Worker(
             ctx,
             channels=channels,

@@ -269,8 +269,9 @@ def guardrail_state(
 # ---- writing decisions ----
 
 
-def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
-    """The outbox row recording decision ``d``."""
+def outbox_row(d: Decision, pset: PlaybookSet, public_url: str, link_secret: str) -> dict[str, Any]:
+    """The outbox row recording decision ``d`` (its unsubscribe link under ``public_url``, signed with
+    ``link_secret``)."""
     c = d.candidate
     pb = pset.by_name(c.playbook)
     action = pb.then[c.action_index]
@@ -305,7 +306,7 @@ def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
     if action.notify is not None:
         channel = d.channel or (c.channels[0] if c.channels else "email")
         payload["template"] = action.notify.template
-        payload["unsubscribe_url"] = unsubscribe_url(settings, c.customer_id, channel, c.topic)
+        payload["unsubscribe_url"] = unsubscribe_url(public_url, link_secret, c.customer_id, channel, c.topic)
         row.update(channel=channel, address=d.address, payload=payload)
     elif action.task is not None:
         t = action.task
@@ -364,6 +365,7 @@ def run_playbooks(
         return summary
     policy = Policy.from_guardrails(pset.guardrails, ctx.settings)
     kinds = {p.when.kind for p in active}
+    link_secret = ctx.secrets.links.current  # read before this transaction takes SQLite's write lock
     with transaction(ctx.engine) as session:
         frames = []
         if kinds - {OUTAGE_KIND}:
@@ -386,7 +388,7 @@ def run_playbooks(
         known = session.execute(select(func.count()).select_from(Customer)).scalar_one()
         mass = pset.guardrails.mass_send
         decisions = hold_mass_sends(decisions, known, mass.share, mass.minimum)
-        rows = [outbox_row(d, pset, ctx.settings) for d in decisions]
+        rows = [outbox_row(d, pset, ctx.settings.public_url, link_secret) for d in decisions]
         summary.enqueued = enqueue(session, rows, now=now)
     for d in decisions:
         summary.by_playbook[d.candidate.playbook][d.status] += 1

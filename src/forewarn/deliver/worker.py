@@ -103,6 +103,20 @@ class _Batch:
     record_now: datetime | None = None
 
 
+POOLED_CHANNELS = ("email", "webhook", "sms", "chat")  # they keep `concurrency` connections
+SIGNED_CHANNELS = ("webhook", "sms", "chat")  # their requests carry X-Forewarn-Signature
+
+
+def channel_options(ctx: Any, name: str, concurrency: int) -> dict[str, Any]:
+    """What building channel ``name`` needs beyond the settings: its connections and the secret in force."""
+    opts: dict[str, Any] = {}
+    if name in POOLED_CHANNELS:
+        opts["concurrency"] = concurrency
+    if name in SIGNED_CHANNELS:
+        opts["secret"] = ctx.secrets.webhooks.current
+    return opts
+
+
 class Worker:
     """Drains the outbox. ``channels`` maps short names to channels; when given, only those channels are
     claimed, otherwise every registered channel is available and built on first use from settings.
@@ -206,10 +220,8 @@ class Worker:
     def channel(self, name: str) -> Channel | None:
         ch = self.channels.get(name)
         if ch is None and self.only_channels is None:
-            opts: dict[str, Any] = {}
-            if name in ("email", "webhook", "sms", "chat"):
-                opts["concurrency"] = self.concurrency
             try:
+                opts = channel_options(self.ctx, name, self.concurrency)
                 ch = self.channels[name] = create_channel(name, self.settings, **opts)
             except ValueError:
                 return None
