@@ -299,6 +299,13 @@ def run_demo(options: DemoOptions, *, serve: bool = True, port: int = 8000) -> N
     ctx = demo.run()
     if serve:
         from forewarn.cli.serve import serve_forever
+        from forewarn.cli.tokens import create_token
+
+        token = create_token(ctx, "demo", ["admin"], expires_in=timedelta(days=1))
+        demo.console.print(
+            "API token for this demo (admin, valid for a day; `forewarn tokens revoke` ends it sooner):\n"
+            f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/incidents"
+        )
 
         serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": file_channels(options.home)})
     ctx.close()
