@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import unprocessable
 from forewarn.context import Context
 from forewarn.incidents import alertmanager
 from forewarn.state import audit
@@ -47,5 +48,5 @@ def webhook(
                     detail={"source": "alertmanager"},
                 )
     except alertmanager.PayloadError as exc:
-        raise HTTPException(422, f"alertmanager payload: {exc}") from None
+        raise unprocessable(f"alertmanager payload: {exc}", "body") from None
     return {"action": result.action, "incident_id": result.incident_id, "detail": result.detail}

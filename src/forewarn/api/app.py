@@ -8,7 +8,8 @@ from fastapi import FastAPI
 
 from forewarn import __version__
 from forewarn.api import alertmanager, audit, customers, incidents, metrics, signals, status, unsubscribe
-from forewarn.api.auth import PUBLIC, api_routes, declared_scope
+from forewarn.api.auth import PUBLIC, PUBLIC_SCOPE, api_routes, declared_scope
+from forewarn.api.errors import ERROR_BODY, Error
 from forewarn.api.limits import BodyLimits
 from forewarn.context import Context
 from forewarn.web import routes as dashboard
@@ -37,16 +38,38 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     return app
 
 
+SCOPED_ERRORS = {
+    "401": "no API token, or an unknown, revoked or expired one",
+    "403": "the token lacks the scope this operation declares (x-scope)",
+    "429": "the token is over its rate limit (see Retry-After)",
+}
+BODY_ERRORS = {
+    "408": "no part of the request body arrived in time",
+    "413": "the request body is over the limit",
+}
+
+
 def _openapi_with_scopes(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, each operation with ``x-scope``: the scope its route declares (or ``public``)."""
+    """FastAPI's schema, each operation with ``x-scope`` (the scope its route declares, or ``public``) and the
+    errors that authentication and the body limits add."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = Error.model_json_schema()
         for route in api_routes(app):
-            if route.include_in_schema:
-                scope = declared_scope(route)
-                for method in route.methods:
-                    operation = schema["paths"][route.path_format].get(method.lower())
-                    if operation is not None and scope is not None:
-                        operation["x-scope"] = scope
+            if not route.include_in_schema:
+                continue
+            scope = declared_scope(route)
+            for method in route.methods:
+                operation = schema["paths"][route.path_format].get(method.lower())
+                if operation is None or scope is None:
+                    continue
+                operation["x-scope"] = scope
+                errors = {**(SCOPED_ERRORS if scope != PUBLIC_SCOPE else {}), **BODY_ERRORS}
+                if "requestBody" in operation:
+                    errors["400"] = "the body cannot be parsed (not JSON, or not UTF-8)"
+                for code, description in errors.items():
+                    operation["responses"].setdefault(
+                        code, {"description": description, "content": ERROR_BODY}
+                    )
         app.openapi_schema = schema
     return app.openapi_schema

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import MAX_ID
 from forewarn.context import Context
 from forewarn.state import audit
 from forewarn.state.db import transaction
@@ -33,7 +34,9 @@ def audit_log(
     action: str | None = Query(None, max_length=64, description="e.g. incident.opened"),
     target: str | None = Query(None, max_length=255, description="e.g. incident:42"),
     since: datetime | None = Query(None, description="only entries at or after this time"),
-    before: int | None = Query(None, ge=1, description="only entries older than this id (the next page)"),
+    before: int | None = Query(
+        None, ge=1, le=MAX_ID, description="only entries older than this id (the next page)"
+    ),
     limit: int = Query(100, ge=1, le=1000),
     caller: Caller = requires("audit:read"),
     ctx: Context = Depends(get_ctx),

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import Id, errors, unprocessable
 from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
@@ -110,12 +111,12 @@ def open_incident(
             _audit(s, caller, "incident.opened", inc.id, affected=view["affected"])
             return view
     except service.IncidentError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), "body") from None
 
 
-@router.post("/{incident_id}/updates", status_code=201)
+@router.post("/{incident_id}/updates", status_code=201, responses=errors(404, 409))
 def post_update(
-    incident_id: int, body: UpdateIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+    incident_id: Id, body: UpdateIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """A public update (status ``resolved`` sends the all-clear)."""
     try:
@@ -133,9 +134,9 @@ def post_update(
         raise HTTPException(404 if "no incident" in str(exc) else 409, str(exc)) from None
 
 
-@router.post("/{incident_id}/resolve")
+@router.post("/{incident_id}/resolve", responses=errors(404))
 def resolve(
-    incident_id: int,
+    incident_id: Id,
     body: UpdateIn | None = None,
     caller: Caller = WRITE,
     ctx: Context = Depends(get_ctx),
@@ -155,9 +156,9 @@ def resolve(
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{incident_id}/scopes")
+@router.post("/{incident_id}/scopes", responses=errors(404, 409))
 def widen(
-    incident_id: int, body: WidenIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+    incident_id: Id, body: WidenIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """Widen to more services/regions; only the newly affected are caught up."""
     try:
@@ -177,18 +178,18 @@ def widen(
 
 @router.get("", dependencies=[READ])
 def list_incidents(
-    status: str | None = None, limit: int = 100, ctx: Context = Depends(get_ctx)
+    status: str | None = None, limit: int = Query(100, ge=1, le=1000), ctx: Context = Depends(get_ctx)
 ) -> list[dict]:
     """Incidents, most recent first; ``status=open`` for all unresolved ones."""
     try:
         with transaction(ctx.engine) as s:
             return [_view(s, inc) for inc in service.list_incidents(s, status=status, limit=limit)]
     except service.IncidentError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), "query", "status") from None
 
 
-@router.get("/{incident_id}", dependencies=[READ])
-def show(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/{incident_id}", dependencies=[READ], responses=errors(404))
+def show(incident_id: Id, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     try:
         with transaction(ctx.engine) as s:
             return _view(s, service.get_incident(s, incident_id), full=True)
@@ -196,8 +197,8 @@ def show(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/{incident_id}/metrics", dependencies=[READ])
-def metrics(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/{incident_id}/metrics", dependencies=[READ], responses=errors(404))
+def metrics(incident_id: Id, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Affected, notified, time to first notice (p50/p95), contacts before and after the notice."""
     try:
         with transaction(ctx.engine) as s:

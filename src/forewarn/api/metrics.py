@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from forewarn.api.auth import requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import MAX_ID, Id, errors
 from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
@@ -46,7 +47,7 @@ def _bucket(bucket: str) -> str:
     return bucket
 
 
-@router.get("/v1/metrics/outcomes", tags=["metrics"], dependencies=[METRICS])
+@router.get("/v1/metrics/outcomes", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def outcomes(
     ctx: Context = Depends(get_ctx),
     start: str | None = Query(None, alias="from", description="first day (UTC), e.g. 2026-03-01"),
@@ -62,7 +63,7 @@ def outcomes(
     )
 
 
-@router.get("/v1/metrics/overview", tags=["metrics"], dependencies=[METRICS])
+@router.get("/v1/metrics/overview", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def overview(
     ctx: Context = Depends(get_ctx),
     start: str | None = Query(None, alias="from"),
@@ -81,9 +82,11 @@ def incidents(ctx: Context = Depends(get_ctx), limit: int = Query(50, ge=1, le=5
     return incidents_data(ctx, limit)
 
 
-@router.get("/v1/metrics/incidents/{incident_id}", tags=["metrics"], dependencies=[METRICS])
+@router.get(
+    "/v1/metrics/incidents/{incident_id}", tags=["metrics"], dependencies=[METRICS], responses=errors(404)
+)
 def incident(
-    incident_id: int, ctx: Context = Depends(get_ctx), limit: int = Query(200, ge=0, le=5000)
+    incident_id: Id, ctx: Context = Depends(get_ctx), limit: int = Query(200, ge=0, le=5000)
 ) -> dict[str, Any]:
     """One incident: progress, notified customers, linked tickets."""
     try:
@@ -100,7 +103,9 @@ def findings(
     return views.findings_view(ctx.engine, kind=kind, limit=limit)
 
 
-@router.get("/v1/metrics/customers/{customer_id}", tags=["metrics"], dependencies=[CUSTOMERS])
+@router.get(
+    "/v1/metrics/customers/{customer_id}", tags=["metrics"], dependencies=[CUSTOMERS], responses=errors(404)
+)
 def customer(
     customer_id: str, ctx: Context = Depends(get_ctx), days: int = Query(30, ge=1, le=3650)
 ) -> dict[str, Any]:
@@ -117,12 +122,12 @@ def customer(
         raise HTTPException(404, str(e)) from None
 
 
-@router.get("/v1/metrics/outbox", tags=["metrics"], dependencies=[METRICS])
+@router.get("/v1/metrics/outbox", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def outbox(
     ctx: Context = Depends(get_ctx),
     status: str | None = None,
     channel: str | None = None,
-    before: int | None = None,
+    before: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Outbox messages newest first, filtered by status and channel."""

@@ -7,6 +7,7 @@ POST works without a form body too, so mail clients' one-click unsubscribe (RFC 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse
@@ -27,6 +28,15 @@ _PAGE = """<!doctype html>
 button{{font:inherit;padding:.5rem 1rem;margin:.25rem 0;cursor:pointer}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>"""
 
+# the answers to a bad link are pages for people, not JSON
+LINK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "the link is malformed or its signature does not match",
+        "content": {"text/html": {}},
+    },
+    404: {"description": "the link's customer is no longer known", "content": {"text/html": {}}},
+}
+
 _CHANNEL = {"email": "email", "sms": "text message", "chat": "chat message"}
 
 
@@ -44,7 +54,7 @@ def _bad(e: BadToken) -> HTMLResponse:
     return _page("This link does not work", f"<p>{escape(str(e))}</p>", 400)
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get("/u/{token}", response_class=HTMLResponse, responses=LINK_ERRORS)
 def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
         u = verify(ctx.secrets.links.accepted(), token)
@@ -59,7 +69,7 @@ def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     return _page("Unsubscribe", form)
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post("/u/{token}", response_class=HTMLResponse, responses=LINK_ERRORS)
 def unsubscribe(token: str, scope: str = Form("topic"), ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
         u = verify(ctx.secrets.links.accepted(), token)
