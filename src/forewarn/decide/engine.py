@@ -45,6 +45,7 @@ from forewarn.decide.guardrails import (
 )
 from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks, topic_of
 from forewarn.decide.unsubscribe import unsubscribe_url
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
@@ -397,9 +398,16 @@ def run_playbooks(
     return summary
 
 
-def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
+def approve(
+    ctx: Context,
+    outbox_id: int,
+    now: datetime | None = None,
+    *,
+    actor: str | None = None,
+    ip: str | None = None,
+) -> bool:
     """Release a ``held`` decision from the approval queue: it becomes ``pending`` (sent when due)."""
-    return settle_held(ctx, ids=[outbox_id], approve_all=True, now=now) == 1
+    return settle_held(ctx, ids=[outbox_id], approve_all=True, now=now, actor=actor, ip=ip) == 1
 
 
 def settle_held(
@@ -409,11 +417,14 @@ def settle_held(
     ids: Sequence[int] | None = None,
     approve_all: bool,
     now: datetime | None = None,
+    actor: str | None = None,
+    ip: str | None = None,
 ) -> int:
     """Release (``approve_all``) or reject the held decisions ``ids``, or every one of ``playbook``, in one
     statement; returns how many. Released rows become ``pending`` (sent when due); rejected ones
     ``suppressed``; the old reason stays in the new one. A tripped circuit breaker is settled by playbook: one
-    decision for the whole run."""
+    decision for the whole run. With ``actor`` (who decided; see ``forewarn.state.audit``) the decision is
+    recorded in the audit log in the same transaction."""
     if (playbook is None) == (ids is None):
         raise ValueError("settle_held needs a playbook or ids, not both")
     status, word = ("pending", "approved") if approve_all else ("suppressed", "rejected")
@@ -429,7 +440,13 @@ def settle_held(
                 next_attempt_at=utc(now),
             )
         )
-        return max(result.rowcount or 0, 0)
+        settled = max(result.rowcount or 0, 0)
+        if actor is not None and settled:
+            target = f"playbook:{playbook}" if ids is None else f"outbox:{','.join(map(str, ids))}"
+            audit.record(
+                session, actor, f"playbook.{word}", target[:255], ip=ip, detail={"decisions": settled}
+            )
+        return settled
 
 
 def held(ctx: Context, limit: int = 100) -> list[Mapping[str, Any]]:
