@@ -268,3 +268,17 @@ def test_unknown_scopes_are_refused_with_the_list(ctx: Context) -> None:
         from forewarn.api.auth import requires
 
         requires("everything:write")
+
+
+def test_a_route_without_a_declared_scope_has_none_in_the_schema(tmp_path: Path) -> None:
+    """What the walk above relies on: an undeclared route carries no ``x-scope`` (so the walk fails for it)."""
+    app = create_app(Context(Settings(home=tmp_path)))
+
+    @app.get("/v1/forgotten")
+    def forgotten() -> dict[str, str]:
+        return {}
+
+    paths = app.openapi()["paths"]
+    assert "x-scope" not in paths["/v1/forgotten"]["get"]
+    assert paths["/v1/incidents"]["get"]["x-scope"] == "incidents:read"
+    assert paths["/status"]["get"]["x-scope"] == "public"
