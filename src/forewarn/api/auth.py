@@ -6,8 +6,8 @@ token with that scope, or ``admin``) or ``dependencies=[PUBLIC]`` (anyone: the s
 
 A request with a token (``Authorization: Bearer fw_...``) gets, in this order: 401 when the token is missing,
 unknown, revoked or expired; 403 when it lacks the scope; 429 (with ``Retry-After``) when the token is over its
-rate limit. Checked tokens are kept in memory for ``settings.api.token_cache_s`` (so a revocation made by
-another process takes effect within that time; one made by this process at once), and a token's last-used time
+rate limit. Checked tokens are kept in memory for ``settings.api.token_cache_s`` (so a revocation, made with the
+command line, takes effect within that time; :meth:`TokenChecker.forget` at once), and a token's last-used time
 is written at most every ``settings.api.last_used_every_s``: at 50 requests a second neither costs a query.
 
 >>> from fastapi import APIRouter

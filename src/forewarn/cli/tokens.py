@@ -107,7 +107,7 @@ def list_cmd(all_: bool = typer.Option(False, "--all", help="include revoked tok
 def revoke_cmd(
     token_id: int = typer.Argument(..., help="the token's id (see `forewarn tokens list`)"),
 ) -> None:
-    """Revoke a token: refused at once by this store's API (by other processes within a few seconds)."""
+    """Revoke a token: the API refuses it within settings.api.token_cache_s (5 s by default)."""
     from forewarn.state import audit, tokens
     from forewarn.state.db import transaction
 
