@@ -174,3 +174,9 @@ def test_incident_notices_use_the_declared_address(paged: list[Delivery], ctx: C
         rows = {r.customer_id: (r.channel, r.address) for r in s.scalars(select(OutboxMessage))}
     # c2 has no phone: the pager is skipped for the next preferred channel
     assert rows == {"c1": ("pager", "+3161"), "c2": ("email", "c2@example.com")}
+
+
+def test_a_declaration_with_an_unknown_address_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="address_field: expected one of"):
+        register_channel("fax", lambda settings, **options: PagerChannel([]), address_field="fax_number")
+    assert channel_spec("fax") is None

@@ -196,6 +196,8 @@ class ChannelSpec:
 
 
 _REGISTRY: dict[str, ChannelSpec] = {}
+# the customer columns an address can come from (the incident notices read them in SQL); None: none needed
+ADDRESS_FIELDS: tuple[str | None, ...] = ("email", "phone", None)
 
 
 def register_channel(
@@ -219,6 +221,10 @@ def register_channel(
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"channel name: expected letters, digits, '-' or '_', got {name!r}")
+    if address_field not in ADDRESS_FIELDS:
+        raise ValueError(
+            f"channel {name!r}: address_field: expected one of {ADDRESS_FIELDS}, got {address_field!r}"
+        )
     _builtin()
     spec = ChannelSpec(
         name,
