@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from forewarn import __version__
 from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, unsubscribe
 from forewarn.context import Context
+from forewarn.web import auth, login
 from forewarn.web import routes as dashboard
 
 
@@ -21,7 +22,12 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     app.state.ctx = ctx or Context()
     for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe):
         app.include_router(module.router)
-    app.include_router(dashboard.router)  # after the API, so its pages never shadow an API route
+    # after the API, so its pages never shadow an API route; every page needs a signed-in user
+    app.include_router(login.router)
+    app.include_router(dashboard.public)
+    app.include_router(dashboard.router)
+    app.add_exception_handler(auth.LoginRequired, auth.login_redirect)
+    app.add_middleware(auth.SessionCookieMiddleware)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
