@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from forewarn import __version__
 from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, unsubscribe
 from forewarn.context import Context
+from forewarn.privacy import logs
 from forewarn.web import auth, login
 from forewarn.web import routes as dashboard
 
@@ -18,6 +19,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     >>> app.title
     'forewarn'
     """
+    logs.install()  # no email address or phone number in any log line or traceback of the server
     app = FastAPI(title="forewarn", version=__version__)
     app.state.ctx = ctx or Context()
     for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe):

@@ -45,5 +45,18 @@ for module in (
     module.register(app)
 
 
+@app.callback()
+def setup() -> None:
+    """Before any command: redact logs, and log to stderr at ``FOREWARN_LOG_LEVEL`` (default WARNING)."""
+    import logging
+    import os
+
+    from forewarn.privacy import logs
+
+    logs.install()  # before anything logs: no email address or phone number reaches a log or traceback
+    level = os.environ.get("FOREWARN_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main() -> None:
     app()
