@@ -6,6 +6,7 @@ import typer
 
 from forewarn.cli import (
     backtest,
+    customers,
     db,
     demo,
     detect,
@@ -30,6 +31,7 @@ app = typer.Typer(
 for module in (
     db,
     ingest,
+    customers,
     simulate,
     detect,
     incidents,
