@@ -27,7 +27,7 @@ import pytest
 from conftest import DASHBOARD_PASSWORD
 from forewarn.config import Settings
 from forewarn.context import Context
-from forewarn.measure import synthetic
+from forewarn.sim import synthetic
 from forewarn.state import users
 from forewarn.state.db import upgrade
 

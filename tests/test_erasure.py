@@ -17,9 +17,9 @@ from forewarn.api.app import create_app
 from forewarn.cli import app as cli
 from forewarn.config import Settings, get_settings
 from forewarn.context import Context
-from forewarn.measure import synthetic
 from forewarn.privacy import subject
 from forewarn.signals.schema import KINDS
+from forewarn.sim import synthetic
 from forewarn.state.db import upgrade
 from forewarn.state.models import (
     AffectedCustomer,

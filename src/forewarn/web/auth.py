@@ -29,9 +29,9 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.state import users
+from forewarn.web.deps import get_ctx
 
 SESSION_COOKIE = "forewarn_session"
 CSRF_FIELD = "csrf_token"

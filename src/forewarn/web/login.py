@@ -16,10 +16,10 @@ import secrets
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.state import users
 from forewarn.web import auth
+from forewarn.web.deps import get_ctx
 from forewarn.web.render import render
 
 router = APIRouter(include_in_schema=False)

@@ -20,12 +20,12 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
 from forewarn.measure.metrics import Period, SignalReader, outcome_metrics
 from forewarn.web import auth
+from forewarn.web.deps import get_ctx
 from forewarn.web.render import render
 
 log = logging.getLogger(__name__)
