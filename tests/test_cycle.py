@@ -144,6 +144,10 @@ def test_cli_run_prints_one_json_line_per_pass(tmp_path: Path, world, monkeypatc
     runner = CliRunner()
     try:
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        empty = runner.invoke(app, ["run", "--json", "--now", _end(world).isoformat(), "--stage", "detect"])
+        assert empty.exit_code == 1 and "forewarn ingest" in str(empty.exception or empty.output)
+        usage = world[0] / "usage.parquet"
+        assert runner.invoke(app, ["ingest", str(usage), "--unknown-customers", "create"]).exit_code == 0
         result = runner.invoke(app, ["run", "--json", "--now", _end(world).isoformat(), "--stage", "detect"])
     finally:
         get_settings.cache_clear()

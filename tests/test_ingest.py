@@ -177,10 +177,11 @@ def test_unknown_customers_setting_is_the_default(tmp_path: Path, sqlite_url: st
     from forewarn.config import Settings
 
     upgrade(sqlite_url)
-    ctx = Context(Settings(home=tmp_path, database_url=sqlite_url, unknown_customers="reject"))
+    ctx = Context(Settings(home=tmp_path, database_url=sqlite_url))  # a typo must not become a customer
     try:
         path = write(tmp_path / "usage.csv", [ROWS[0][0]])
-        assert ingest_paths(ctx, [path]).rejected == 1
+        src = ingest_paths(ctx, [path]).sources[0]
+        assert (src.rejected, src.unknown_customer_rows, src.created_customers) == (1, 1, 0)
     finally:
         ctx.close()
 
@@ -310,6 +311,11 @@ def test_cli_ingest_summary_and_exit_code(
     try:
         good = write(tmp_path / "usage.csv", [ROWS[0][0]])
         result = CliRunner().invoke(app, ["ingest", str(good), "--no-progress"])
+        assert result.exit_code == 1  # the default rejects customers the store does not know, and says so
+        assert "1 row for customers the state store does not know rejected" in " ".join(result.output.split())
+        result = CliRunner().invoke(
+            app, ["ingest", str(good), "--no-progress", "--unknown-customers", "create"]
+        )
         assert result.exit_code == 0, result.output
         assert "total" in result.output
         bad_dir = tmp_path / "bad"

@@ -44,4 +44,29 @@ for module in (
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a problem with the setup or the input is one line on stderr and exit 1, never a traceback."""
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    from forewarn.cli.options import UserError
+    from forewarn.state.db import SchemaOutOfDate
+
+    try:
+        app()
+    except SchemaOutOfDate as e:
+        _fail(f"state store: {e}")
+    except OperationalError as e:
+        first = str(e.orig or e).strip().splitlines()[0]
+        _fail(f"state store: cannot use it ({first}); check FOREWARN_DATABASE_URL")
+    except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    import sys
+
+    print(f"forewarn: {message}", file=sys.stderr)
+    sys.exit(1)

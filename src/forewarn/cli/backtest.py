@@ -46,7 +46,7 @@ def backtest_cmd(
     try:
         pset = load_playbooks(*playbooks)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if truth is not None and not truth.exists():
         raise typer.BadParameter(f"--truth: expected an existing ground_truth.jsonl, {truth} does not exist")

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import time_option
+from forewarn.cli.options import require_signals, time_option
 
 console = Console()
 
@@ -28,6 +28,7 @@ def detect_cmd(
             raise typer.BadParameter(f"--wire {name!r} is unknown; expected one of {', '.join(TRIP_WIRES)}")
     ctx = Context()
     try:
+        require_signals(ctx)
         report = run_detection(ctx, time_option(as_of), wire or None)
     finally:
         ctx.close()

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import time_option
+from forewarn.cli.options import require_signals, time_option
 
 console = Console()
 err = Console(stderr=True)
@@ -55,10 +55,11 @@ def run_cmd(
     try:
         pset = load_playbooks(*paths)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     ctx = Context()
     try:
+        require_signals(ctx)
         summary = run_playbooks(ctx, pset, time_option(as_of), time_option(now))
     finally:
         ctx.close()
@@ -78,7 +79,7 @@ def digests_cmd(
     try:
         pset = load_playbooks(*paths)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     ctx = Context()
     try:

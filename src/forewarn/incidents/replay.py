@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from forewarn.incidents.from_signals import ServiceParams, apply_events, service_events
+from forewarn.incidents.from_signals import ServiceParams, apply_events, read_maintenance, service_events
 from forewarn.incidents.link import DEFAULT_GRACE, link_tickets
 from forewarn.incidents.metrics import contacts_avoided, incident_metrics
 from forewarn.state.db import transaction
@@ -73,7 +73,7 @@ def replay_outages(
     ``worker`` is a ``forewarn.deliver.worker.Worker`` (None: notices stay queued, nothing is delivered).
     """
     frame = ctx.signals.read("service_metric", start=start, end=end)
-    events = service_events(frame, params)
+    events = service_events(frame, params, maintenance=read_maintenance(ctx, end))
     result = ReplayResult()
     if not events:
         return result
