@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from forewarn import __version__
-from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, unsubscribe
+from forewarn.api import alertmanager, customers, docs, incidents, metrics, signals, status, unsubscribe
 from forewarn.context import Context
 from forewarn.web import routes as dashboard
 
@@ -17,9 +17,9 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     >>> app.title
     'forewarn'
     """
-    app = FastAPI(title="forewarn", version=__version__)
+    app = FastAPI(title="forewarn", version=__version__, docs_url=None)  # /docs: served offline (api.docs)
     app.state.ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe):
+    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe, docs):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # after the API, so its pages never shadow an API route
 

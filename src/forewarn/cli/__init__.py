@@ -50,6 +50,7 @@ def main() -> None:
     from sqlalchemy.exc import OperationalError
 
     from forewarn.cli.options import UserError
+    from forewarn.incidents.monitors import MonitorConfigError
     from forewarn.state.db import SchemaOutOfDate
 
     try:
@@ -59,6 +60,10 @@ def main() -> None:
     except OperationalError as e:
         first = str(e.orig or e).strip().splitlines()[0]
         _fail(f"state store: cannot use it ({first}); check FOREWARN_DATABASE_URL")
+    except MonitorConfigError as e:
+        _fail(
+            f"{e}; check the monitors file (FOREWARN_MONITORS_FILE or --monitors; format in docs/incidents.md)"
+        )
     except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         _fail(str(e))
     except KeyboardInterrupt:

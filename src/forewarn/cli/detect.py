@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import require_signals, time_option
+from forewarn.cli.options import require_signals, stage_progress, time_option
 
 console = Console()
 
@@ -29,7 +29,9 @@ def detect_cmd(
     ctx = Context()
     try:
         require_signals(ctx)
-        report = run_detection(ctx, time_option(as_of), wire or None)
+        names = wire or list(TRIP_WIRES)
+        with stage_progress("trip wires", len(names), enabled=not as_json) as step:
+            report = run_detection(ctx, time_option(as_of), wire or None, progress=step)
     finally:
         ctx.close()
     if as_json:

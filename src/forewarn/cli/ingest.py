@@ -58,6 +58,12 @@ def ingest_cmd(
         raise typer.Exit(2) from None
     finally:
         ctx.close()
+    if report.sources and all(s.failed for s in report.sources):  # nothing could be read: say so, briefly
+        for s in report.sources:
+            err_console.print(
+                f"forewarn: {s.source}: {s.note}", markup=False, highlight=False, soft_wrap=True
+            )
+        raise typer.Exit(1)
     parents = {str(Path(s.source).parent) for s in report.sources}
     short = len(parents) == 1  # one folder: show file names, and the folder once
     table = Table(title="ingested", caption=f"from {parents.pop()}" if short and parents else None)

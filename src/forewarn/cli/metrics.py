@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import plural
+from forewarn.cli.options import plural, require_signals
 
 console = Console()
 
@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
         try:
             try:
                 ctx.engine  # noqa: B018 - open the store first: a clear message when it is not migrated
+                require_signals(ctx)
             except SchemaOutOfDate as e:
                 console.print(f"[red]error[/]: {e}")
                 raise typer.Exit(1) from None

@@ -406,7 +406,14 @@ def _expand(paths: Sequence[Path | str], report: IngestReport) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            report.sources.append(SourceReport(str(p), "?", note="no such file or directory", failed=True))
+            report.sources.append(
+                SourceReport(
+                    str(p),
+                    "?",
+                    note=f"no such file or directory (in {Path.cwd()}); check the name and the folder",
+                    failed=True,
+                )
+            )
     return files
 
 
