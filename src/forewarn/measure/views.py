@@ -463,8 +463,9 @@ def customer_view(
         _, series, _ = _customer_signals(signals, customer_id, since - timedelta(days=5 * days), per_kind=0)
         if series:
             days = 6 * days
-            series = [_to_now(x, (now or datetime.now(UTC)).date()) for x in series]
             series_note = f"no usage or readings in the last {days // 6} days; the charts show {days} days"
+    # a silence shows as zeros up to today, not as a chart that simply ends
+    series = [_to_now(x, (now or datetime.now(UTC)).date()) for x in series]
     events += sig
     events.sort(key=lambda e: e["at"], reverse=True)
     events = [{k: _iso(v) for k, v in e.items()} for e in events[:limit]]
