@@ -15,7 +15,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from swagger_ui_bundle import swagger_ui_path
 
-router = APIRouter(include_in_schema=False)
+from forewarn.api.auth import PUBLIC
+
+router = APIRouter(include_in_schema=False, dependencies=[PUBLIC])  # as the schema it shows: public
 
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
