@@ -230,7 +230,12 @@ class Demo:
         with self.bar("trip wires") as bar:
             wires = list(TRIP_WIRES)
             report = run_detection(
-                ctx, as_of=end, examples=2, progress=lambda name: bar(wires.index(name), len(wires), name)
+                ctx,
+                as_of=end,
+                examples=2,
+                progress=lambda name: bar(
+                    wires.index(name) + 1 if name in wires else 0, len(wires) + 1, name
+                ),
             )
         record_run_report(report)  # shown on /metrics
         table = Table("trip wire", "firing", "opened", "example explanation")

@@ -30,7 +30,7 @@ def detect_cmd(
     try:
         require_signals(ctx)
         names = wire or list(TRIP_WIRES)
-        with stage_progress("trip wires", len(names), enabled=not as_json) as step:
+        with stage_progress("trip wires", len(names) + 1, enabled=not as_json) as step:
             report = run_detection(ctx, time_option(as_of), wire or None, progress=step)
     finally:
         ctx.close()

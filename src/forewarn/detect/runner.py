@@ -251,7 +251,7 @@ def run_detection(
     simulated history is judged at its own end). Signals come from ``frames`` when given (tests,
     benchmarks), else from ``reader`` / ``ctx.signals``; only the window the trip wires declare is read
     (:func:`read_signals`), everything with ``full_history`` (the same findings, slower). ``progress`` is
-    called with each trip wire's name as it starts (a progress bar).
+    called with "reading signals", then each trip wire's name, as each starts (a progress bar).
     """
     started = time.perf_counter()
     names = list(wires) if wires else list(TRIP_WIRES)
@@ -284,6 +284,8 @@ def run_detection(
         "dependencies": dependencies_frame(ctx),
         "services": services_frame(ctx),
     }
+    if progress is not None:
+        progress("reading signals")
     data, _ = read_signals(read, list(loaded.values()), as_of, full_history=full_history, **context)
     for name, wire in loaded.items():
         t0 = time.perf_counter()
