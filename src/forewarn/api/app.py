@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from forewarn import __version__
-from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, unsubscribe
+from forewarn.api import alertmanager, customers, incidents, metrics, signals, status, tickets, unsubscribe
 from forewarn.context import Context
 from forewarn.web import routes as dashboard
 
@@ -19,7 +19,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     """
     app = FastAPI(title="forewarn", version=__version__)
     app.state.ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe):
+    for module in (signals, customers, incidents, alertmanager, status, metrics, tickets, unsubscribe):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # after the API, so its pages never shadow an API route
 
