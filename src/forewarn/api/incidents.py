@@ -12,7 +12,7 @@ from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
-from forewarn.incidents.impact import active_customer_ids, affected_count
+from forewarn.incidents.impact import ImpactFilter, affected_count, usage_activity
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident
@@ -40,7 +40,11 @@ class IncidentIn(BaseModel):
     eta: datetime | None = None
     started_at: datetime | None = None
     external_key: str | None = None
-    active_days: int | None = Field(None, ge=1, description="only customers with usage in the last N days")
+    active_days: int | None = Field(
+        None,
+        ge=1,
+        description="only customers with usage in the N days before it started (kept for widening)",
+    )
     now: datetime | None = Field(None, description="event time (for replaying history); default: now")
 
 
@@ -62,6 +66,7 @@ def _view(session: Any, inc: Incident, *, full: bool = False) -> dict[str, Any]:
     view = incident_view(session, inc.id)
     view["scopes"] = [{"service_id": s.service_id, "region": s.region} for s in inc.scopes]
     view["affected"] = affected_count(session, inc.id)
+    view["impact_filter"] = inc.impact_filter
     if full:
         view["updates"] = [
             {"seq": u.seq, "status": u.status, "message": u.message, "eta": u.eta, "created_at": u.created_at}
@@ -79,7 +84,6 @@ def _scopes(services: list[str], regions: list[str], scopes: list[ScopeIn]) -> l
 @router.post("", status_code=201)
 def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Open an incident; its affected customers are computed and their opening notices queued."""
-    active = active_customer_ids(ctx, body.active_days, body.now) if body.active_days else None
     try:
         with transaction(ctx.engine) as s:
             inc = service.open_incident(
@@ -92,7 +96,8 @@ def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str
                 eta=body.eta,
                 started_at=body.started_at,
                 external_key=body.external_key,
-                active_customers=active,
+                impact=ImpactFilter(active_days=body.active_days),
+                activity=usage_activity(ctx),
                 now=body.now,
             )
             return _view(s, inc, full=True)
@@ -141,7 +146,11 @@ def widen(incident_id: int, body: WidenIn, ctx: Context = Depends(get_ctx)) -> d
     try:
         with transaction(ctx.engine) as s:
             step = service.widen(
-                s, incident_id, _scopes(body.services, body.regions, body.scopes), now=body.now
+                s,
+                incident_id,
+                _scopes(body.services, body.regions, body.scopes),
+                activity=usage_activity(ctx),
+                now=body.now,
             )
             return {
                 "incident": _view(s, service.get_incident(s, incident_id)),
