@@ -73,3 +73,16 @@ def ctx(settings: Settings) -> Iterator[Context]:
     context = Context(settings)
     yield context
     context.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    """A context (state store and signal store) on the embedded SQLite store and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("ctx")
+        return
+    url = request.getfixturevalue("pg_url")
+    upgrade(url)
+    context = Context(Settings(home=tmp_path, database_url=url))
+    yield context
+    context.close()

@@ -231,9 +231,23 @@ class Activity:
         return [cid for cid, t in self.last_use.items() if start <= t <= end]
 
 
-def test_widening_reuses_the_impact_filter_the_incident_was_opened_with(engine) -> None:
+def open_north_active_30_days(engine, activity: Activity):
+    """An incident in the north counting only customers active in the 30 days before it started."""
     from forewarn.incidents.impact import ImpactFilter
 
+    with transaction(engine) as s:
+        return service.open_incident(
+            s,
+            title="Down",
+            services=["internet"],
+            regions=["north"],
+            impact=ImpactFilter(active_days=30),
+            activity=activity,
+            now=T0,
+        )
+
+
+def test_widening_reuses_the_impact_filter_the_incident_was_opened_with(engine) -> None:
     # C06 used the service last week; C07 two months ago; C08 never: only C06 is affected in the south
     activity = Activity(
         {
@@ -244,16 +258,7 @@ def test_widening_reuses_the_impact_filter_the_incident_was_opened_with(engine) 
             "C01": timedelta(days=45),
         }
     )
-    with transaction(engine) as s:
-        inc = service.open_incident(
-            s,
-            title="Down",
-            services=["internet"],
-            regions=["north"],
-            impact=ImpactFilter(active_days=30),
-            activity=activity,
-            now=T0,
-        )
+    inc = open_north_active_30_days(engine, activity)
     assert affected(engine, inc.id) == {"C00", "C02"}
     with transaction(engine) as s:
         assert service.get_incident(s, inc.id).impact_filter == {"active_days": 30}
@@ -281,16 +286,7 @@ def test_a_filtered_incident_is_never_widened_without_its_filter(engine) -> None
     from forewarn.incidents.impact import ImpactFilter
 
     activity = Activity({"C00": timedelta(days=1)})
-    with transaction(engine) as s:
-        inc = service.open_incident(
-            s,
-            title="Down",
-            services=["internet"],
-            regions=["north"],
-            impact=ImpactFilter(active_days=30),
-            activity=activity,
-            now=T0,
-        )
+    inc = open_north_active_30_days(engine, activity)
     with transaction(engine) as s, pytest.raises(service.IncidentError, match="active in the 30 days"):
         service.widen(s, inc.id, [service.Scope("internet", "south")], now=T0 + timedelta(hours=1))
     assert affected(engine, inc.id) == {"C00"}
@@ -300,25 +296,14 @@ def test_a_filtered_incident_is_never_widened_without_its_filter(engine) -> None
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def api_ctx(request: pytest.FixtureRequest, tmp_path):
-    from forewarn.config import Settings
-    from forewarn.context import Context
-
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    store(url).dispose()
-    context = Context(Settings(home=tmp_path, database_url=url))
-    seed_isp(context.engine)
-    yield context
-    context.close()
-
-
-def test_api_widening_catches_up_only_recently_active_customers(api_ctx) -> None:
+def test_api_widening_catches_up_only_recently_active_customers(store) -> None:
     import polars as pl
     from fastapi.testclient import TestClient
 
     from forewarn.api.app import create_app
 
+    api_ctx = store
+    seed_isp(api_ctx.engine)
     days = {"C00": 2, "C02": 29, "C01": 40, "C06": 3, "C07": 50}  # C08 never used it
     api_ctx.signals.append(
         "usage",

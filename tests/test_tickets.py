@@ -3,40 +3,25 @@ and live guardrails and backtests read one definition of an open case; on SQLite
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from forewarn.api.app import create_app
-from forewarn.config import DeliverySettings, Settings
+from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.decide.engine import customer_views
-from forewarn.measure.backtest import BacktestData, run_backtest
 from forewarn.signals.ingest import ingest_records
-from forewarn.state.db import transaction, upgrade
+from forewarn.state.db import transaction
 from forewarn.state.models import Ticket
 from forewarn.state.tickets import CaseHistory, close_idle_tickets
 
 T = datetime(2026, 3, 2, 10, tzinfo=UTC)
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
-    if request.param == "sqlite":
-        yield request.getfixturevalue("ctx")
-        return
-    url = request.getfixturevalue("pg_url")
-    upgrade(url)
-    context = Context(Settings(home=tmp_path, database_url=url))
-    yield context
-    context.close()
 
 
 def contact(ctx: Context, event_id: str, customer: str, ts: datetime, topic: str = "usage") -> None:
@@ -50,15 +35,18 @@ def contact(ctx: Context, event_id: str, customer: str, ts: datetime, topic: str
     assert ingest_records(ctx, "contact", [rec]).new == 1
 
 
-def update(ctx: Context, event_id: str, ticket: str, customer: str, ts: datetime, status: str) -> int:
-    rec = {
+def update_record(event_id: str, ticket: str, customer: str, ts: datetime, status: str) -> dict:
+    return {
         "event_id": event_id,
         "ticket_id": ticket,
         "customer_id": customer,
         "ts": ts.isoformat(),
         "status": status,
     }
-    report = ingest_records(ctx, "ticket_update", [rec])
+
+
+def update(ctx: Context, event_id: str, ticket: str, customer: str, ts: datetime, status: str) -> int:
+    report = ingest_records(ctx, "ticket_update", [update_record(event_id, ticket, customer, ts, status)])
     assert report.rejected == 0, report.sources[0].errors
     return report.new
 
@@ -121,26 +109,12 @@ def test_ticket_update_closes_and_reopens_and_resending_changes_nothing(store: C
 
 def test_a_bad_ticket_update_is_named_and_nothing_is_applied(store: Context) -> None:
     contact(store, "k1", "C1", T)
-    rec = {
-        "event_id": "u1",
-        "ticket_id": "k1",
-        "customer_id": "C1",
-        "ts": (T + D).isoformat(),
-        "status": "done",
-    }
-    report = ingest_records(store, "ticket_update", [rec])
+    report = ingest_records(store, "ticket_update", [update_record("u1", "k1", "C1", T + D, "done")])
     [err] = report.sources[0].errors
     assert report.rejected == 1 and err.field == "status" and "solved" in err.expected
     assert ticket(store, "k1")[0] == "open"
     # an update naming no known ticket is kept in the signal store and reported
-    rec = {
-        "event_id": "u2",
-        "ticket_id": "nope",
-        "customer_id": "C1",
-        "ts": (T + D).isoformat(),
-        "status": "solved",
-    }
-    report = ingest_records(store, "ticket_update", [rec])
+    report = ingest_records(store, "ticket_update", [update_record("u2", "nope", "C1", T + D, "solved")])
     assert report.new == 1 and "no known ticket" in (report.sources[0].note or "")
     # ... and applied when its contact arrives (a helpdesk's webhooks need not come in order)
     contact(store, "nope", "C1", T)
@@ -238,71 +212,3 @@ def test_live_and_backtest_read_one_definition_of_an_open_case(store: Context) -
 def _known(ctx: Context) -> set[str]:
     with transaction(ctx.engine) as s:
         return set(s.scalars(select(Ticket.customer_id)))
-
-
-# -- the backtest ---------------------------------------------------------------------------------------
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-QUIET_NONE = DeliverySettings(quiet_hours_start=0, quiet_hours_end=0)
-
-
-def _usage(drops: dict[str, int], days: int = 90) -> pl.DataFrame:
-    rows = []
-    for cid in ("A", "B", "C", "D"):
-        for d in range(days):
-            v = 10.0 + (d % 7) * 0.3 + (d % 3) * 0.1
-            if cid in drops and d >= drops[cid]:
-                v = 0.3
-            rows.append((f"{cid}-{d}", cid, T0 + timedelta(days=d), "data_gb", v, "GB", "day"))
-    return pl.DataFrame(
-        rows, schema=["event_id", "customer_id", "ts", "metric", "value", "unit", "period"], orient="row"
-    ).cast({"ts": pl.Datetime("us", "UTC")})
-
-
-def test_backtest_follows_the_lifecycle_not_a_fixed_window() -> None:
-    from forewarn.decide.playbooks import Guardrails, PlaybookFile, PlaybookSet
-
-    drop = {
-        "name": "drop",
-        "mode": "live",
-        "when": {"kind": "usage", "condition": "usage:drop:*"},
-        "then": [{"notify": {"channels": ["email"], "template": "playbook_usage"}}],
-        "cooldown": "60d",
-        "expiry": "30d",
-    }
-    f = PlaybookFile.model_validate({"playbooks": [drop]})
-    pset = PlaybookSet(tuple(f.playbooks), f.guardrails or Guardrails())
-    # C called about usage the evening before its drop shows, and the agent solved it that night: the drop is
-    # news to act on. D called five days before its drop and nobody closed it: still an open case.
-    contacts = pl.DataFrame(
-        {
-            "event_id": ["kc", "kd"],
-            "customer_id": ["C", "D"],
-            "ts": [T0 + timedelta(days=61, hours=18), T0 + timedelta(days=57)],
-            "channel": ["phone", "phone"],
-            "topic": ["usage", "usage"],
-        }
-    ).cast({"ts": pl.Datetime("us", "UTC")})
-    solved = pl.DataFrame(
-        {
-            "event_id": ["uc"],
-            "customer_id": ["C"],
-            "ts": [T0 + timedelta(days=61, hours=20)],
-            "ticket_id": ["kc"],
-            "status": ["solved"],
-        }
-    ).cast({"ts": pl.Datetime("us", "UTC")})
-    customers = pl.DataFrame(
-        {
-            "customer_id": ["A", "B", "C", "D"],
-            "timezone": ["UTC"] * 4,
-            "email": [f"{c}@x.test" for c in "ABCD"],
-        }
-    )
-    data = BacktestData(
-        {"usage": _usage({"C": 62, "D": 62}), "contact": contacts, "ticket_update": solved}, customers
-    )
-    report = run_backtest(pset, data, date(2026, 2, 15), date(2026, 3, 31), settings=QUIET_NONE)
-    by = {r["customer_id"]: r for r in report.decisions.iter_rows(named=True)}
-    assert by["C"]["status"] == "pending" and by["C"]["guardrail"] is None
-    assert by["D"]["status"] == "suppressed" and by["D"]["guardrail"] == "open_ticket"

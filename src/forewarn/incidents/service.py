@@ -140,8 +140,7 @@ def open_incident(
     _check_status(status)
     _check_severity(severity)
     impact = impact or ImpactFilter()
-    if impact.active_days and activity is None:
-        raise IncidentError(_needs_activity(impact))
+    _require_activity(impact, activity)
     if status == "resolved":
         raise IncidentError("an incident cannot be opened as resolved")
     scope_list = list(scopes) if scopes else scopes_of(services, regions)
@@ -187,24 +186,25 @@ def open_incident(
     return incident
 
 
-def _needs_activity(impact: ImpactFilter, incident_id: int | None = None) -> str:
-    which = f"incident {incident_id}" if incident_id is not None else "the incident"
-    return (
-        f"{which} counts only customers active in the {impact.active_days} days before it started "
-        f"(impact filter active_days={impact.active_days}): pass the usage activity "
-        "(forewarn.incidents.impact.usage_activity) to compute who it affects"
-    )
+def _require_activity(
+    impact: ImpactFilter, activity: Activity | None, incident_id: int | None = None
+) -> None:
+    """Refuse to compute an activity-filtered impact without the activity (never widen to everyone)."""
+    if impact.active_days and activity is None:
+        which = f"incident {incident_id}" if incident_id is not None else "the incident"
+        raise IncidentError(
+            f"{which} counts only customers active in the {impact.active_days} days before it started "
+            f"(impact filter active_days={impact.active_days}): pass the usage activity "
+            "(forewarn.incidents.impact.usage_activity) to compute who it affects"
+        )
 
 
 def _compute_affected(session: Session, incident: Incident, activity: Activity | None, now: datetime) -> int:
     """Add the customers the scopes now reach, through the impact filter stored with the incident."""
     impact = ImpactFilter.from_json(incident.impact_filter)
+    _require_activity(impact, activity, incident.id)
     window = impact.window(incident.started_at)
-    active = None
-    if window is not None:
-        if activity is None:
-            raise IncidentError(_needs_activity(impact, incident.id))
-        active = activity(*window)
+    active = activity(*window) if window is not None and activity is not None else None
     return compute_affected(session, incident.id, active_customers=active, now=now)
 
 
@@ -289,9 +289,7 @@ def widen(
     new = [sc for sc in dict.fromkeys(scopes) if (sc.service_id, sc.region) not in existing]
     if not new:
         return StepResult(incident_id, None, 0, 0)
-    impact = ImpactFilter.from_json(incident.impact_filter)
-    if impact.active_days and activity is None:
-        raise IncidentError(_needs_activity(impact, incident_id))
+    _require_activity(ImpactFilter.from_json(incident.impact_filter), activity, incident_id)
     ensure_services(session, {s.service_id for s in new}, create=create_services)
     for sc in new:
         session.add(
