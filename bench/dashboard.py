@@ -1,6 +1,6 @@
 """Dashboard server time per page on a large synthetic history (default 100k customers, 10M signals).
 
-Builds the history with bulk inserts (``forewarn.measure.synthetic``), serves it with a real uvicorn on a free
+Builds the history with bulk inserts (``forewarn.sim.synthetic``), serves it with a real uvicorn on a free
 loopback port and requests every page many times. Server time is measured inside the app (a middleware around
 the handler, reported in a ``Server-Timing`` header); ``/healthz`` in the same run is the reference. Customer
 pages are requested for a different random customer each time, so no page is served from a warm row.
@@ -31,7 +31,7 @@ import httpx
 
 from forewarn.config import Settings
 from forewarn.context import Context
-from forewarn.measure import synthetic
+from forewarn.sim import synthetic
 from forewarn.state.db import upgrade
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from forewarn.config import Settings
 from forewarn.context import Context
-from forewarn.measure import synthetic
+from forewarn.sim import synthetic
 from forewarn.state.db import upgrade
 
 pytestmark = pytest.mark.browser

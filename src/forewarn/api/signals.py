@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
+from forewarn.rows import RowError
 from forewarn.signals.group import Arrival, ingest_batch
 from forewarn.signals.ingest import IngestReport
 from forewarn.signals.schema import KINDS
-from forewarn.signals.validate import RowError
 
 router = APIRouter(prefix="/v1", tags=["signals"])
 

@@ -270,7 +270,7 @@ def replay_cmd(
     """Replay the stored service health: detect, open/widen/resolve, notify, deliver, link; print metrics."""
     from datetime import timedelta
 
-    from forewarn.incidents.replay import replay_outages
+    from forewarn.measure.replay import replay_outages
 
     ctx = _ctx()
     worker = None
@@ -280,7 +280,7 @@ def replay_cmd(
         worker = Worker(ctx)
     truth_frame = None
     if truth is not None:
-        from forewarn.sim.truth import load
+        from forewarn.measure.truth import load
 
         truth_frame = load(truth)
     try:

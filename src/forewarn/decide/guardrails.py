@@ -50,7 +50,7 @@ from typing import Any
 from forewarn.config import DeliverySettings
 from forewarn.decide.control import in_control
 from forewarn.decide.playbooks import OUTAGE_KIND, PRIORITY_RANK, Budget, Guardrails
-from forewarn.decide.quiet_hours import next_allowed
+from forewarn.deliver.quiet_hours import next_allowed
 
 # statuses that mean "the customer gets (or got) this message": they count against the fatigue budget
 COUNTED = frozenset({"pending", "sending", "sent", "deferred", "failed"})

@@ -48,10 +48,10 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from forewarn.decide.quiet_hours import next_allowed
 from forewarn.deliver import outbox, retry
 from forewarn.deliver.channels.base import Channel, CustomerView, Delivery, SendResult, create_channel
 from forewarn.deliver.outbox import Outcomes, apply_outcomes, claim, enqueue  # noqa: F401 (doctest)
+from forewarn.deliver.quiet_hours import next_allowed
 from forewarn.deliver.ratelimit import RateLimiter
 from forewarn.deliver.render import (
     Renderer,

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import numpy as np
@@ -51,14 +51,13 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
 
-from forewarn.context import Context
+from forewarn.rows import RowError
 from forewarn.signals.readers import JsonlReader, Reader, UnsupportedFile, open_reader
 from forewarn.signals.schema import KINDS, SignalKind
 from forewarn.signals.store import SignalStore
 from forewarn.signals.validate import (
     MISSING,
     UNKNOWN_CUSTOMER,
-    RowError,
     checked_sql,
     describe,
     ids_sql,
@@ -66,6 +65,9 @@ from forewarn.signals.validate import (
 )
 from forewarn.state import customers as entities
 from forewarn.state import tickets as ticket_store
+
+if TYPE_CHECKING:  # the context bundles the stores; signals is below it
+    from forewarn.context import Context
 
 ENTITIES = ("customers", "services", "dependencies")
 # files a simulator output folder holds beside the data, which are not for ingestion

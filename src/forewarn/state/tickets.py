@@ -99,7 +99,7 @@ def transition(ticket: Ticket, status: str, at: datetime) -> bool:
 
 def open_tickets(engine: Engine, contacts: Iterable[Mapping[str, Any]]) -> int:
     """Open a ``Ticket`` per inbound contact (external_id = event_id), skipping those already ticketed."""
-    from forewarn.state.customers import _insert
+    from forewarn.state.customers import dialect_insert
 
     rows = [
         {
@@ -117,7 +117,7 @@ def open_tickets(engine: Engine, contacts: Iterable[Mapping[str, Any]]) -> int:
     ]
     if not rows:
         return 0
-    insert = _insert(engine)
+    insert = dialect_insert(engine)
     count = sa.select(sa.func.count()).select_from(Ticket.__table__)
     with engine.begin() as conn:
         before = conn.execute(count).scalar_one()
