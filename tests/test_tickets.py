@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -212,3 +213,18 @@ def test_live_and_backtest_read_one_definition_of_an_open_case(store: Context) -
 def _known(ctx: Context) -> set[str]:
     with transaction(ctx.engine) as s:
         return set(s.scalars(select(Ticket.customer_id)))
+
+
+def test_the_idle_sweep_closes_any_number_of_tickets_in_chunks(
+    store: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import forewarn.state.tickets as tickets
+
+    monkeypatch.setattr(tickets, "CHUNK", 2)
+    for i in range(5):
+        contact(store, f"k{i}", f"C{i}", T + i * H)
+    contact(store, "fresh", "C9", T + 7 * D)
+    with transaction(store.engine) as s:
+        assert close_idle_tickets(s, now=T + 7 * D + 5 * H, idle=timedelta(days=7)) == 5
+    assert [ticket(store, f"k{i}")[1] for i in range(5)] == [T + 7 * D + i * H for i in range(5)]
+    assert ticket(store, "fresh")[0] == "open"

@@ -158,11 +158,18 @@ def close_idle_tickets(session: Session, *, now: datetime, idle: timedelta = DEF
     The live loop runs it so the rows say what :func:`is_open` already decides; returns how many it closed.
     """
     now = utc(now)
-    q = select(Ticket).where(Ticket.status.in_(OPEN_STATUSES), Ticket.last_activity_at <= now - idle)
+    q = (
+        select(Ticket.id, Ticket.last_activity_at)
+        .where(Ticket.status.in_(OPEN_STATUSES), Ticket.last_activity_at <= now - idle)
+        .limit(CHUNK)
+    )
     n = 0
-    for ticket in session.scalars(q):
-        ticket.status, ticket.closed_at = "closed", ticket.last_activity_at + idle
-        n += 1
+    # in chunks by primary key: the first pass on a store with years of never-closed tickets closes them all
+    while rows := session.execute(q).all():
+        session.execute(
+            sa.update(Ticket), [{"id": i, "status": "closed", "closed_at": last + idle} for i, last in rows]
+        )
+        n += len(rows)
     return n
 
 
