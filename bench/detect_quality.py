@@ -20,8 +20,9 @@ firing).
   matched, i.e. started within [detectable_from - 1 day, max(start, end, detectable_from) + ``--grace`` days];
   a state without an end (``ONGOING``: a lapse, a silence, a level shift) lasts to the end of the simulated
   window, so a late detection of it is late (see delay), not false, and a detection once the state has
-  begun (``start``) is true even before the signals make it ``detectable_from``. Events not yet detectable
-  when the window closes are left out of recall (counted as ``not_detectable_yet``);
+  begun (``start``) is true even before the signals make it ``detectable_from``. Events that become
+  detectable less than ``--grace`` days before the window closes are left out of recall (the window ends
+  before the time a detector is allowed; counted as ``not_detectable_yet``);
 - precision: share of detections that matched a ground-truth event of the trip wire's types;
 - lead time: event ``start`` minus the first matching detection (positive: the customer was told before it
   happened, e.g. a disk before it failed, a renewal before it is due), and the delay after ``detectable_from``
@@ -157,8 +158,9 @@ def score(
     first = pairs.group_by("event_id", "customer_id").agg(
         first=pl.col("ts").min(), start=pl.col("start").first(), dfrom=pl.col("detectable_from").first()
     )
-    # States not yet detectable when the window closed are out of recall (matching them is still true).
-    later = truth.filter(pl.col("detectable_from") > until) if until is not None else truth.clear()
+    # Events that became detectable less than ``grace`` before the window closed are out of recall (the
+    # window ends before the time a detector is allowed); a detection matching them is still true.
+    later = truth.filter(pl.col("detectable_from") > until - grace) if until is not None else truth.clear()
     pending = first.join(later.select("event_id", "customer_id"), on=["event_id", "customer_id"], how="semi")
     per_type = (
         truth.join(later.select("event_id", "customer_id"), on=["event_id", "customer_id"], how="anti")
