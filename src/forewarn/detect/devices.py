@@ -324,8 +324,11 @@ class DeviceTripWire:
             reason=reason,
         ).with_columns(fires=pl.col("risk") >= p.min_risk)
 
-    def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
-        """Every (device, reading time) the trip wire would fire at, in ``FINDINGS_SCHEMA``."""
+    def score_history(
+        self, frames: Mapping[str, pl.DataFrame], *, runs: Sequence[datetime] | None = None, **context: Any
+    ) -> pl.DataFrame:
+        """Every (device, reading time) the trip wire would fire at, in ``FINDINGS_SCHEMA``: it scores each
+        reading as it arrives, so ``runs`` is not needed (see ``TripWire.score_history``)."""
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()

@@ -17,7 +17,7 @@ not scalars) and groups naming a customer the state store does not know go throu
 >>> from forewarn.state.db import upgrade
 >>> home = pathlib.Path(tempfile.mkdtemp())
 >>> upgrade(f"sqlite:///{home}/state.db")
->>> ctx = Context(Settings(home=home))
+>>> ctx = Context(Settings(home=home, unknown_customers="create"))
 >>> ev = {"event_id": "e1", "customer_id": "c1", "ts": "2026-01-01", "metric": "data_gb", "value": 2}
 >>> r = ingest_batch(ctx, "usage", [ev, {**ev, "event_id": "e2", "value": "lots"}], strict=False)
 >>> (r.new, r.duplicate, r.rejected, r.errors[0].line, r.errors[0].field)
@@ -36,14 +36,13 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forewarn.context import Context
 from forewarn.signals.ingest import (
     MAX_ERRORS,
     IngestReport,
@@ -58,6 +57,9 @@ from forewarn.signals.ingest import (
 )
 from forewarn.signals.schema import KINDS, SignalKind
 from forewarn.signals.validate import checked_sql, q
+
+if TYPE_CHECKING:  # the context bundles the stores; signals is below it
+    from forewarn.context import Context
 
 # a DB-API result read as Arrow costs one more small statement; reading it through a relation would plan
 # the (large) validation query twice, which costs more
@@ -104,6 +106,7 @@ class Arrival:
 
     >>> import tempfile, pathlib
     >>> from forewarn.config import Settings
+    >>> from forewarn.context import Context
     >>> ctx = Context(Settings(home=pathlib.Path(tempfile.mkdtemp())))
     >>> a = Arrival(ctx)
     >>> _committer(ctx)._arriving
