@@ -223,7 +223,9 @@ def _model_errors(values: np.ndarray, probation: int, period: int) -> tuple[np.n
     """
     n = values.size
     w = max(32, int(probation * PARAMS["window_frac"]))
-    params = UsageParams(window=w, scale_window=w, season=None, fill_gaps=False, min_scale_rel=0.0)
+    params = UsageParams(
+        window=w, scale_window=w, season=None, fill_gaps=False, min_scale_rel=0.0, hold_periods=0
+    )
     # rows in order (a few NAB series repeat a timestamp): the row number is the time axis for the core
     order = np.datetime64("2000-01-01T00:00:00", "us") + np.arange(n).astype("timedelta64[s]")
     frame = pl.DataFrame({"k": ["s"] * n, "ts": order, "value": values.astype(np.float64)})
