@@ -80,9 +80,13 @@ class UsageParams(Params):
     season: int | None = 7  # season length in periods (7 = weekly for daily data); None: no seasonality
     z_threshold: float = 4.0  # robust z beyond which one period is a spike
     drop_z_threshold: float = 3.0  # ... and a drop (usage noise is multiplicative: drops have less room)
-    # what is worth telling a customer: at least double (or at most 40%) of the usual level in a period, or a
-    # lasting move of at least 50%; with multiplicative day-to-day noise, smaller moves happen by chance
-    min_ratio: float = 2.0  # a spike is also at least this many times the usual level
+    # the additive z a drop needs in the core (None: drop_z_threshold); under multiplicative noise a drop to 0
+    # is only 1 / (relative noise) spreads down, so the trip wire judges drops in log space instead
+    drop_additive_z: float | None = 2.0
+    # what is worth telling a customer: at least 2.5x (or at most 40%) of the usual level in a period, or a
+    # lasting move of at least 50%; with multiplicative day-to-day noise, smaller moves happen by chance (2x
+    # days are one in ~1,000 at 22% noise: over a customer base, most "spikes" at 2x were ordinary days)
+    min_ratio: float = 2.5  # a spike is also at least this many times the usual level
     max_drop_ratio: float = 0.4  # a drop is also at most this fraction of the usual level
     min_abs_change: float = 0.0  # and differs from the usual level by at least this much (in value units)
     shift_window: int = 7  # periods whose median must have moved for a level shift
@@ -318,7 +322,7 @@ def score_series(
         & (change >= p.min_abs_change)
     )
     drop = (
-        (pl.col("z") <= -p.drop_z_threshold)
+        (pl.col("z") <= -(p.drop_z_threshold if p.drop_additive_z is None else p.drop_additive_z))
         & (pl.col("value") <= p.max_drop_ratio * pl.col("expected"))
         & (-change >= p.min_abs_change)
     )
@@ -361,11 +365,13 @@ def _hold_drops(df: pl.DataFrame, p: UsageParams) -> pl.DataFrame:
     (``silent`` stays ``silent``) judged against the reference and the spread of the start, whatever the
     trailing baseline, which absorbs the drop, says. For the ``_baseline_reach`` rows after an episode
     (``after_drop``), until the baseline has forgotten it, a rise is a spike or level shift only against the
-    level before the drop: coming back is not news. Sequential over episodes only (few), not rows.
+    level before the drop, and a level shift down is the drop just ended: coming back is not news.
+    Sequential over episodes only (few), not rows.
     """
     n = df.height
     held = np.zeros(n, dtype=bool)
     after = np.zeros(n, dtype=bool)
+    since_end = np.zeros(n, dtype=np.int64)  # periods since the episode ended (in its after-period)
     ref = np.full(n, np.nan)
     ref_scale = np.full(n, np.nan)
     sig = df["signal"]
@@ -394,14 +400,18 @@ def _hold_drops(df: pl.DataFrame, p: UsageParams) -> pl.DataFrame:
             held[s + 1 : end] = True
             tail = min(int(last[s]) + 1, end + reach)
             after[end:tail] = True
+            since_end[end:tail] = np.arange(tail - end)
             ref[s + 1 : tail] = level[s]
             ref_scale[s + 1 : end] = scale[s]
             free = end
     df = df.with_columns(
-        pl.Series("held", held), pl.Series("after_drop", after), pl.Series("_ref", ref, nan_to_null=True)
+        pl.Series("held", held),
+        pl.Series("after_drop", after),
+        pl.Series("_ref", ref, nan_to_null=True),
+        pl.Series("_since_end", since_end),
     )
     if not held.any() and not after.any():
-        return df.drop("_ref")
+        return df.drop("_ref", "_since_end")
     ref_c, value_c = pl.col("_ref"), pl.col("value")
     held_z = (value_c - ref_c) / pl.Series("_s", ref_scale, nan_to_null=True)
     # a rise right after a drop: news only if it is one against the level before the drop
@@ -410,6 +420,9 @@ def _hold_drops(df: pl.DataFrame, p: UsageParams) -> pl.DataFrame:
         .then(value_c >= p.min_ratio * ref_c)
         .when((pl.col("signal") == "level_shift") & (pl.col("direction") == "up"))
         .then(pl.col("recent_median") - ref_c >= p.shift_min_change * ref_c)
+        # a "shift down" whose recent median still spans the drop just ended is that drop, over
+        .when((pl.col("signal") == "level_shift") & (pl.col("direction") == "down"))
+        .then(pl.col("_since_end") >= p.shift_window)
         .otherwise(pl.lit(True))
     )
     keep_signal = pl.col("after_drop").not_() | rise_ok
@@ -426,7 +439,7 @@ def _hold_drops(df: pl.DataFrame, p: UsageParams) -> pl.DataFrame:
         .otherwise("scale"),
         z=pl.when(pl.col("held") & silent.not_().fill_null(True)).then(held_z).otherwise("z"),
         score=pl.when(pl.col("held") & silent.not_().fill_null(True)).then(held_z.abs()).otherwise("score"),
-    ).drop("_ref")
+    ).drop("_ref", "_since_end")
 
 
 def detect_series(
