@@ -1,6 +1,6 @@
 """Dashboard server time per page on a large synthetic history (default 100k customers, 10M signals).
 
-Builds the history with bulk inserts (``forewarn.measure.synthetic``), serves it with a real uvicorn on a free
+Builds the history with bulk inserts (``forewarn.sim.synthetic``), serves it with a real uvicorn on a free
 loopback port and requests every page many times. Server time is measured inside the app (a middleware around
 the handler, reported in a ``Server-Timing`` header); ``/healthz`` in the same run is the reference. Customer
 pages are requested for a different random customer each time, so no page is served from a warm row.
@@ -31,7 +31,7 @@ import httpx
 
 from forewarn.config import Settings
 from forewarn.context import Context
-from forewarn.measure import synthetic
+from forewarn.sim import synthetic
 from forewarn.state.db import upgrade
 
 
@@ -127,7 +127,13 @@ def main() -> None:
 
     base, server, thread = serve(ctx)
     rng = random.Random(1)
-    with httpx.Client(base_url=base, timeout=60) as client:
+    from forewarn.state import tokens
+    from forewarn.state.db import transaction
+
+    with transaction(ctx.engine) as s:  # the JSON API needs a token (the pages: whatever login is in force)
+        _, token = tokens.create(s, "bench", ["metrics:read"], actor="cli:bench", rate_limit=0)
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
         incidents = client.get("/v1/metrics/incidents").json()["incidents"]
         open_id = incidents[0]["id"]
         big = max(incidents, key=lambda i: i["progress"]["affected"])["id"]

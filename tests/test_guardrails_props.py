@@ -16,7 +16,7 @@ from forewarn.config import DeliverySettings
 from forewarn.decide.control import in_control
 from forewarn.decide.guardrails import Candidate, CustomerView, GuardrailState, Policy, decide
 from forewarn.decide.playbooks import Budget, Guardrails
-from forewarn.decide.quiet_hours import next_allowed
+from forewarn.deliver.quiet_hours import next_allowed
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Adelaide"]
 CHANNELS = ["email", "sms", "chat"]

@@ -11,7 +11,7 @@ from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.deliver.channels.console import FileChannel
 from forewarn.deliver.worker import Worker
-from forewarn.incidents.replay import replay_outages
+from forewarn.measure.replay import replay_outages
 from forewarn.signals.ingest import ingest_paths
 from forewarn.sim.config import SimConfig
 from forewarn.sim.world import simulate

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from forewarn.config import DeliverySettings
-from forewarn.decide.quiet_hours import next_allowed
 from forewarn.deliver import locales, retry
 from forewarn.deliver.channels.base import CustomerView, available_channels, create_channel
 from forewarn.deliver.outbox import TABLE, Outcomes, apply_outcomes, claim, counts_by_status, enqueue
+from forewarn.deliver.quiet_hours import next_allowed
 from forewarn.deliver.ratelimit import refill
 from forewarn.deliver.render import Renderer, TemplateMissing, render_template, split_subject
 from forewarn.state.db import open_store, transaction, upgrade

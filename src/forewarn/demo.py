@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -152,7 +152,7 @@ class Demo:
         self.console.print(f"{new:,} rows stored, {rejected:,} rejected")
 
     def outages(self, ctx: Context, worker: Any, truth: Any) -> None:
-        from forewarn.incidents.replay import replay_outages
+        from forewarn.measure.replay import replay_outages
 
         result = replay_outages(ctx, worker=worker, truth=truth, link_every=timedelta(minutes=15))
         table = Table(
@@ -293,12 +293,11 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def run_demo(options: DemoOptions, *, serve: bool = True, port: int = 8000) -> None:
-    """Run every stage on a simulated company, then serve the API and dashboard on ``127.0.0.1:port``."""
+def run_demo(options: DemoOptions, *, serve: Callable[[Context], None] | None = None) -> None:
+    """Run every stage on a simulated company, then hand the context to ``serve`` (the command line passes
+    one that serves the API and dashboard; the demo itself does not import the command line)."""
     demo = Demo(options)
     ctx = demo.run()
     if serve:
-        from forewarn.cli.serve import serve_forever
-
-        serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": file_channels(options.home)})
+        serve(ctx)
     ctx.close()

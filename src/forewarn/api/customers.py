@@ -13,10 +13,13 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
 from forewarn.api.signals import error_detail
 from forewarn.context import Context
+from forewarn.state import audit
 from forewarn.state import customers as entities
+from forewarn.state.db import transaction
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -34,6 +37,8 @@ def _upsert(
     model: type[BaseModel],
     records: list[dict[str, Any]],
     partial: bool,
+    caller: Caller,
+    what: str,
 ) -> UpsertCounts:
     pairs = list(enumerate(records))
     if not partial:
@@ -43,6 +48,10 @@ def _upsert(
     res = fn(engine, pairs, source="api")
     if res.rejected and not partial:  # found only when writing (e.g. a dependency's unknown customer)
         raise HTTPException(422, error_detail(res.errors, "items"))
+    if res.inserted or res.updated:
+        with transaction(engine) as s:
+            counts = {"inserted": res.inserted, "updated": res.updated, "rejected": res.rejected}
+            audit.record(s, caller.actor, f"{what}.upserted", what, ip=caller.ip, detail=counts)
     return UpsertCounts(
         inserted=res.inserted,
         updated=res.updated,
@@ -60,27 +69,42 @@ def put_customers(
         description="customer records (id, name, email, timezone, consent...)"
     ),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Insert or update customers with their consent."""
-    return _upsert(ctx.engine, entities.upsert_customers, entities.CustomerIn, customers, partial)
+    return _upsert(
+        ctx.engine, entities.upsert_customers, entities.CustomerIn, customers, partial, caller, "customers"
+    )
 
 
 @router.put("/services", response_model=UpsertCounts)
 def put_services(
     services: list[dict[str, Any]] = Body(description="services (id, name, description)"),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Insert or update services."""
-    return _upsert(ctx.engine, entities.upsert_services, entities.ServiceIn, services, partial)
+    return _upsert(
+        ctx.engine, entities.upsert_services, entities.ServiceIn, services, partial, caller, "services"
+    )
 
 
 @router.put("/dependencies", response_model=UpsertCounts)
 def put_dependencies(
     dependencies: list[dict[str, Any]] = Body(description="(customer_id, service_id, region) rows"),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Add which customers depend on which service in which region."""
-    return _upsert(ctx.engine, entities.upsert_dependencies, entities.DependencyIn, dependencies, partial)
+    return _upsert(
+        ctx.engine,
+        entities.upsert_dependencies,
+        entities.DependencyIn,
+        dependencies,
+        partial,
+        caller,
+        "dependencies",
+    )

@@ -1,9 +1,5 @@
-"""Shared FastAPI dependencies."""
+"""Shared FastAPI dependencies (the one ``get_ctx`` is the dashboard's: see ``forewarn.web.deps``)."""
 
-from fastapi import Request
+from forewarn.web.deps import get_ctx
 
-from forewarn.context import Context
-
-
-def get_ctx(request: Request) -> Context:
-    return request.app.state.ctx
+__all__ = ["get_ctx"]

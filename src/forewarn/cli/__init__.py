@@ -16,6 +16,7 @@ from forewarn.cli import (
     run,
     serve,
     simulate,
+    tokens,
     worker,
 )
 
@@ -39,6 +40,7 @@ for module in (
     metrics,
     serve,
     demo,
+    tokens,
 ):
     module.register(app)
 

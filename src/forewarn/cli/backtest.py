@@ -35,7 +35,7 @@ def backtest_cmd(
     run_at: str = typer.Option("09:00", "--run-at", help="time of the daily run (UTC, HH:MM)"),
     horizon: float = typer.Option(30.0, "--horizon", help="days after a message in which an outcome counts"),
     detect_every: int = typer.Option(
-        1, "--detect-every", min=1, help="call trip wires without history scoring every N days (faster)"
+        1, "--detect-every", min=1, help="join a condition's findings up to N days apart into one episode"
     ),
 ) -> None:
     """Replay history day by day and report, per playbook, what would have gone out and how well it aimed."""

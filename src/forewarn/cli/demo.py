@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from forewarn.context import Context
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +26,22 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, help="port for the API and dashboard"),
     ) -> None:
         """Simulate a company, run every stage on it, print a summary, then serve the API and dashboard."""
-        from forewarn.demo import DemoOptions, run_demo
+        from forewarn.cli.serve import serve_forever
+        from forewarn.demo import DemoOptions, file_channels, run_demo
 
         options = DemoOptions(
             customers=customers, days=days, seed=seed, home=home, backtest_days=backtest_days
         )
-        run_demo(options, serve=serve, port=port)
+
+        def serve_dashboard(ctx: Context) -> None:
+            from forewarn.cli.tokens import create_token
+
+            token = create_token(ctx, "demo", ["admin"], expires_in=timedelta(days=1))
+            typer.echo(
+                "API token for this demo (admin, valid for a day; `forewarn tokens revoke` ends it sooner):\n"
+                f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/incidents"
+            )
+            channels = file_channels(options.home)
+            serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": channels})
+
+        run_demo(options, serve=serve_dashboard if serve else None)

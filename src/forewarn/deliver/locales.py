@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from forewarn.decide.quiet_hours import zone
+from forewarn.deliver.quiet_hours import zone
 
 LOCALES: dict[str, dict[str, Any]] = {
     "en": {

@@ -17,7 +17,7 @@ The same function serves live runs (recent tail), backtests (every ``as_of`` ove
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -98,12 +98,49 @@ class TripWire(Protocol):
     A wire's findings from the windowed frames, with every backfilled customer's full history in them, must
     equal its findings from everything; rows beyond what a wire asked for (another wire's wider window) must
     not change them either.
+
+    ``score_history`` is required: backtests call it for every wire, with one signature (below).
     """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
 
     def detect(self, frames: Mapping[str, pl.DataFrame], as_of: datetime, **context: Any) -> pl.DataFrame: ...
+
+    def score_history(
+        self, frames: Mapping[str, pl.DataFrame], *, runs: Sequence[datetime] | None = None, **context: Any
+    ) -> pl.DataFrame:
+        """Every finding over the whole history in one pass, each stamped with the time it is found (``ts``).
+
+        ``runs`` are the run times a backtest asks about (each day's run): a wire whose findings depend on
+        the run time (overdue, expiring, due) reports at each of them, as ``detect`` at that run would; None
+        means from the first to the last day of data. A wire that scores each data row as it arrives (usage,
+        devices) reports at the rows' own times and does not need ``runs``. A wire with nothing faster can
+        return :func:`detect_each_run`. Point-in-time like ``detect``: a finding at ``ts`` uses rows up to it.
+        """
+        ...
+
+
+def detect_each_run(
+    wire: TripWire, frames: Mapping[str, pl.DataFrame], runs: Sequence[datetime], **context: Any
+) -> pl.DataFrame:
+    """``score_history`` the slow, obviously right way: ``detect`` at every run, stacked (for a wire with
+    nothing faster, and as the reference a faster one is tested against).
+
+    >>> from datetime import UTC
+    >>> class Flat:
+    ...     name, kinds = "flat", ("usage",)
+    ...     def detect(self, frames, as_of, **context):
+    ...         row = {**dict.fromkeys(FINDINGS_SCHEMA), "customer_id": "c1", "kind": "flat", "ts": as_of}
+    ...         return pl.DataFrame([row], schema=FINDINGS_SCHEMA)
+    ...     def score_history(self, frames, *, runs=None, **context):
+    ...         return detect_each_run(self, frames, runs or [], **context)
+    >>> runs = [datetime(2026, 1, d, 9, tzinfo=UTC) for d in (1, 2)]
+    >>> Flat().score_history({}, runs=runs)["ts"].dt.day().to_list()
+    [1, 2]
+    """
+    parts = [as_findings(found) for as_of in runs if (found := wire.detect(frames, as_of, **context)).height]
+    return pl.concat(parts) if parts else empty_findings()
 
 
 def history_of(wire: Any) -> dict[str, timedelta | None]:

@@ -29,7 +29,7 @@ Your device D1 is showing early signs of failure: its reallocated sectors rose f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -180,8 +180,11 @@ class DeviceTripWire:
         )
         return per_device.sort("customer_id", "device_id", "ts")
 
-    def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
-        """Every (device, reading time) the trip wire would fire at, in ``FINDINGS_SCHEMA``."""
+    def score_history(
+        self, frames: Mapping[str, pl.DataFrame], *, runs: Sequence[datetime] | None = None, **context: Any
+    ) -> pl.DataFrame:
+        """Every (device, reading time) the trip wire would fire at, in ``FINDINGS_SCHEMA``: it scores each
+        reading as it arrives, so ``runs`` is not needed (see ``TripWire.score_history``)."""
         tel = frames.get("telemetry")
         if tel is None or tel.height == 0:
             return empty_findings()

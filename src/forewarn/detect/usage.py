@@ -556,8 +556,11 @@ class UsageTripWire:
             )
         )
 
-    def score_history(self, frames: Mapping[str, pl.DataFrame], **context: Any) -> pl.DataFrame:
-        """Every (customer, time) the trip wire would fire at, in ``FINDINGS_SCHEMA`` (``ts`` = that time)."""
+    def score_history(
+        self, frames: Mapping[str, pl.DataFrame], *, runs: Sequence[datetime] | None = None, **context: Any
+    ) -> pl.DataFrame:
+        """Every (customer, time) the trip wire would fire at, in ``FINDINGS_SCHEMA`` (``ts`` = that time): it
+        scores each data row as it arrives, so ``runs`` is not needed (see ``TripWire.score_history``)."""
         usage = frames.get("usage")
         if usage is None or usage.height == 0:
             return empty_findings()

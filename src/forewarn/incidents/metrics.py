@@ -6,8 +6,7 @@
   (p50, p95 in seconds, over customers who have one);
 - inbound contacts (tickets) from affected customers during the incident (start .. resolved + grace), split
   into before and after that customer's first delivered notice (no delivered notice counts as before);
-- on simulated data, contacts avoided against the simulator's no-notice baseline, when the simulator provides
-  ``forewarn.sim.reactions.contacts_given_notices``.
+- (contacts avoided against a no-notice baseline need ground truth: ``forewarn.measure.truth.contacts_avoided``).
 
 >>> percentiles([1.0, 2.0, 3.0, 4.0])
 {'p50': 2.5, 'p95': 3.85, 'n': 4}
@@ -143,46 +142,3 @@ def incident_metrics(
         tickets_linked=int(linked or 0),
         auto_replies=int(replies or 0),
     )
-
-
-def contacts_avoided(
-    session: Session, incident_id: int, truth: Any, cause_id: str, *, delivered_only: bool = True
-) -> dict[str, Any]:
-    """On simulated data: inbound contacts the incident's notices avoided, against the no-notice baseline.
-
-    ``truth`` is the simulator's ground truth, ``cause_id`` the simulated outage this incident is about. Each
-    affected customer's first notice (delivered; or queued when ``delivered_only`` is false) is handed to
-    ``forewarn.sim.reactions.contacts_given_notices``, which says which caused contacts would still happen.
-    """
-    import polars as pl
-
-    from forewarn.sim.reactions import contacts_given_notices
-
-    column = OutboxMessage.sent_at if delivered_only else OutboxMessage.created_at
-    rows = session.execute(
-        select(OutboxMessage.customer_id, func.min(column))
-        .where(
-            OutboxMessage.incident_id == incident_id,
-            OutboxMessage.ticket_id.is_(None),
-            OutboxMessage.status != "suppressed",
-            column.is_not(None),
-        )
-        .group_by(OutboxMessage.customer_id)
-    ).all()
-    notices = pl.DataFrame(
-        {
-            "customer_id": [r[0] for r in rows],
-            "cause_id": [cause_id] * len(rows),
-            "notified_at": [r[1] for r in rows],
-        },
-        schema={"customer_id": pl.String, "cause_id": pl.String, "notified_at": pl.Datetime("us", "UTC")},
-    )
-    caused = truth.filter((pl.col("type") == "contact") & (pl.col("cause") == cause_id))
-    kept = contacts_given_notices(truth, notices).filter(pl.col("cause") == cause_id)
-    return {
-        "cause_id": cause_id,
-        "notices": len(rows),
-        "contacts_without_notices": caused.height,
-        "contacts_with_notices": kept.height,
-        "avoided": caused.height - kept.height,
-    }

@@ -1,7 +1,7 @@
 """Backtests: replay history day by day through the trip wires, the playbooks and the guardrails.
 
 For each trip wire a playbook uses, every time it would have fired comes from its vectorised
-``score_history`` when it has one, else from ``detect`` at each day's run time (point-in-time either way).
+``score_history``, part of every trip wire's protocol (point-in-time, as ``detect`` at each day's run).
 Each day's run (at ``run_at`` UTC) decides that day's findings with
 :func:`forewarn.decide.guardrails.decide`, the very function the live engine calls, with the guardrail state
 carried from day to day. Incident notices (from the simulator's ground-truth outages) are counted in the same
@@ -31,7 +31,6 @@ have sent"), so holdouts and shadow playbooks are measured too.
 from __future__ import annotations
 
 import bisect
-import inspect
 import json
 import time as _time
 from collections import Counter, defaultdict
@@ -47,6 +46,7 @@ from forewarn.decide.candidates import first_per_episode, match, to_candidates
 from forewarn.decide.engine import INCIDENT_NOTICES
 from forewarn.decide.guardrails import CustomerView, Decision, GuardrailState, Policy, decide
 from forewarn.decide.playbooks import KIND_TOPIC, OUTAGE_KIND, PlaybookSet
+from forewarn.deliver.channels.base import addresses_of
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings
 from forewarn.detect.registry import load as load_wire
 
@@ -62,8 +62,6 @@ KIND_TRUTH_TYPES: dict[str, tuple[str, ...]] = {
 }
 TARGETED = ("pending", "deferred", "control", "shadow", "open")
 SENT = ("pending", "deferred")
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
-FACING_CHANNELS = ("email", "sms", "chat", "console", "file", "webhook")
 TS = pl.Datetime("us", "UTC")
 
 
@@ -176,13 +174,7 @@ def customer_views(
     views, attrs, prefs = {}, {}, {}
     for r in customers.iter_rows(named=True):
         cid = r["customer_id"]
-        addresses: dict[str, str | None] = {}
-        for ch in FACING_CHANNELS:
-            column = ADDRESS_FIELDS.get(ch)
-            if column is None:
-                addresses[ch] = None
-            elif r.get(column):
-                addresses[ch] = r[column]
+        addresses = addresses_of(r)
         a = r.get("attributes") if "attributes" in cols else None
         if isinstance(a, str):
             a = json.loads(a or "{}")
@@ -205,21 +197,13 @@ def _findings_for(
     context: Mapping[str, Any],
     runs: Sequence[datetime],
     params: Mapping[str, Any],
-    detect_every: int = 1,
 ) -> tuple[pl.DataFrame, str]:
     wire = load_wire(kind, **params)
     data = {k: frames[k] for k in wire.kinds if k in frames}
-    if hasattr(wire, "score_history"):
-        # wires that score at given run times get ours (every day); the others score every data row
-        takes_runs = "runs" in inspect.signature(wire.score_history).parameters
-        found = wire.score_history(data, **({"runs": list(runs)} if takes_runs else {}), **context)
-        how = "score_history"
-    else:
-        runs = runs[::detect_every]
-        parts = [wire.detect(data, as_of, **context) for as_of in runs]
-        parts = [as_findings(p) for p in parts if p.height]
-        found = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
-        how = f"detect x {len(runs)} days"
+    # part of the trip-wire protocol: wires that score at run times take ours (every day), the others score
+    # every data row (``forewarn.detect.base.TripWire.score_history``)
+    found = wire.score_history(data, runs=list(runs), **context)
+    how = "score_history"
     return (as_findings(found) if found.height else pl.DataFrame(schema=FINDINGS_SCHEMA)), how
 
 
@@ -359,7 +343,7 @@ def data_from_ctx(ctx: Any, truth_path: Any = None, kinds: Sequence[str] | None 
     )
     truth = None
     if truth_path is not None:
-        from forewarn.sim.truth import load
+        from forewarn.measure.truth import load
 
         truth = load(truth_path)
     return BacktestData(frames, customers, consents, dependencies, truth)
@@ -375,8 +359,7 @@ def backtest_world(
     **options: Any,
 ) -> BacktestReport:
     """Backtest ``playbooks`` (a set, or a file / folder) on a simulated world, over its whole history by
-    default (from its second day). ``options`` go to :func:`run_backtest` (``detect_every=7`` makes trip wires
-    without history scoring affordable on large worlds)."""
+    default (from its second day). ``options`` go to :func:`run_backtest`."""
     from forewarn.decide.playbooks import load_playbooks
 
     pset = playbooks if isinstance(playbooks, PlaybookSet) else load_playbooks(playbooks)
@@ -421,9 +404,9 @@ def run_backtest(
 
     ``data.frames`` hold the whole history (trip wires look back on their own, point-in-time);
     ``settings``: quiet hours (``Settings`` or its ``delivery``). A contact seen in the ``open_ticket_days``
-    before a decision counts as an open ticket on its topic. Trip wires without ``score_history`` are called
-    at every day's run, or every ``detect_every`` days (faster, and findings may be decided up to that many
-    days late). ``reuse`` takes an earlier report's ``firings`` (same data, same trip wire parameters), so
+    before a decision counts as an open ticket on its topic. Every trip wire scores its history with
+    ``score_history``; ``detect_every`` only widens the gap (in days) that joins a condition's findings into one
+    episode. ``reuse`` takes an earlier report's ``firings`` (same data, same trip wire parameters), so
     trying other playbooks and guardrails skips detection.
     """
     frames, customers, consents = data.frames, data.customers, data.consents
@@ -463,7 +446,7 @@ def run_backtest(
             found, how = _outage_findings(truth), "ground-truth outages"
         else:
             params = (wire_params or {}).get(kind, {})
-            found, how = _findings_for(kind, frames, context, runs, params, detect_every)
+            found, how = _findings_for(kind, frames, context, runs, params)
         firings[kind] = found
         found = found.filter((pl.col("ts") > lo) & (pl.col("ts") <= hi))
         parts.append(found)

@@ -36,14 +36,13 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forewarn.context import Context
 from forewarn.signals.ingest import (
     MAX_ERRORS,
     IngestReport,
@@ -58,6 +57,9 @@ from forewarn.signals.ingest import (
 )
 from forewarn.signals.schema import KINDS, SignalKind
 from forewarn.signals.validate import checked_sql, q
+
+if TYPE_CHECKING:  # the context bundles the stores; signals is below it
+    from forewarn.context import Context
 
 # a DB-API result read as Arrow costs one more small statement; reading it through a relation would plan
 # the (large) validation query twice, which costs more
@@ -104,6 +106,7 @@ class Arrival:
 
     >>> import tempfile, pathlib
     >>> from forewarn.config import Settings
+    >>> from forewarn.context import Context
     >>> ctx = Context(Settings(home=pathlib.Path(tempfile.mkdtemp())))
     >>> a = Arrival(ctx)
     >>> _committer(ctx)._arriving

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import numpy as np
@@ -51,20 +51,22 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
 
-from forewarn.context import Context
+from forewarn.rows import RowError
 from forewarn.signals.readers import JsonlReader, Reader, UnsupportedFile, open_reader
 from forewarn.signals.schema import KINDS, SignalKind
 from forewarn.signals.store import SignalStore
 from forewarn.signals.validate import (
     MISSING,
     UNKNOWN_CUSTOMER,
-    RowError,
     checked_sql,
     describe,
     ids_sql,
     q,
 )
 from forewarn.state import customers as entities
+
+if TYPE_CHECKING:  # the context bundles the stores; signals is below it
+    from forewarn.context import Context
 
 ENTITIES = ("customers", "services", "dependencies")
 # files a simulator output folder holds beside the data, which are not for ingestion
@@ -830,7 +832,7 @@ def unregister_view(cur: duckdb.DuckDBPyConnection, view: str) -> None:
 
 def open_tickets(engine: Engine, contacts: pa.Table) -> int:
     """Open a ``Ticket`` per inbound contact (external_id = event_id), skipping those already ticketed."""
-    from forewarn.state.customers import _insert
+    from forewarn.state.customers import dialect_insert
     from forewarn.state.models import Ticket
 
     rows = [
@@ -848,7 +850,7 @@ def open_tickets(engine: Engine, contacts: pa.Table) -> int:
     ]
     if not rows:
         return 0
-    insert = _insert(engine)
+    insert = dialect_insert(engine)
     count = sa.select(sa.func.count()).select_from(Ticket.__table__)
     with engine.begin() as conn:
         before = conn.execute(count).scalar_one()

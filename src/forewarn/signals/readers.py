@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from forewarn.signals.validate import RowError, q
+from forewarn.rows import RowError
+from forewarn.signals.validate import q
 
 FORMATS = {
     ".csv": "csv",

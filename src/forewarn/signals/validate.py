@@ -24,8 +24,6 @@ numbers (seconds; values beyond 1e11 are read as milliseconds and beyond 1e14 as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from forewarn.signals.schema import DUCKDB_TYPES, Field, SignalKind
 
 # error codes in the __e_<field> columns
@@ -43,37 +41,6 @@ NUMERIC_PREFIXES = (
     "UINTEGER",
 )
 NUMERIC_PREFIXES += ("UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One problem with one value of one row: where it is, what was expected and what was found."""
-
-    file: str
-    line: int | None  # 1-based: CSV counts its header as line 1; Parquet gives the row number; API the index
-    field: str
-    expected: str
-    got: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        got = "nothing" if self.got is None else repr(_clip(self.got))
-        return f"{where}: field {self.field!r}: {self.message}; expected {self.expected}, got {got}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "file": self.file,
-            "line": self.line,
-            "field": self.field,
-            "expected": self.expected,
-            "got": self.got,
-            "message": self.message,
-        }
-
-
-def _clip(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def q(name: str) -> str:

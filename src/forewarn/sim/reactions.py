@@ -7,8 +7,9 @@ causes into contacts with lognormal delays; each caused contact gets a determini
 is avoided when ``avoid_draw < p_avoid`` (``p_avoid`` per problem type in ``SimConfig.reactions``, e.g. 0.7
 for outages, 0.6 for bill shocks, 0.5 for device failures).
 
-The emitted ``contact.jsonl`` is the no-notice baseline; :func:`contacts_given_notices` answers "which of
-those contacts would still have happened, had we sent these notices?".
+The emitted ``contact.jsonl`` is the no-notice baseline; ``contacts_given_notices`` (defined with the ground
+truth's format in :mod:`forewarn.measure.truth`) answers "which of those contacts would still have happened, had
+we sent these notices?".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from forewarn.measure.truth import contacts_given_notices
 from forewarn.sim.clock import HOUR
 from forewarn.sim.config import SimConfig
 
@@ -94,46 +96,4 @@ def draw_contacts(
     ).filter(pl.Series(keep))
 
 
-def contacts_given_notices(
-    truth: pl.DataFrame, notices: pl.DataFrame, contacts: pl.DataFrame | None = None
-) -> pl.DataFrame:
-    """The contacts that would still happen had ``notices`` been sent.
-
-    ``truth``: the ground-truth frame (``World.truth`` or ``forewarn.sim.truth.load(path)``); ``notices``: a
-    frame of ``(customer_id, cause_id, notified_at)``. A caused contact is avoided when a notice for its
-    customer and cause was sent before the contact's latent time and its ``avoid_draw < p_avoid``; background
-    contacts and late notices change nothing. With ``contacts`` (the ``contact`` signal frame) the surviving
-    contact rows are returned; without, the surviving ground-truth contact records.
-
-    >>> import datetime as dt
-    >>> t = pl.DataFrame({"id": ["k1", "k2"], "type": ["contact"] * 2, "customer_id": ["C1", "C1"],
-    ...     "start": [dt.datetime(2026, 1, 2, tzinfo=dt.UTC)] * 2, "cause": ["out-01", None],
-    ...     "avoid_draw": [0.1, None], "p_avoid": [0.7, None]})
-    >>> n = pl.DataFrame({"customer_id": ["C1"], "cause_id": ["out-01"],
-    ...     "notified_at": [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]})
-    >>> contacts_given_notices(t, n)["id"].to_list()
-    ['k2']
-    """
-    tc = truth.filter(pl.col("type") == "contact")
-    if not {"customer_id", "cause_id", "notified_at"} <= set(notices.columns):
-        raise ValueError("notices needs the columns customer_id, cause_id, notified_at")
-    first = (
-        notices.select(
-            pl.col("customer_id").cast(pl.String),
-            pl.col("cause_id").cast(pl.String).alias("cause"),
-            pl.col("notified_at").cast(pl.Datetime("us", "UTC")),
-        )
-        .group_by(["customer_id", "cause"])
-        .agg(pl.col("notified_at").min())
-    )
-    joined = tc.join(first, on=["customer_id", "cause"], how="left")
-    avoided = (
-        pl.col("cause").is_not_null()
-        & pl.col("notified_at").is_not_null()
-        & (pl.col("notified_at") < pl.col("start"))
-        & (pl.col("avoid_draw") < pl.col("p_avoid"))
-    )
-    kept = joined.filter(~avoided.fill_null(False)).drop("notified_at")
-    if contacts is None:
-        return kept.select(tc.columns)
-    return contacts.filter(pl.col("event_id").is_in(kept["id"].implode()))
+__all__ = ["CAUSES_SCHEMA", "causes", "contacts_given_notices", "draw_contacts"]

@@ -1,5 +1,8 @@
 """Ground truth: one record per injected event, so detection and outreach can be scored.
 
+The simulator writes it here; the file format, its reader (``load``) and the scoring against it live in
+:mod:`forewarn.measure.truth`, where production code reads it.
+
 A record is a dict with ``id, type, customer_id, service_id, regions, start, end, detectable_from, details,
 affected`` (times as int64 microseconds inside the simulator, ISO-8601 UTC in ``ground_truth.jsonl``); caused
 contacts also carry ``cause``, ``avoid_draw`` and ``p_avoid``.
@@ -22,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from forewarn.measure.truth import TIME_FIELDS, TRUTH_SCHEMA, load
 from forewarn.sim.clock import iso
 
 TYPES = (
@@ -42,8 +46,6 @@ TYPES = (
     "near_limit",
     "contact",
 )
-
-TIME_FIELDS = ("start", "end", "detectable_from")
 
 
 def record(
@@ -103,25 +105,6 @@ def write(records: list[dict[str, Any]], path: Path) -> None:
             fh.write(json.dumps(to_json(rec), separators=(",", ":")) + "\n")
 
 
-TRUTH_SCHEMA = pl.Schema(
-    {
-        "id": pl.String(),
-        "type": pl.String(),
-        "customer_id": pl.String(),
-        "service_id": pl.String(),
-        "regions": pl.List(pl.String()),
-        "start": pl.Datetime("us", "UTC"),
-        "end": pl.Datetime("us", "UTC"),
-        "detectable_from": pl.Datetime("us", "UTC"),
-        "cause": pl.String(),
-        "avoid_draw": pl.Float64(),
-        "p_avoid": pl.Float64(),
-        "details": pl.String(),  # JSON object
-        "affected": pl.String(),  # JSON list
-    }
-)
-
-
 def frame(records: list[dict[str, Any]]) -> pl.DataFrame:
     """The records as a flat frame (details and affected stay JSON strings)."""
     cols: dict[str, list[Any]] = {k: [] for k in TRUTH_SCHEMA}
@@ -147,25 +130,4 @@ def frame(records: list[dict[str, Any]]) -> pl.DataFrame:
     return df.select(list(TRUTH_SCHEMA))
 
 
-def load(path: Path) -> pl.DataFrame:
-    """Read ``ground_truth.jsonl`` back into the frame :func:`frame` builds."""
-    cols: dict[str, list[Any]] = {k: [] for k in TRUTH_SCHEMA}
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            j = json.loads(line)
-            for k in TRUTH_SCHEMA:
-                v = j.get(k)
-                if k in ("details", "affected"):
-                    v = json.dumps(v, separators=(",", ":"))
-                cols[k].append(v)
-    df = pl.DataFrame(
-        {k: v for k, v in cols.items() if k not in TIME_FIELDS},
-        schema={k: t for k, t in TRUTH_SCHEMA.items() if k not in TIME_FIELDS},
-    )
-    for k in TIME_FIELDS:
-        df = df.with_columns(
-            pl.Series(k, cols[k], dtype=pl.String)
-            .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us")
-            .dt.replace_time_zone("UTC")
-        )
-    return df.select(list(TRUTH_SCHEMA))
+__all__ = ["TIME_FIELDS", "TRUTH_SCHEMA", "TYPES", "frame", "load", "record", "to_json", "write"]

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import Engine
 
-from forewarn.signals.validate import RowError
+from forewarn.rows import RowError
 from forewarn.state.models import Consent, Customer, Dependency, Service
 
 BATCH = 1000
@@ -179,7 +179,8 @@ def validate_records(
     return good, rejected, errors
 
 
-def _insert(engine: Engine) -> Any:
+def dialect_insert(engine: Engine) -> Any:
+    """The dialect's ``insert`` construct (it has ``on_conflict_do_*``) for ``engine``: SQLite or PostgreSQL."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif engine.dialect.name == "sqlite":
@@ -228,7 +229,7 @@ def upsert_customers(
                 )
     rows = _dedupe_last(rows, ("id",))
     consents = _dedupe_last(consents, ("customer_id", "channel", "topic"))
-    insert = _insert(engine)
+    insert = dialect_insert(engine)
     result = UpsertResult(rejected=rejected, errors=errors)
     with engine.begin() as conn:
         existing = _existing(conn, Customer.id, [r["id"] for r in rows])
@@ -268,7 +269,7 @@ def ensure_customers(engine: Engine, ids: Iterable[str]) -> int:
     ]
     if not rows:
         return 0
-    insert = _insert(engine)
+    insert = dialect_insert(engine)
     with engine.begin() as conn:
         existing = _existing(conn, Customer.id, [r["id"] for r in rows])
         conn.execute(insert(Customer.__table__).on_conflict_do_nothing(), rows)
@@ -299,7 +300,7 @@ def _simple_upsert(
     result = UpsertResult(rejected=rejected, errors=errors)
     if not rows:
         return result
-    insert = _insert(engine)
+    insert = dialect_insert(engine)
     count = sa.select(sa.func.count()).select_from(table)
     with engine.begin() as conn:
         before = conn.execute(count).scalar_one()

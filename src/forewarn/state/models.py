@@ -334,3 +334,48 @@ class RateBucket(Base):
     channel: Mapped[str] = mapped_column(key(32), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)  # wall clock, epoch seconds: shared across hosts
+
+
+class ApiToken(Base):
+    """An API token (:mod:`forewarn.state.tokens`): only the SHA-256 of the secret is kept, never the secret."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(key(16))  # the token's first characters, to recognise it in lists
+    token_hash: Mapped[str] = mapped_column(key(64), unique=True)  # hex SHA-256 of the whole token
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    # requests per second; None: the settings' default
+    rate_limit: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()  # throttled: written at most once a minute
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEntry(Base):
+    """One change a person or token made (:mod:`forewarn.state.audit`); append-only (triggers refuse changes)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)  # "token:12", "user:alice", "cli:root"
+    action: Mapped[str] = mapped_column(key(64), index=True)  # "incident.opened", "token.revoked"...
+    target: Mapped[str | None] = mapped_column(String(255))  # "incident:42", "token:12"
+    ip: Mapped[str | None] = mapped_column(String(64))  # the client's address; None for the CLI
+    detail: Mapped[dict[str, Any] | None] = mapped_column()
+
+
+class StoredSecret(Base):
+    """A signing secret generated at set-up (:mod:`forewarn.state.secrets`), with the one it replaced."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(key(64), primary_key=True)  # "links", "webhooks"
+    value: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    previous_value: Mapped[str | None] = mapped_column(String(200))
+    previous_until: Mapped[datetime | None] = mapped_column()  # the previous value is accepted until then

@@ -21,12 +21,12 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from forewarn import __version__
-from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
 from forewarn.measure.metrics import Period, SignalReader, outcome_metrics
 from forewarn.web import charts
+from forewarn.web.deps import get_ctx
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from forewarn.incidents.from_signals import ServiceParams, apply_events, service_events
 from forewarn.incidents.link import DEFAULT_GRACE, link_tickets
-from forewarn.incidents.metrics import contacts_avoided, incident_metrics
+from forewarn.incidents.metrics import incident_metrics
+from forewarn.measure.truth import contacts_avoided
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident
 
