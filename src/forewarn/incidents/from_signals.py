@@ -94,6 +94,8 @@ class ServiceParams:
             shift_window=6,
             shift_z=1e9,  # level shifts: not an outage signal
             silent_periods=10**9,
+            hold_periods=0,  # an outage's course is followed by ``service_events``' own resolve rule
+            drop_additive_z=None,  # traffic drops: the additive z_threshold-style test, as before
         )
 
 
