@@ -80,7 +80,7 @@ def test_rising_pending_sectors_score_above_flat_ones_and_a_healthy_disk() -> No
     )
     hist = DeviceTripWire().risk_history(tel).filter(pl.col("ts") == at(21))
     risk = dict(zip(hist["device_id"], hist["risk"], strict=True))
-    assert risk["rising"] > 5 * risk["flat"] > 5 * risk["healthy"] > 0
+    assert risk["rising"] > 5 * risk["flat"] > 10 * risk["healthy"] > 0
 
 
 def test_pending_sectors_present_are_explained_on_their_own() -> None:

@@ -44,7 +44,7 @@ def usage(n_days: int = 80) -> pl.DataFrame:
 
 def telemetry() -> pl.DataFrame:
     rows = [
-        (f"t{d}", "c2", day(60 + d), "D7", "smart_5_raw", float(0 if d < 12 else 3 * d), "WD")
+        (f"t{d}", "c2", day(60 + d), "D7", "smart_5_raw", float(0 if d < 12 else 3 * (d - 11) ** 2), "WD")
         for d in range(20)
     ]
     return pl.DataFrame(

@@ -71,6 +71,16 @@ def test_windowed_read_finds_what_a_full_read_finds(world) -> None:
             if offset.days > 100 and wire.name in ("usage", "devices") and _cuts(wire, as_of, start):
                 assert own[kind] is not None and alone[kind].height < 0.5 * full[kind].height
         assert since["telemetry"] is not None and since["invoice"] is None
+    # devices fire on few days of a world this small: compare once more at a moment one fires
+    devices = load_wire("devices")
+    firing = devices.score_history({"telemetry": frames["telemetry"]})
+    if firing.height:
+        as_of = firing["ts"].max() + timedelta(hours=1)
+        full, _ = read_signals(read, [devices], as_of, full_history=True, **context)
+        alone, _ = read_signals(read, [devices], as_of, **context)
+        want = _detect(devices, full, as_of, context)
+        fired["devices"] += want.height
+        assert_frame_equal(_detect(devices, alone, as_of, context), want, check_exact=True)
     # the comparison is not vacuous: the wires that read a window fire on these worlds
     assert fired["usage"] > 0 and fired["devices"] > 0 and fired["opportunity"] > 0, fired
 
