@@ -9,7 +9,8 @@ with any bad row. A directory is read entities first (customers, services, depen
 
 Customer ids the state store does not know are rejected (``unknown_customers="reject"``) or created as minimal
 customers (``"create"``, the default setting). Each valid inbound contact also opens a ``Ticket`` (idempotent
-by the contact's ``event_id``), and each ``ticket_update`` moves its ticket's status (``forewarn.state.tickets``).
+by the contact's ``event_id``), and each ``ticket_update`` moves its ticket's status
+(``forewarn.state.tickets``).
 
 >>> import tempfile, pathlib
 >>> from forewarn.config import Settings
@@ -557,7 +558,8 @@ class IngestSession:
         return report
 
     def _tickets(self, report: SourceReport, tables: list[pa.Table]) -> None:
-        """Open a ticket per new contact, then apply the status updates (contacts first: a file may hold both)."""
+        """Open a ticket per new contact, then apply the status updates (contacts first: one file may hold
+        both; updates stored before their contact are applied now)."""
         contacts = [r for t in tables if "channel" in t.column_names for r in t.to_pylist()]
         updates = [r for t in tables if "ticket_id" in t.column_names for r in t.to_pylist()]
         if contacts:
