@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from api_helpers import admin_headers
 from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.state.db import upgrade
@@ -65,7 +66,8 @@ def sqlite_url(tmp_path: Path) -> str:
 def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     """Settings for an embedded store under the test's own temporary folder."""
     upgrade(sqlite_url)
-    return Settings(home=tmp_path, database_url=sqlite_url)
+    # most tests write signals without loading customers first; the default (reject) has its own tests
+    return Settings(home=tmp_path, database_url=sqlite_url, unknown_customers="create")
 
 
 @pytest.fixture
@@ -73,6 +75,53 @@ def ctx(settings: Settings) -> Iterator[Context]:
     context = Context(settings)
     yield context
     context.close()
+
+
+# ---- API tokens (forewarn.state.tokens): tests of the API that are not about who may call it use these ----
+
+
+@pytest.fixture
+def api_headers(ctx: Context) -> dict[str, str]:
+    """An admin token's header on ``ctx``'s store: ``TestClient(create_app(ctx), headers=api_headers)``."""
+    return admin_headers(ctx)
+
+
+@pytest.fixture
+def headers_for() -> Callable[[Context], dict[str, str]]:
+    """:func:`admin_headers` for tests that make their own ``Context``."""
+    return admin_headers
+
+
+# ---- dashboard sign-in (forewarn.web.auth) -------------------------------------------------------------
+
+DASHBOARD_PASSWORD = "a-test-password-long-enough"
+
+
+def sign_in_client(client, engine: sa.Engine, role: str = "admin", username: str | None = None) -> str:  # noqa: ANN001
+    """Create a dashboard user with ``role`` and sign ``client`` (a TestClient) in through the login form."""
+    import re
+
+    from forewarn.state import users
+
+    username = username or f"{role}-user"
+    if users.get_user(engine, username) is None:
+        users.create_user(engine, username, role, password=DASHBOARD_PASSWORD)
+    client.cookies.clear()  # sign out whoever was signed in
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = client.post(
+        "/login",
+        data={"username": username, "password": DASHBOARD_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return username
+
+
+@pytest.fixture
+def dashboard_login():
+    """``dashboard_login(client, engine, role="admin")`` signs a TestClient in to the dashboard."""
+    return sign_in_client
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

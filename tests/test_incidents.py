@@ -296,7 +296,7 @@ def test_a_filtered_incident_is_never_widened_without_its_filter(engine) -> None
         )
 
 
-def test_api_widening_catches_up_only_recently_active_customers(store) -> None:
+def test_api_widening_catches_up_only_recently_active_customers(store, headers_for) -> None:
     import polars as pl
     from fastapi.testclient import TestClient
 
@@ -317,7 +317,7 @@ def test_api_widening_catches_up_only_recently_active_customers(store) -> None:
             }
         ),
     )
-    with TestClient(create_app(api_ctx)) as c:
+    with TestClient(create_app(api_ctx), headers=headers_for(api_ctx)) as c:
         body = {"title": "Down", "services": ["internet"], "regions": ["north"], "active_days": 30}
         inc = c.post("/v1/incidents", json={**body, "now": T0.isoformat()}).json()
         assert inc["affected"] == 2 and inc["impact_filter"] == {"active_days": 30}

@@ -33,7 +33,7 @@ def contact(ctx: Context, event_id: str, customer: str, ts: datetime, topic: str
         "channel": "phone",
         "topic": topic,
     }
-    assert ingest_records(ctx, "contact", [rec]).new == 1
+    assert ingest_records(ctx, "contact", [rec], unknown_customers="create").new == 1
 
 
 def update_record(event_id: str, ticket: str, customer: str, ts: datetime, status: str) -> dict:
@@ -122,11 +122,11 @@ def test_a_bad_ticket_update_is_named_and_nothing_is_applied(store: Context) -> 
     assert ticket(store, "nope")[:2] == ("solved", T + D)
 
 
-def test_api_closes_and_reopens_a_ticket(store: Context) -> None:
+def test_api_closes_and_reopens_a_ticket(store: Context, headers_for) -> None:
     contact(store, "k1", "C1", T)
     with transaction(store.engine) as s:
         tid = s.scalars(select(Ticket.id).where(Ticket.external_id == "k1")).one()
-    with TestClient(create_app(store)) as c:
+    with TestClient(create_app(store), headers=headers_for(store)) as c:
         r = c.post(f"/v1/tickets/{tid}/close", json={"at": (T + D).isoformat()})
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "closed" and r.json()["open"] is False and r.json()["changed"]

@@ -45,10 +45,17 @@ class SmtpSettings(BaseSettings):
 
 class WebhookSettings(BaseSettings):
     url: str | None = None
+    # signs outbound webhooks; unset: the secret generated in the state store (forewarn.state.secrets)
     secret: str = "change-me"
+    previous_secret: str | None = None  # still accepted while set (rotation of a configured secret)
     timeout_s: float = 5.0
     # webhook-style gateways by channel name, e.g. {"sms": "https://sms.example/send", "chat": "..."}
     gateways: dict[str, str] = Field(default_factory=dict)
+
+
+# topics a customer must have opted in to (no consent row is a no); the one default, read by
+# forewarn.deliver.consent for the guardrails, the worker, auto-replies and incident notices alike
+EXPLICIT_CONSENT_TOPICS: tuple[str, ...] = ("offer", "marketing")
 
 
 class DeliverySettings(BaseSettings):
@@ -61,6 +68,43 @@ class DeliverySettings(BaseSettings):
     critical_overrides_quiet_hours: bool = True
     quiet_hours_start: int = 21
     quiet_hours_end: int = 8
+    explicit_consent_topics: list[str] = Field(default_factory=lambda: list(EXPLICIT_CONSENT_TOPICS))
+
+
+class ApiSettings(BaseSettings):
+    """Limits of the REST API (``forewarn.api.auth``, ``forewarn.api.limits``)."""
+
+    # requests per second per token (a token's own ``rate_limit`` overrides it); 0: unlimited
+    rate_limit: float = 100.0
+    # requests a token may make at once above its rate (the bucket's size)
+    rate_burst: float = 200.0
+    # largest request body accepted (413 above it): a batch of 1,000 signal events is about 200 kB
+    max_body_bytes: int = 16 * 1024 * 1024
+    # a client that sends no part of its body for this long gets a 408
+    body_timeout_s: float = 30.0
+    # how long a checked token is trusted before it is read again (a revocation elsewhere takes effect then)
+    token_cache_s: float = 5.0
+    # a token's last-used time is written at most this often
+    last_used_every_s: float = 60.0
+
+
+class AuthSettings(BaseSettings):
+    """Dashboard sign-in: local users (``forewarn users``), or a reverse proxy's trusted header where set."""
+
+    # a signed-in session lasts this long (server-side: expired or signed-out sessions are refused)
+    session_ttl: OptionalDuration = timedelta(hours=12)
+    # send the session cookie only over https; when unset, it is Secure when the request came over https
+    secure_cookies: bool | None = None
+    # failed sign-ins allowed per user name, and per client address, in ``failure_window``; then 429
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    failure_window: OptionalDuration = timedelta(minutes=15)
+    # a reverse proxy that authenticates people and names them in this header (e.g. "X-Forwarded-User");
+    # believed only from ``trusted_proxies`` (addresses or networks); the user's role is their local user's,
+    # else ``trusted_header_role``
+    trusted_header: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_header_role: Literal["viewer", "agent", "admin"] = "viewer"
 
 
 class Settings(BaseSettings):
@@ -71,8 +115,8 @@ class Settings(BaseSettings):
     home: Path = Path(".forewarn")
     database_url: str = ""
     signals_path: Path = Path()
-    # what ingestion does with a customer id the state store does not know
-    unknown_customers: Literal["reject", "create"] = "create"
+    # what ingestion does with a customer id the state store does not know (a typo must not become a customer)
+    unknown_customers: Literal["reject", "create"] = "reject"
     # the public base URL used in links (unsubscribe, status page)
     public_url: str = "http://127.0.0.1:8000"
     # uptime monitors (YAML or TOML) that `forewarn serve` runs in the background; none when unset
@@ -87,11 +131,14 @@ class Settings(BaseSettings):
     # a ticket's case closes after this long without activity (no contact, no status change): its topic is no
     # longer suppressed; live guardrails and backtests both read it (forewarn.state.tickets)
     ticket_idle_close: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=7)
-    # signs unsubscribe links and webhook payloads
+    # signs unsubscribe links; unset: the secret generated in the state store (forewarn.state.secrets)
     secret_key: str = "forewarn-dev-secret-change-me"
+    previous_secret_key: str | None = None  # still accepted while set (rotation of a configured secret)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -13,15 +13,20 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.signals.ingest import ingest_records
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import Ticket
 from forewarn.state.tickets import CLOSED_STATUSES, is_open
 from forewarn.timeutil import utc
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+
+READ = requires("tickets:read")
+WRITE = requires("tickets:write")
 
 
 class StatusIn(BaseModel):
@@ -53,7 +58,9 @@ def _view(ctx: Context, ticket_id: int, at: datetime) -> dict[str, Any]:
         }
 
 
-def _set_status(ctx: Context, ticket_id: int, status: str, at: datetime | None) -> dict[str, Any]:
+def _set_status(
+    ctx: Context, caller: Caller, ticket_id: int, status: str, at: datetime | None
+) -> dict[str, Any]:
     at = utc(at)
     before = _view(ctx, ticket_id, at)
     if before["status"] == status and (status in CLOSED_STATUSES or before["open"]):
@@ -67,23 +74,32 @@ def _set_status(ctx: Context, ticket_id: int, status: str, at: datetime | None) 
     }
     ingest_records(ctx, "ticket_update", [record], source="api")
     after = _view(ctx, ticket_id, at)
-    return {**after, "changed": after != before}
+    changed = after != before
+    if changed:
+        with transaction(ctx.engine) as s:
+            detail = {"status": status, "at": at.isoformat()}
+            audit.record(s, caller.actor, "ticket.status", f"ticket:{ticket_id}", ip=caller.ip, detail=detail)
+    return {**after, "changed": changed}
 
 
 @router.get("/{ticket_id}")
-def show(ticket_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+def show(ticket_id: int, caller: Caller = READ, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """A ticket and whether its case is open now."""
     return _view(ctx, ticket_id, utc(None))
 
 
 @router.patch("/{ticket_id}")
-def set_status(ticket_id: int, body: StatusIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+def set_status(
+    ticket_id: int, body: StatusIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """Change a ticket's status (``open`` after solved or closed reopens it)."""
-    return _set_status(ctx, ticket_id, body.status, body.at)
+    return _set_status(ctx, caller, ticket_id, body.status, body.at)
 
 
 @router.post("/{ticket_id}/close")
-def close(ticket_id: int, body: CloseIn | None = None, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+def close(
+    ticket_id: int, body: CloseIn | None = None, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """Close a ticket (``solved`` or ``closed``); closing a closed ticket changes nothing."""
     body = body or CloseIn()
-    return _set_status(ctx, ticket_id, body.status, body.at)
+    return _set_status(ctx, caller, ticket_id, body.status, body.at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,13 @@ def register(app: typer.Typer) -> None:
         )
 
         def serve_dashboard(ctx: Context) -> None:
+            from forewarn.cli.tokens import create_token
+
+            token = create_token(ctx, "demo", ["admin"], expires_in=timedelta(days=1))
+            typer.echo(
+                "API token for this demo (admin, valid for a day; `forewarn tokens revoke` ends it sooner):\n"
+                f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/incidents"
+            )
             channels = file_channels(options.home)
             serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": channels})
 

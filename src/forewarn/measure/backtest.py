@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import time as _time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ from forewarn.decide.candidates import first_per_episode, match, to_candidates
 from forewarn.decide.engine import INCIDENT_NOTICES
 from forewarn.decide.guardrails import CustomerView, Decision, GuardrailState, Policy, decide
 from forewarn.decide.playbooks import KIND_TOPIC, OUTAGE_KIND, PlaybookSet
+from forewarn.deliver.channels.base import addresses_of
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings
 from forewarn.detect.registry import load as load_wire
 from forewarn.state.tickets import CaseHistory, idle_close
@@ -61,8 +62,6 @@ KIND_TRUTH_TYPES: dict[str, tuple[str, ...]] = {
 }
 TARGETED = ("pending", "deferred", "control", "shadow", "open")
 SENT = ("pending", "deferred")
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
-FACING_CHANNELS = ("email", "sms", "chat", "console", "file", "webhook")
 TS = pl.Datetime("us", "UTC")
 
 
@@ -175,13 +174,7 @@ def customer_views(
     views, attrs, prefs = {}, {}, {}
     for r in customers.iter_rows(named=True):
         cid = r["customer_id"]
-        addresses: dict[str, str | None] = {}
-        for ch in FACING_CHANNELS:
-            column = ADDRESS_FIELDS.get(ch)
-            if column is None:
-                addresses[ch] = None
-            elif r.get(column):
-                addresses[ch] = r[column]
+        addresses = addresses_of(r)
         a = r.get("attributes") if "attributes" in cols else None
         if isinstance(a, str):
             a = json.loads(a or "{}")
@@ -407,6 +400,7 @@ def run_backtest(
     wire_params: Mapping[str, Mapping[str, Any]] | None = None,
     detect_every: int = 1,
     reuse: Mapping[str, pl.DataFrame] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BacktestReport:
     """Replay ``start``..``end`` (inclusive days) and measure every playbook that is not ``off``.
 
@@ -416,8 +410,8 @@ def run_backtest(
     case is open (``forewarn.state.tickets``: the ``ticket_update`` history and the idle time, as live). Every
     trip wire scores its history with ``score_history``; ``detect_every`` only widens the gap (in days) that
     joins a condition's findings into one episode. ``reuse`` takes an earlier report's ``firings`` (same data,
-    same trip wire parameters), so
-    trying other playbooks and guardrails skips detection.
+    same trip wire parameters), so trying other playbooks and guardrails skips detection. ``progress`` is
+    called with the name of each stage as it starts (a progress bar).
     """
     frames, customers, consents = data.frames, data.customers, data.consents
     dependencies, truth = data.dependencies, data.truth
@@ -447,6 +441,8 @@ def run_backtest(
     firings: dict[str, pl.DataFrame] = {}
     for kind in sorted({p.when.kind for p in active}):
         t0 = _time.perf_counter()
+        if progress is not None:
+            progress(f"trip wire {kind}")
         if reuse is not None and kind in reuse:
             found, how = reuse[kind], "reused"
         elif kind == OUTAGE_KIND:
@@ -466,6 +462,8 @@ def run_backtest(
     findings = _episodes(findings, run_at, gap=timedelta(days=max(1, detect_every), hours=1))
 
     # 2. candidates, the same way the live engine makes them
+    if progress is not None:
+        progress("playbooks and guardrails")
     t0 = _time.perf_counter()
     by_name = {p.name: p for p in active}
     matches = first_per_episode(match(findings, active, attrs))

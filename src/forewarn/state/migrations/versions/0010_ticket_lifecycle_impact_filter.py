@@ -8,7 +8,7 @@ Incidents keep the filter that decided who is affected (``impact_filter``, e.g. 
 widening applies the same filter the incident was opened with.
 
 Revision ID: 0010
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-06 02:10:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
