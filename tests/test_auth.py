@@ -8,7 +8,7 @@ here, fails it: each scoped operation must answer 401 without a token, 403 with 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from forewarn.context import Context
 from forewarn.decide.unsubscribe import sign
 from forewarn.state import audit, tokens
 from forewarn.state.db import transaction, upgrade
+from forewarn.state.models import Ticket
 from incident_helpers import seed_isp
 
 EVENT = {
@@ -32,6 +33,7 @@ EVENT = {
     "value": 2.0,
 }
 NOW = "2026-03-01T10:00:00Z"
+T_TICKET = datetime(2026, 3, 1, 8, tzinfo=UTC)  # ticket 1: a contact before NOW
 # One request per operation that succeeds on the seeded store below. Incident 1 is open; 2 is resolved by
 # its own request (and nothing else touches it).
 EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
@@ -52,6 +54,12 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "json": {"services": ["internet"], "regions": ["south"], "now": NOW},
     },
     ("POST", "/v1/incidents/{incident_id}/resolve"): {"path": {"incident_id": 2}},
+    ("GET", "/v1/tickets/{ticket_id}"): {"path": {"ticket_id": 1}},
+    ("PATCH", "/v1/tickets/{ticket_id}"): {
+        "path": {"ticket_id": 1},
+        "json": {"status": "pending", "at": NOW},
+    },
+    ("POST", "/v1/tickets/{ticket_id}/close"): {"path": {"ticket_id": 1}, "json": {"at": NOW}},
     ("POST", "/v1/alertmanager"): {
         "json": {
             "version": "4",
@@ -126,6 +134,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     seed_isp(ctx.engine)
     made: dict[str, str] = {}
     with transaction(ctx.engine) as s:
+        s.add(Ticket(external_id="k1", customer_id="C00", channel="phone", topic="usage", opened_at=T_TICKET))
         for scope in tokens.SCOPES:
             made[scope] = tokens.create(s, f"only {scope}", [scope], actor="cli:tests", rate_limit=0)[1]
     with TestClient(create_app(ctx)) as client:

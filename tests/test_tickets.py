@@ -33,7 +33,7 @@ def contact(ctx: Context, event_id: str, customer: str, ts: datetime, topic: str
         "channel": "phone",
         "topic": topic,
     }
-    assert ingest_records(ctx, "contact", [rec]).new == 1
+    assert ingest_records(ctx, "contact", [rec], unknown_customers="create").new == 1
 
 
 def update_record(event_id: str, ticket: str, customer: str, ts: datetime, status: str) -> dict:

@@ -26,6 +26,9 @@ from forewarn.timeutil import utc
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
+READ = requires("tickets:read")
+WRITE = requires("tickets:write")
+
 
 class StatusIn(BaseModel):
     status: Literal["open", "pending", "solved", "closed"]
@@ -82,9 +85,7 @@ def _set_status(
 
 
 @router.get("/{ticket_id}", responses=errors(404))
-def show(
-    ticket_id: Id, ctx: Context = Depends(get_ctx), caller: Caller = requires("tickets:read")
-) -> dict[str, Any]:
+def show(ticket_id: Id, ctx: Context = Depends(get_ctx), caller: Caller = READ) -> dict[str, Any]:
     """A ticket and whether its case is open now."""
     return _view(ctx, ticket_id, utc(None))
 
@@ -94,7 +95,7 @@ def set_status(
     ticket_id: Id,
     body: StatusIn,
     ctx: Context = Depends(get_ctx),
-    caller: Caller = requires("tickets:write"),
+    caller: Caller = WRITE,
 ) -> dict[str, Any]:
     """Change a ticket's status (``open`` after solved or closed reopens it)."""
     return _set_status(ctx, caller, ticket_id, body.status, body.at)
@@ -105,7 +106,7 @@ def close(
     ticket_id: Id,
     body: CloseIn | None = None,
     ctx: Context = Depends(get_ctx),
-    caller: Caller = requires("tickets:write"),
+    caller: Caller = WRITE,
 ) -> dict[str, Any]:
     """Close a ticket (``solved`` or ``closed``); closing a closed ticket changes nothing."""
     body = body or CloseIn()

@@ -410,9 +410,8 @@ def run_backtest(
     case is open (``forewarn.state.tickets``: the ``ticket_update`` history and the idle time, as live). Every
     trip wire scores its history with ``score_history``; ``detect_every`` only widens the gap (in days) that
     joins a condition's findings into one episode. ``reuse`` takes an earlier report's ``firings`` (same data,
-    same trip wire parameters), so
-    trying other playbooks and guardrails skips detection. ``progress`` is called with the name of each stage
-    as it starts (a progress bar).
+    same trip wire parameters), so trying other playbooks and guardrails skips detection. ``progress`` is
+    called with the name of each stage as it starts (a progress bar).
     """
     frames, customers, consents = data.frames, data.customers, data.consents
     dependencies, truth = data.dependencies, data.truth

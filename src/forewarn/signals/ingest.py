@@ -568,7 +568,8 @@ class IngestSession:
         return report
 
     def _tickets(self, report: SourceReport, tables: list[pa.Table]) -> None:
-        """Open a ticket per new contact, then apply the status updates (contacts first: a file may hold both)."""
+        """Open a ticket per new contact, then apply the status updates (contacts first: one file may hold
+        both; updates stored before their contact are applied now)."""
         contacts = [r for t in tables if "channel" in t.column_names for r in t.to_pylist()]
         updates = [r for t in tables if "ticket_id" in t.column_names for r in t.to_pylist()]
         if contacts:

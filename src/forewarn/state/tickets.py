@@ -193,7 +193,8 @@ class CaseHistory:
     >>> contacts = pl.DataFrame({"event_id": ["k1"], "customer_id": ["c1"], "ts": [t], "topic": ["usage"]})
     >>> updates = pl.DataFrame({"ticket_id": ["k1"], "ts": [t + timedelta(days=1)], "status": ["solved"]})
     >>> h = CaseHistory.from_frames(contacts, updates)
-    >>> h.open_topics("c1", t + timedelta(hours=1), DEFAULT_IDLE_CLOSE), h.open_topics("c1", t + timedelta(days=2), DEFAULT_IDLE_CLOSE)
+    >>> idle = DEFAULT_IDLE_CLOSE
+    >>> h.open_topics("c1", t + timedelta(hours=1), idle), h.open_topics("c1", t + timedelta(days=2), idle)
     (frozenset({'usage'}), frozenset())
     """
 

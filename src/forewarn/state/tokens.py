@@ -43,6 +43,8 @@ SCOPES: dict[str, str] = {
     "customers:write": "upsert customers, services and dependencies",
     "incidents:read": "list and read incidents and their metrics",
     "incidents:write": "open, update, widen and resolve incidents",
+    "tickets:read": "read a ticket and whether its case is open (GET /v1/tickets/{id})",
+    "tickets:write": "close, reopen or set a ticket's status (PATCH /v1/tickets/{id}, POST .../close)",
     "alerts:write": "Prometheus Alertmanager's webhook (opens and resolves incidents from alerts)",
     "metrics:read": "the Prometheus /metrics and the dashboards' JSON under /v1/metrics",
     "tickets:read": "read a ticket and whether its case is open",
