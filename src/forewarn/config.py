@@ -53,6 +53,11 @@ class WebhookSettings(BaseSettings):
     gateways: dict[str, str] = Field(default_factory=dict)
 
 
+# topics a customer must have opted in to (no consent row is a no); the one default, read by
+# forewarn.deliver.consent for the guardrails, the worker, auto-replies and incident notices alike
+EXPLICIT_CONSENT_TOPICS: tuple[str, ...] = ("offer", "marketing")
+
+
 class DeliverySettings(BaseSettings):
     max_attempts: int = 6
     backoff_base_s: float = 2.0
@@ -63,6 +68,7 @@ class DeliverySettings(BaseSettings):
     critical_overrides_quiet_hours: bool = True
     quiet_hours_start: int = 21
     quiet_hours_end: int = 8
+    explicit_consent_topics: list[str] = Field(default_factory=lambda: list(EXPLICIT_CONSENT_TOPICS))
 
 
 class ApiSettings(BaseSettings):

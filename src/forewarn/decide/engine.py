@@ -45,11 +45,12 @@ from forewarn.decide.guardrails import (
 )
 from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks, topic_of
 from forewarn.decide.unsubscribe import unsubscribe_url
+from forewarn.deliver import consent
+from forewarn.deliver.channels.base import addresses_of
 from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
-    Consent,
     Customer,
     Finding,
     Incident,
@@ -58,8 +59,6 @@ from forewarn.state.models import (
 )
 from forewarn.timeutil import utc
 
-# which customer field holds the address a channel needs (as the incident notices use); others need none
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
 INCIDENT_NOTICES = "incident-notices"
 _CHUNK = 900
 
@@ -189,28 +188,19 @@ def customer_views(
     views: dict[str, CustomerView] = {}
     attrs: dict[str, dict[str, Any]] = {}
     prefs: dict[str, list[str]] = {}
-    consent: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+    rules = consent.load_rules(session, ids)
     tickets: dict[str, set[str]] = defaultdict(set)
     for chunk in _chunks(ids):
-        for c in session.execute(select(Consent).where(Consent.customer_id.in_(chunk))).scalars():
-            consent[c.customer_id][(c.channel, c.topic)] = bool(c.granted)
         q = select(Ticket.customer_id, Ticket.topic).where(
             Ticket.customer_id.in_(chunk), Ticket.status == "open", Ticket.topic.is_not(None)
         )
         for cid, topic in session.execute(q):
             tickets[cid].add(topic)
         for c in session.execute(select(Customer).where(Customer.id.in_(chunk))).scalars():
-            addresses = {}
-            for ch in ("email", "sms", "chat", "console", "file", "webhook"):
-                column = ADDRESS_FIELDS.get(ch)
-                if column is None:
-                    addresses[ch] = None
-                elif getattr(c, column):
-                    addresses[ch] = getattr(c, column)
             views[c.id] = CustomerView(
                 timezone=c.timezone or "UTC",
-                addresses=addresses,
-                consent=consent.get(c.id, {}),
+                addresses=addresses_of(c),
+                consent=rules.get(c.id, {}),
                 open_ticket_topics=frozenset(tickets.get(c.id, ())),
             )
             attrs[c.id] = {
@@ -248,10 +238,10 @@ def guardrail_state(
         )
         for r in session.execute(q):
             when = utc(r.sent_at or r.next_attempt_at)
-            facing = r.channel not in ("task", "webhook")
+            payload = r.payload or {}
+            facing = r.channel != "task" and not payload.get("automation")
             if facing and r.status in COUNTED:
                 state.record_send(r.customer_id, when)
-            payload = r.payload or {}
             if r.playbook and "episode" in payload:
                 c = payload.get("condition", "")
                 state.decided.add(
@@ -334,6 +324,9 @@ def outbox_row(d: Decision, pset: PlaybookSet, public_url: str, link_secret: str
             "finding_id": ref.get("finding_id"),
             "incident_id": ref.get("incident_id"),
         }
+        payload["automation"] = (
+            True  # a call to a system, not a message to the customer: no consent, no budget
+        )
         row.update(
             channel="webhook",
             address=w.url,
