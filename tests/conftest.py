@@ -66,7 +66,8 @@ def sqlite_url(tmp_path: Path) -> str:
 def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     """Settings for an embedded store under the test's own temporary folder."""
     upgrade(sqlite_url)
-    return Settings(home=tmp_path, database_url=sqlite_url)
+    # most tests write signals without loading customers first; the default (reject) has its own tests
+    return Settings(home=tmp_path, database_url=sqlite_url, unknown_customers="create")
 
 
 @pytest.fixture
@@ -89,3 +90,35 @@ def api_headers(ctx: Context) -> dict[str, str]:
 def headers_for() -> Callable[[Context], dict[str, str]]:
     """:func:`admin_headers` for tests that make their own ``Context``."""
     return admin_headers
+
+
+# ---- dashboard sign-in (forewarn.web.auth) -------------------------------------------------------------
+
+DASHBOARD_PASSWORD = "a-test-password-long-enough"
+
+
+def sign_in_client(client, engine: sa.Engine, role: str = "admin", username: str | None = None) -> str:  # noqa: ANN001
+    """Create a dashboard user with ``role`` and sign ``client`` (a TestClient) in through the login form."""
+    import re
+
+    from forewarn.state import users
+
+    username = username or f"{role}-user"
+    if users.get_user(engine, username) is None:
+        users.create_user(engine, username, role, password=DASHBOARD_PASSWORD)
+    client.cookies.clear()  # sign out whoever was signed in
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = client.post(
+        "/login",
+        data={"username": username, "password": DASHBOARD_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return username
+
+
+@pytest.fixture
+def dashboard_login():
+    """``dashboard_login(client, engine, role="admin")`` signs a TestClient in to the dashboard."""
+    return sign_in_client

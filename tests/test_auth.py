@@ -90,6 +90,8 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/metrics/outbox"): {},
     ("GET", "/v1/metrics/playbooks"): {},
     ("GET", "/v1/audit"): {},
+    ("GET", "/v1/customers/{customer_id}/export"): {"path": {"customer_id": "C00"}},
+    ("DELETE", "/v1/customers/{customer_id}"): {"path": {"customer_id": "C99"}},  # unknown: found false, 200
     ("GET", "/healthz"): {},
 }
 

@@ -20,7 +20,7 @@ from test_metrics import at, seed, signals
 
 
 @pytest.fixture
-def client(ctx: Context, api_headers: dict[str, str]) -> Iterator[TestClient]:
+def client(ctx: Context, api_headers: dict[str, str], dashboard_login) -> Iterator[TestClient]:
     seed(ctx.engine)
     with ctx.engine.begin() as conn:
         conn.execute(
@@ -33,6 +33,7 @@ def client(ctx: Context, api_headers: dict[str, str]) -> Iterator[TestClient]:
     for kind, frame in signals().frames.items():
         ctx.signals.append(kind, frame)
     with TestClient(create_app(ctx), headers=api_headers) as c:
+        dashboard_login(c, ctx.engine, "admin")
         yield c
 
 
@@ -133,18 +134,36 @@ def test_outbox_filters_and_dead_letter_retry(client: TestClient, ctx: Context) 
     assert client.get("/outbox", params={"status": "nonsense"}).status_code == 400
     html = client.get("/outbox", params={"status": "dead"}).text
     assert 'action="/outbox/3/retry"' in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
+    # without the page's CSRF token the retry is refused and nothing changes
     r = client.post("/outbox/3/retry", data={"back": "/outbox?status=dead"}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = client.post(
+        "/outbox/3/retry",
+        data={"back": "/outbox?status=dead", "csrf_token": "0" * 64},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403
+    with ctx.engine.connect() as conn:
+        assert conn.scalar(sa.select(OutboxMessage.status).where(OutboxMessage.id == 3)) == "dead"
+    r = client.post(
+        "/outbox/3/retry", data={"back": "/outbox?status=dead", "csrf_token": token}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == "/outbox?status=dead&retried=3"
     with ctx.engine.connect() as conn:
         row = conn.execute(sa.select(OutboxMessage).where(OutboxMessage.id == 3)).one()
     assert (row.status, row.attempts) == ("pending", 0)
     # a second retry (or of a message that is not dead) changes nothing and says so
-    r = client.post("/outbox/3/retry", follow_redirects=False)
+    r = client.post("/outbox/3/retry", headers={"X-CSRF-Token": token}, follow_redirects=False)
     assert "not_retried=3" in r.headers["location"]
     assert "not a dead letter" in client.get(r.headers["location"]).text
     # another site cannot make the browser retry
-    r = client.post("/outbox/1/retry", headers={"origin": "https://evil.example"}, follow_redirects=False)
+    r = client.post(
+        "/outbox/1/retry",
+        headers={"origin": "https://evil.example", "X-CSRF-Token": token},
+        follow_redirects=False,
+    )
     assert r.status_code == 403
 
 
@@ -223,3 +242,53 @@ def test_delivery_rate_counts_the_last_hour(ctx: Context) -> None:
     assert 'forewarn_delivered_last_hour{channel="email"} 2' in text
     assert 'forewarn_delivery_latency_seconds{quantile="0.5"} 300.0' in text
     assert "forewarn_delivery_rate_per_second 0.000556" in text
+
+
+def test_delivered_counts_customers_not_notices(client: TestClient, ctx: Context) -> None:
+    """A second notice to the same customer (an update, the all-clear) does not count them twice."""
+    o = OutboxMessage.__table__
+    with ctx.engine.begin() as conn:
+        first = (
+            conn.execute(sa.select(o).where(o.c.incident_id == 1, o.c.customer_id == "c1")).mappings().first()
+        )
+        again = {k: v for k, v in first.items() if k != "id"} | {
+            "idempotency_key": first["idempotency_key"] + ":2"
+        }
+        conn.execute(sa.insert(o), [again])
+    progress = client.get("/v1/metrics/incidents/1").json()["progress"]
+    assert progress["delivered"] == 2 and progress["delivered"] <= progress["affected"]
+    html = " ".join(client.get("/incidents/1/progress").text.split())
+    assert "Delivered to 2 of 4 affected customers" in html
+
+
+def test_at_risk_leaves_out_long_gone_customers_and_gives_the_reason(
+    client: TestClient, ctx: Context
+) -> None:
+    from forewarn.state.models import Finding
+
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            sa.insert(Finding.__table__),
+            [
+                {
+                    "customer_id": "c5",
+                    "kind": "usage",
+                    "condition": "usage:silent:data_gb",
+                    "status": "open",
+                    "score": 193.3,
+                    "confidence": 1.0,
+                    "severity": "warning",
+                    "explanation": "We have seen no data use from you for 145 days.",
+                    "evidence": {"zero_run": 145},
+                    "first_detected_at": at(3),
+                    "last_detected_at": at(3),
+                }
+            ],
+        )
+    f = client.get("/v1/metrics/findings").json()
+    assert [r["customer_id"] for r in f["at_risk"]] == ["c6"] and f["long_gone"] == 1
+    assert f["at_risk"][0]["why"] == "your bill is 2.4x your usual"
+    html = client.get("/findings").text
+    assert "your bill is 2.4x your usual" in html and "silent or away for 90 days or more" in " ".join(
+        html.split()
+    )

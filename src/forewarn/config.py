@@ -88,6 +88,25 @@ class ApiSettings(BaseSettings):
     last_used_every_s: float = 60.0
 
 
+class AuthSettings(BaseSettings):
+    """Dashboard sign-in: local users (``forewarn users``), or a reverse proxy's trusted header where set."""
+
+    # a signed-in session lasts this long (server-side: expired or signed-out sessions are refused)
+    session_ttl: OptionalDuration = timedelta(hours=12)
+    # send the session cookie only over https; when unset, it is Secure when the request came over https
+    secure_cookies: bool | None = None
+    # failed sign-ins allowed per user name, and per client address, in ``failure_window``; then 429
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    failure_window: OptionalDuration = timedelta(minutes=15)
+    # a reverse proxy that authenticates people and names them in this header (e.g. "X-Forwarded-User");
+    # believed only from ``trusted_proxies`` (addresses or networks); the user's role is their local user's,
+    # else ``trusted_header_role``
+    trusted_header: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_header_role: Literal["viewer", "agent", "admin"] = "viewer"
+
+
 class Settings(BaseSettings):
     """All forewarn settings. Nested fields use ``__`` in env vars: ``FOREWARN_SMTP__PORT=2525``."""
 
@@ -96,8 +115,8 @@ class Settings(BaseSettings):
     home: Path = Path(".forewarn")
     database_url: str = ""
     signals_path: Path = Path()
-    # what ingestion does with a customer id the state store does not know
-    unknown_customers: Literal["reject", "create"] = "create"
+    # what ingestion does with a customer id the state store does not know (a typo must not become a customer)
+    unknown_customers: Literal["reject", "create"] = "reject"
     # the public base URL used in links (unsubscribe, status page)
     public_url: str = "http://127.0.0.1:8000"
     # uptime monitors (YAML or TOML) that `forewarn serve` runs in the background; none when unset
@@ -116,6 +135,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -379,3 +379,46 @@ class StoredSecret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     previous_value: Mapped[str | None] = mapped_column(String(200))
     previous_until: Mapped[datetime | None] = mapped_column()  # the previous value is accepted until then
+
+
+class User(Base):
+    """A person who signs in to the dashboard; role viewer (reads), agent (acts), admin (manages users)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(key(128), unique=True)
+    # an argon2id hash (argon2-cffi); None for people who only come through a trusted proxy header
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(key(16), default="viewer")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserSession(Base):
+    """A signed-in browser. Only a hash of the cookie's token is kept; expiry is decided here, not by the
+    cookie, and signing out deletes the row."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(key(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per user name and per client address to slow down password guessing."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_username_at", "username", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(key(128))
+    address: Mapped[str] = mapped_column(key(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
