@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import errors
 from forewarn.api.signals import error_detail
 from forewarn.context import Context
 from forewarn.privacy import subject
@@ -131,7 +132,7 @@ def _signal_store(ctx: Context) -> SignalStore:
         raise HTTPException(503, f"the signal store is not available: {e}") from None
 
 
-@router.get("/customers/{customer_id}/export")
+@router.get("/customers/{customer_id}/export", responses=errors(404, 503))
 def export_customer(
     customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("customers:read")
 ) -> dict[str, Any]:
@@ -142,13 +143,13 @@ def export_customer(
         raise HTTPException(404, str(e)) from None
 
 
-@router.delete("/customers/{customer_id}", response_model=ErasureOut)
+@router.delete("/customers/{customer_id}", response_model=ErasureOut, responses=errors(503))
 def erase_customer(
     customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("admin")
 ) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
-    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key)
+    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.secrets.links.current)
     if report.found:  # the audit names the pseudonym, never the erased id
         with transaction(ctx.engine) as s:
             audit.record(s, caller.actor, "customer.erased", report.pseudonym, ip=caller.ip)
