@@ -122,3 +122,16 @@ def sign_in_client(client, engine: sa.Engine, role: str = "admin", username: str
 def dashboard_login():
     """``dashboard_login(client, engine, role="admin")`` signs a TestClient in to the dashboard."""
     return sign_in_client
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    """A context (state store and signal store) on the embedded SQLite store and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("ctx")
+        return
+    url = request.getfixturevalue("pg_url")
+    upgrade(url)
+    context = Context(Settings(home=tmp_path, database_url=url, unknown_customers="create"))  # as `ctx`
+    yield context
+    context.close()

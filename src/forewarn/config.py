@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # a live pass does not judge customers when a metered feed's newest reading is older than this: absence
     # (went silent, stopped using) would fire for everyone whose data simply has not arrived; unset: no check
     max_signal_lag: OptionalDuration = timedelta(days=2)
+    # a ticket's case closes after this long without activity (no contact, no status change): its topic is no
+    # longer suppressed; live guardrails and backtests both read it (forewarn.state.tickets)
+    ticket_idle_close: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=7)
     # signs unsubscribe links; unset: the secret generated in the state store (forewarn.state.secrets)
     secret_key: str = "forewarn-dev-secret-change-me"
     previous_secret_key: str | None = None  # still accepted while set (rotation of a configured secret)

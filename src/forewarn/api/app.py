@@ -16,6 +16,7 @@ from forewarn.api import (
     metrics,
     signals,
     status,
+    tickets,
     unsubscribe,
 )
 from forewarn.api.auth import PUBLIC, PUBLIC_SCOPE, api_routes, declared_scope
@@ -37,7 +38,18 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     logs.install()  # no email address or phone number in any log line or traceback of the server
     app = FastAPI(title="forewarn", version=__version__, docs_url=None)  # /docs: served offline (api.docs)
     app.state.ctx = ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe, audit, docs):
+    for module in (
+        signals,
+        customers,
+        incidents,
+        alertmanager,
+        status,
+        metrics,
+        tickets,
+        unsubscribe,
+        audit,
+        docs,
+    ):
         app.include_router(module.router)
     # after the API, so its pages never shadow an API route; every page needs a signed-in user
     app.include_router(login.router)
