@@ -149,7 +149,7 @@ def erase_customer(
 ) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
-    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key)
+    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.secrets.links.current)
     if report.found:  # the audit names the pseudonym, never the erased id
         with transaction(ctx.engine) as s:
             audit.record(s, caller.actor, "customer.erased", report.pseudonym, ip=caller.ip)

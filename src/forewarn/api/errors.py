@@ -24,7 +24,7 @@ WHAT = {
     400: "the request cannot be understood (a parameter out of its range or format)",
     404: "no such resource",
     409: "the resource's state does not allow this (e.g. updating a resolved incident)",
-    503: "a store this needs is not available now (e.g. another process holds the signal store); retry",
+    503: "a store is not available now (e.g. another process holds the signal store); retry later",
 }
 
 

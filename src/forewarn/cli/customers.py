@@ -56,7 +56,7 @@ def erase_cmd(
         )
     ctx = Context()
     try:
-        report = erase(ctx.engine, ctx.signals, customer_id, secret=ctx.settings.secret_key)
+        report = erase(ctx.engine, ctx.signals, customer_id, secret=ctx.secrets.links.current)
     finally:
         ctx.close()
     if not report.found:

@@ -47,8 +47,6 @@ SCOPES: dict[str, str] = {
     "tickets:write": "close, reopen or set a ticket's status (PATCH /v1/tickets/{id}, POST .../close)",
     "alerts:write": "Prometheus Alertmanager's webhook (opens and resolves incidents from alerts)",
     "metrics:read": "the Prometheus /metrics and the dashboards' JSON under /v1/metrics",
-    "tickets:read": "read a ticket and whether its case is open",
-    "tickets:write": "close, reopen or change a ticket's status",
     "playbooks:approve": "approve or reject playbooks and their decisions",
     "audit:read": "read the audit log",
     "admin": "everything above",
