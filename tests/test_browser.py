@@ -310,6 +310,8 @@ PAGES = {
     "outbox": "/outbox",
     "outbox-dead": "/outbox?status=dead",
     "playbooks": "/playbooks",
+    "users": "/users",
+    "audit": "/audit",
 }
 
 

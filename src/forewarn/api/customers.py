@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
@@ -107,18 +107,29 @@ def _signal_store(ctx: Context) -> SignalStore:
         raise HTTPException(503, f"the signal store is not available: {e}") from None
 
 
+def _actor(request: Request) -> tuple[str, str | None]:
+    """Who is asking, for the audit log: the API token's actor once routes carry tokens, else ``api``."""
+    return getattr(request.state, "actor", None) or "api", request.client.host if request.client else None
+
+
 @router.get("/customers/{customer_id}/export")
-def export_customer(customer_id: str, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+def export_customer(customer_id: str, request: Request, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Everything held about one customer, from both stores (right of access); 404 when nothing is held."""
+    actor, ip = _actor(request)
     try:
-        return subject.export(ctx.engine, _signal_store(ctx), customer_id)
+        return subject.export(
+            ctx.engine, _signal_store(ctx), customer_id, actor=actor, ip=ip, secret=ctx.settings.secret_key
+        )
     except subject.NotFound as e:
         raise HTTPException(404, str(e)) from None
 
 
 @router.delete("/customers/{customer_id}", response_model=ErasureOut)
-def erase_customer(customer_id: str, ctx: Context = Depends(get_ctx)) -> ErasureOut:
+def erase_customer(customer_id: str, request: Request, ctx: Context = Depends(get_ctx)) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
-    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key)
+    actor, ip = _actor(request)
+    report = subject.erase(
+        ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key, actor=actor, ip=ip
+    )
     return ErasureOut(**report.as_dict())

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from forewarn.context import Context
+from forewarn.state.audit import cli_actor
 
 console = Console(stderr=True)
 customers_app = typer.Typer(
@@ -27,7 +28,7 @@ def export_cmd(
 
     ctx = Context()
     try:
-        data = export(ctx.engine, ctx.signals, customer_id)
+        data = export(ctx.engine, ctx.signals, customer_id, actor=cli_actor(), secret=ctx.settings.secret_key)
     except NotFound as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from None
@@ -56,7 +57,9 @@ def erase_cmd(
         )
     ctx = Context()
     try:
-        report = erase(ctx.engine, ctx.signals, customer_id, secret=ctx.settings.secret_key)
+        report = erase(
+            ctx.engine, ctx.signals, customer_id, secret=ctx.settings.secret_key, actor=cli_actor()
+        )
     finally:
         ctx.close()
     if not report.found:
