@@ -127,7 +127,13 @@ def main() -> None:
 
     base, server, thread = serve(ctx)
     rng = random.Random(1)
-    with httpx.Client(base_url=base, timeout=60) as client:
+    from forewarn.state import tokens
+    from forewarn.state.db import transaction
+
+    with transaction(ctx.engine) as s:  # the JSON API needs a token (the pages: whatever login is in force)
+        _, token = tokens.create(s, "bench", ["metrics:read"], actor="cli:bench", rate_limit=0)
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
         incidents = client.get("/v1/metrics/incidents").json()["incidents"]
         open_id = incidents[0]["id"]
         big = max(incidents, key=lambda i: i["progress"]["affected"])["id"]

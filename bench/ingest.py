@@ -160,11 +160,18 @@ def phase_file(workdir: Path, name: str) -> dict[str, Any]:
     }
 
 
-def phase_http(workdir: Path, batch: int, threads: int) -> dict[str, Any]:
+def phase_http(workdir: Path, batch: int, threads: int, auth: bool = True) -> dict[str, Any]:
+    """POST the events; with ``auth`` as a client with a ``signals:write`` token (the product as shipped: token
+    check, per-token rate limit, body limits), else to an app with those three taken out (the reference)."""
     import httpx
+
+    from forewarn.state import tokens
+    from forewarn.state.db import transaction
 
     ctx, ingest_paths = fresh_ctx(workdir / "home-http")
     ingest_paths(ctx, [workdir / "customers.jsonl"])
+    with transaction(ctx.engine) as s:
+        _, token = tokens.create(s, "bench", ["signals:write"], actor="cli:bench")
     ctx.close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,8 +184,17 @@ def phase_http(workdir: Path, batch: int, threads: int) -> dict[str, Any]:
         "from forewarn.context import Context\n"
         f"s = Settings(home={str(home)!r}, database_url={'sqlite:///' + str(home / 'state.db')!r},"
         " unknown_customers='reject')\n"
-        f"uvicorn.run(create_app(Context(s)), host='127.0.0.1', port={port}, log_level='warning')\n"
+        "app = create_app(Context(s))\n"
+        + (
+            ""
+            if auth
+            else "from forewarn.api.auth import Caller, requires\n"
+            "app.dependency_overrides[requires('signals:write').dependency] = lambda: Caller('bench', None)\n"
+            "app.user_middleware.clear()\n"
+        )
+        + f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')\n"
     )
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
     server = subprocess.Popen([sys.executable, "-c", server_code])
     base = f"http://127.0.0.1:{port}"
     try:
@@ -202,7 +218,7 @@ def phase_http(workdir: Path, batch: int, threads: int) -> dict[str, Any]:
             with httpx.Client(base_url=base, timeout=60) as client:
                 for body in mine:
                     t0 = time.perf_counter()
-                    r = client.post("/v1/signals", content=body, headers={"content-type": "application/json"})
+                    r = client.post("/v1/signals", content=body, headers=headers)
                     dt = time.perf_counter() - t0
                     with lock:
                         latencies.append(dt)
@@ -214,7 +230,7 @@ def phase_http(workdir: Path, batch: int, threads: int) -> dict[str, Any]:
 
         # one rejected event first (nothing stored): the server's first request pays one-time imports
         warm = b'{"kind":"usage","events":[{"event_id":"warm-up"}]}'
-        assert httpx.post(base + "/v1/signals", content=warm, timeout=60).status_code == 422
+        assert httpx.post(base + "/v1/signals", content=warm, headers=headers, timeout=60).status_code == 422
         parts = [bodies[i::threads] for i in range(threads)]
         server_cpu = _cpu_seconds(server.pid)
         client_cpu = time.process_time()
@@ -292,6 +308,8 @@ def main() -> None:
             "parquet": lambda: phase_file(args.workdir, "parquet"),
             "jsonl": lambda: phase_file(args.workdir, "jsonl"),
             "http": lambda: phase_http(args.workdir, args.batch, args.threads),
+            # the reference of bench/api_auth.py: the same without token checks and limits
+            "http-open": lambda: phase_http(args.workdir, args.batch, args.threads, auth=False),
         }[args.phase]
         print(json.dumps(fn()))
         return

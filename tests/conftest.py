@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from api_helpers import admin_headers
 from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.state.db import upgrade
@@ -73,6 +74,21 @@ def ctx(settings: Settings) -> Iterator[Context]:
     context = Context(settings)
     yield context
     context.close()
+
+
+# ---- API tokens (forewarn.state.tokens): tests of the API that are not about who may call it use these ----
+
+
+@pytest.fixture
+def api_headers(ctx: Context) -> dict[str, str]:
+    """An admin token's header on ``ctx``'s store: ``TestClient(create_app(ctx), headers=api_headers)``."""
+    return admin_headers(ctx)
+
+
+@pytest.fixture
+def headers_for() -> Callable[[Context], dict[str, str]]:
+    """:func:`admin_headers` for tests that make their own ``Context``."""
+    return admin_headers
 
 
 # ---- dashboard sign-in (forewarn.web.auth) -------------------------------------------------------------

@@ -14,8 +14,8 @@ from forewarn.state.models import Consent, Customer
 
 
 @pytest.fixture
-def client(ctx: Context) -> TestClient:
-    with TestClient(create_app(ctx)) as c:
+def client(ctx: Context, api_headers: dict[str, str]) -> TestClient:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         yield c
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api_helpers import admin_headers
 from conftest import DASHBOARD_PASSWORD
 from forewarn.config import Settings
 from forewarn.context import Context
@@ -169,6 +170,9 @@ class CDP:
         self._stack.close()
 
 
+API_HEADERS: dict[str, dict[str, str]] = {}
+
+
 BROWSER_USER = "browser-admin"
 
 
@@ -195,6 +199,7 @@ def served(ctx: Context, home: Path) -> Iterator[str]:
     """``ctx``'s stores behind a real uvicorn (its base URL); afterwards the server, the stores and ``home``
     are gone."""
     base, srv, thread = serve(ctx)
+    API_HEADERS[base] = admin_headers(ctx)  # for the JSON API calls below
     try:
         yield base
     finally:
@@ -393,7 +398,11 @@ def test_retry_a_dead_letter(server: str, browser: CDP) -> None:
         "[...document.querySelectorAll('tbody tr td:first-child')].map(t => t.textContent.trim())"
     )
     assert msg_id not in ids  # no longer dead
-    status = httpx.get(f"{server}/v1/metrics/outbox", params={"status": "pending", "limit": 1000}).json()
+    status = httpx.get(
+        f"{server}/v1/metrics/outbox",
+        params={"status": "pending", "limit": 1000},
+        headers=API_HEADERS[server],
+    ).json()
     assert int(msg_id) in [m["id"] for m in status["messages"]]
     browser.screenshot("outbox-after-retry")
     assert browser.problems() == []
@@ -474,7 +483,9 @@ def test_the_error_check_catches_errors(server: str, browser: CDP) -> None:
 
 def test_demo_data_pages_and_click_through(demo_server: str, browser: CDP) -> None:
     """The same checks against the data ``forewarn demo`` produces."""
-    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents").json()["incidents"]
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=API_HEADERS[demo_server]).json()[
+        "incidents"
+    ]
     assert incidents, "the demo opened no incidents"
     told = next((i for i in incidents if i["progress"]["delivered"]), incidents[0])
     sign_in(browser, demo_server)

@@ -20,7 +20,7 @@ from test_metrics import at, seed, signals
 
 
 @pytest.fixture
-def client(ctx: Context, dashboard_login) -> Iterator[TestClient]:
+def client(ctx: Context, api_headers: dict[str, str], dashboard_login) -> Iterator[TestClient]:
     seed(ctx.engine)
     with ctx.engine.begin() as conn:
         conn.execute(
@@ -32,7 +32,7 @@ def client(ctx: Context, dashboard_login) -> Iterator[TestClient]:
         )
     for kind, frame in signals().frames.items():
         ctx.signals.append(kind, frame)
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         dashboard_login(c, ctx.engine, "admin")
         yield c
 

@@ -129,7 +129,7 @@ def test_an_unknown_customer_in_a_group(tmp_path: Path, monkeypatch: pytest.Monk
     alone_ctx.close()
 
 
-def test_concurrent_posts_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+def test_concurrent_posts_lose_and_duplicate_nothing(tmp_path: Path, headers_for: Any) -> None:
     ctx = make_ctx(tmp_path)
     n_threads, n_batches, size = 6, 5, 40
     responses: list[list[dict[str, Any]]] = [[] for _ in range(n_threads)]
@@ -140,7 +140,7 @@ def test_concurrent_posts_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         start = t * n_batches * size // 2 + b * size // 2
         return [ev(f"e{i:05d}", float(t)) for i in range(start, start + size)]
 
-    with TestClient(create_app(ctx)) as client:
+    with TestClient(create_app(ctx), headers=headers_for(ctx)) as client:
 
         def worker(t: int) -> None:
             for b in range(n_batches):
@@ -161,9 +161,9 @@ def test_concurrent_posts_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     ctx.close()
 
 
-def test_envelope_errors_name_what_is_wrong(tmp_path: Path) -> None:
+def test_envelope_errors_name_what_is_wrong(tmp_path: Path, headers_for: Any) -> None:
     ctx = make_ctx(tmp_path)
-    with TestClient(create_app(ctx)) as client:
+    with TestClient(create_app(ctx), headers=headers_for(ctx)) as client:
         post = client.post
         r = post(
             "/v1/signals",

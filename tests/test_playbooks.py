@@ -17,6 +17,7 @@ from forewarn.decide.control import in_control
 from forewarn.decide.engine import approve, held, run_playbooks
 from forewarn.decide.playbooks import PlaybookError, load_playbooks
 from forewarn.detect.registry import TRIP_WIRES
+from forewarn.state import audit
 from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import (
     AffectedCustomer,
@@ -458,6 +459,15 @@ def test_cli_run_held_approve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ctx.close()
         assert runner.invoke(app, ["playbooks", "approve", str(first["id"])]).exit_code == 0
         assert runner.invoke(app, ["playbooks", "approve", str(first["id"])]).exit_code == 1
+        ctx = Context(get_settings())
+        with transaction(ctx.engine) as s:  # the approval (not the repeat, which changed nothing) is audited
+            (entry,) = audit.entries(s)
+        ctx.close()
+        assert (entry.action, entry.target, entry.actor[:4]) == (
+            "playbook.approved",
+            f"outbox:{first['id']}",
+            "cli:",
+        )
         bad = runner.invoke(app, ["playbooks", "run", str(pb), "--as-of", "soon"])
         assert bad.exit_code != 0 and "ISO-8601" in bad.output
     finally:

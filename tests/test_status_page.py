@@ -8,9 +8,9 @@ from forewarn.api.app import create_app
 from incident_helpers import seed_isp
 
 
-def test_incident_api_and_status_page(ctx) -> None:
+def test_incident_api_and_status_page(ctx, api_headers) -> None:
     seed_isp(ctx.engine)
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         assert c.get("/status.json").json()["overall"] == "operational"
         r = c.post(
             "/v1/incidents",
@@ -55,7 +55,7 @@ def test_incident_api_and_status_page(ctx) -> None:
         assert c.post(f"/v1/incidents/{inc['id']}/updates", json={"message": "late"}).status_code == 409
 
 
-def test_only_recently_active_customers(ctx) -> None:
+def test_only_recently_active_customers(ctx, api_headers) -> None:
     from datetime import UTC, datetime, timedelta
 
     import polars as pl
@@ -77,7 +77,7 @@ def test_only_recently_active_customers(ctx) -> None:
         }
     )
     ctx.signals.append("usage", usage)
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         r = c.post(
             "/v1/incidents",
             json={
@@ -93,9 +93,9 @@ def test_only_recently_active_customers(ctx) -> None:
         assert r.json()["affected"] == 2
 
 
-def test_widen_and_resolve_endpoints(ctx) -> None:
+def test_widen_and_resolve_endpoints(ctx, api_headers) -> None:
     seed_isp(ctx.engine)
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=api_headers) as c:
         inc = c.post(
             "/v1/incidents", json={"title": "Down", "services": ["internet"], "regions": ["north"]}
         ).json()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,29 @@ def test_no_sim_imports_in_production_code() -> None:
         if module == "forewarn.sim" or module.startswith("forewarn.sim.")
     ]
     assert not offenders, "production code imports the simulator:\n" + "\n".join(offenders)
+
+
+# how a module would write outbox rows itself: raw SQL, an ORM object, a Core insert of the table
+_OUTBOX_WRITES = re.compile(
+    r"INSERT\s+INTO\s+outbox\b|\bOutboxMessage\(|insert\(\s*(OutboxMessage|outbox_t)\b|"
+    r"(OutboxMessage\.__table__|outbox_t)\.insert\(",
+    re.IGNORECASE,
+)
+
+
+def test_the_outbox_has_one_writer() -> None:
+    """Only ``deliver/outbox.py`` writes outbox rows (``enqueue``, and ``insert_select`` for set-based producers
+    such as the incident notices); the simulator's bulk-loaded synthetic history is the one exception."""
+    writers = [
+        f"{path.relative_to(SRC)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for path in sources()
+        if str(path.relative_to(SRC)) != "deliver/outbox.py"
+        and not str(path.relative_to(SRC)).startswith("sim/")
+        for text in [path.read_text(encoding="utf-8")]
+        for m in _OUTBOX_WRITES.finditer(text)
+        if path.name != "models.py"
+    ]
+    assert not writers, "outbox rows written outside forewarn.deliver.outbox:\n" + "\n".join(writers)
 
 
 @pytest.mark.parametrize("name", sorted(TRIP_WIRES))

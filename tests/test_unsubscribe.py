@@ -123,7 +123,7 @@ def test_one_click_post_all_topics_and_bad_links(ctx: Context, server: str) -> N
         s.add(Customer(id="c2", email="b@example.com", timezone="UTC", channels=[], attributes={}))
         s.flush()
         s.add(Consent(customer_id="c2", channel="email", topic="billing", granted=True, source="import"))
-    token = sign(ctx.settings.secret_key, "c2", "email", "billing")
+    token = sign(ctx.secrets.links.current, "c2", "email", "billing")
     with httpx.Client(timeout=10) as http:
         # RFC 8058 one-click: a POST without the form field, scope "all" via the form stops every topic
         assert http.post(f"{server}/u/{token}").status_code == 200
@@ -133,7 +133,7 @@ def test_one_click_post_all_topics_and_bad_links(ctx: Context, server: str) -> N
         assert bad.status_code == 400 and "signature" in bad.text
         forged = sign("not-our-secret", "c2", "email", "billing")
         assert http.post(f"{server}/u/{forged}").status_code == 400
-        unknown = sign(ctx.settings.secret_key, "nobody", "email", "billing")
+        unknown = sign(ctx.secrets.links.current, "nobody", "email", "billing")
         assert http.post(f"{server}/u/{unknown}").status_code == 404
     with transaction(ctx.engine) as s:
         rows = {(c.topic, c.granted, c.source) for c in s.execute(select(Consent)).scalars()}

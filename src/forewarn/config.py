@@ -45,10 +45,17 @@ class SmtpSettings(BaseSettings):
 
 class WebhookSettings(BaseSettings):
     url: str | None = None
+    # signs outbound webhooks; unset: the secret generated in the state store (forewarn.state.secrets)
     secret: str = "change-me"
+    previous_secret: str | None = None  # still accepted while set (rotation of a configured secret)
     timeout_s: float = 5.0
     # webhook-style gateways by channel name, e.g. {"sms": "https://sms.example/send", "chat": "..."}
     gateways: dict[str, str] = Field(default_factory=dict)
+
+
+# topics a customer must have opted in to (no consent row is a no); the one default, read by
+# forewarn.deliver.consent for the guardrails, the worker, auto-replies and incident notices alike
+EXPLICIT_CONSENT_TOPICS: tuple[str, ...] = ("offer", "marketing")
 
 
 class DeliverySettings(BaseSettings):
@@ -61,6 +68,24 @@ class DeliverySettings(BaseSettings):
     critical_overrides_quiet_hours: bool = True
     quiet_hours_start: int = 21
     quiet_hours_end: int = 8
+    explicit_consent_topics: list[str] = Field(default_factory=lambda: list(EXPLICIT_CONSENT_TOPICS))
+
+
+class ApiSettings(BaseSettings):
+    """Limits of the REST API (``forewarn.api.auth``, ``forewarn.api.limits``)."""
+
+    # requests per second per token (a token's own ``rate_limit`` overrides it); 0: unlimited
+    rate_limit: float = 100.0
+    # requests a token may make at once above its rate (the bucket's size)
+    rate_burst: float = 200.0
+    # largest request body accepted (413 above it): a batch of 1,000 signal events is about 200 kB
+    max_body_bytes: int = 16 * 1024 * 1024
+    # a client that sends no part of its body for this long gets a 408
+    body_timeout_s: float = 30.0
+    # how long a checked token is trusted before it is read again (a revocation elsewhere takes effect then)
+    token_cache_s: float = 5.0
+    # a token's last-used time is written at most this often
+    last_used_every_s: float = 60.0
 
 
 class AuthSettings(BaseSettings):
@@ -103,8 +128,10 @@ class Settings(BaseSettings):
     # a live pass does not judge customers when a metered feed's newest reading is older than this: absence
     # (went silent, stopped using) would fire for everyone whose data simply has not arrived; unset: no check
     max_signal_lag: OptionalDuration = timedelta(days=2)
-    # signs unsubscribe links and webhook payloads
+    # signs unsubscribe links; unset: the secret generated in the state store (forewarn.state.secrets)
     secret_key: str = "forewarn-dev-secret-change-me"
+    previous_secret_key: str | None = None  # still accepted while set (rotation of a configured secret)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import errors
 from forewarn.api.signals import error_detail
 from forewarn.context import Context
 from forewarn.privacy import subject
 from forewarn.signals.store import SignalStore
+from forewarn.state import audit
 from forewarn.state import customers as entities
+from forewarn.state.db import transaction
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -37,6 +41,8 @@ def _upsert(
     model: type[BaseModel],
     records: list[dict[str, Any]],
     partial: bool,
+    caller: Caller,
+    what: str,
 ) -> UpsertCounts:
     pairs = list(enumerate(records))
     if not partial:
@@ -46,6 +52,10 @@ def _upsert(
     res = fn(engine, pairs, source="api")
     if res.rejected and not partial:  # found only when writing (e.g. a dependency's unknown customer)
         raise HTTPException(422, error_detail(res.errors, "items"))
+    if res.inserted or res.updated:
+        with transaction(engine) as s:
+            counts = {"inserted": res.inserted, "updated": res.updated, "rejected": res.rejected}
+            audit.record(s, caller.actor, f"{what}.upserted", what, ip=caller.ip, detail=counts)
     return UpsertCounts(
         inserted=res.inserted,
         updated=res.updated,
@@ -63,30 +73,45 @@ def put_customers(
         description="customer records (id, name, email, timezone, consent...)"
     ),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Insert or update customers with their consent."""
-    return _upsert(ctx.engine, entities.upsert_customers, entities.CustomerIn, customers, partial)
+    return _upsert(
+        ctx.engine, entities.upsert_customers, entities.CustomerIn, customers, partial, caller, "customers"
+    )
 
 
 @router.put("/services", response_model=UpsertCounts)
 def put_services(
     services: list[dict[str, Any]] = Body(description="services (id, name, description)"),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Insert or update services."""
-    return _upsert(ctx.engine, entities.upsert_services, entities.ServiceIn, services, partial)
+    return _upsert(
+        ctx.engine, entities.upsert_services, entities.ServiceIn, services, partial, caller, "services"
+    )
 
 
 @router.put("/dependencies", response_model=UpsertCounts)
 def put_dependencies(
     dependencies: list[dict[str, Any]] = Body(description="(customer_id, service_id, region) rows"),
     partial: bool = PARTIAL,
+    caller: Caller = requires("customers:write"),
     ctx: Context = Depends(get_ctx),
 ) -> UpsertCounts:
     """Add which customers depend on which service in which region."""
-    return _upsert(ctx.engine, entities.upsert_dependencies, entities.DependencyIn, dependencies, partial)
+    return _upsert(
+        ctx.engine,
+        entities.upsert_dependencies,
+        entities.DependencyIn,
+        dependencies,
+        partial,
+        caller,
+        "dependencies",
+    )
 
 
 class ErasureOut(BaseModel):
@@ -107,29 +132,36 @@ def _signal_store(ctx: Context) -> SignalStore:
         raise HTTPException(503, f"the signal store is not available: {e}") from None
 
 
-def _actor(request: Request) -> tuple[str, str | None]:
-    """Who is asking, for the audit log: the API token's actor once routes carry tokens, else ``api``."""
-    return getattr(request.state, "actor", None) or "api", request.client.host if request.client else None
-
-
-@router.get("/customers/{customer_id}/export")
-def export_customer(customer_id: str, request: Request, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/customers/{customer_id}/export", responses=errors(404, 503))
+def export_customer(
+    customer_id: str, caller: Caller = requires("customers:read"), ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """Everything held about one customer, from both stores (right of access); 404 when nothing is held."""
-    actor, ip = _actor(request)
     try:
         return subject.export(
-            ctx.engine, _signal_store(ctx), customer_id, actor=actor, ip=ip, secret=ctx.settings.secret_key
+            ctx.engine,
+            _signal_store(ctx),
+            customer_id,
+            actor=caller.actor,
+            ip=caller.ip,
+            secret=ctx.settings.secret_key,
         )
     except subject.NotFound as e:
         raise HTTPException(404, str(e)) from None
 
 
-@router.delete("/customers/{customer_id}", response_model=ErasureOut)
-def erase_customer(customer_id: str, request: Request, ctx: Context = Depends(get_ctx)) -> ErasureOut:
+@router.delete("/customers/{customer_id}", response_model=ErasureOut, responses=errors(503))
+def erase_customer(
+    customer_id: str, caller: Caller = requires("customers:write"), ctx: Context = Depends(get_ctx)
+) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
-    actor, ip = _actor(request)
     report = subject.erase(
-        ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key, actor=actor, ip=ip
+        ctx.engine,
+        _signal_store(ctx),
+        customer_id,
+        secret=ctx.settings.secret_key,
+        actor=caller.actor,
+        ip=caller.ip,
     )
     return ErasureOut(**report.as_dict())

@@ -5,19 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import Id, errors, unprocessable
 from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
 from forewarn.incidents.impact import active_customer_ids, affected_count
 from forewarn.incidents.metrics import incident_metrics
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import Incident
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+READ = requires("incidents:read")
+WRITE = requires("incidents:write")
 
 Status = Literal["investigating", "identified", "monitoring", "resolved"]
 
@@ -70,6 +76,10 @@ def _view(session: Any, inc: Incident, *, full: bool = False) -> dict[str, Any]:
     return view
 
 
+def _audit(session: Any, caller: Caller, action: str, incident_id: int, **detail: Any) -> None:
+    audit.record(session, caller.actor, action, f"incident:{incident_id}", ip=caller.ip, detail=detail)
+
+
 def _scopes(services: list[str], regions: list[str], scopes: list[ScopeIn]) -> list[service.Scope]:
     if scopes:
         return [service.Scope(s.service_id, s.region) for s in scopes]
@@ -77,7 +87,9 @@ def _scopes(services: list[str], regions: list[str], scopes: list[ScopeIn]) -> l
 
 
 @router.post("", status_code=201)
-def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+def open_incident(
+    body: IncidentIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """Open an incident; its affected customers are computed and their opening notices queued."""
     active = active_customer_ids(ctx, body.active_days, body.now) if body.active_days else None
     try:
@@ -95,19 +107,24 @@ def open_incident(body: IncidentIn, ctx: Context = Depends(get_ctx)) -> dict[str
                 active_customers=active,
                 now=body.now,
             )
-            return _view(s, inc, full=True)
+            view = _view(s, inc, full=True)
+            _audit(s, caller, "incident.opened", inc.id, affected=view["affected"])
+            return view
     except service.IncidentError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), "body") from None
 
 
-@router.post("/{incident_id}/updates", status_code=201)
-def post_update(incident_id: int, body: UpdateIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.post("/{incident_id}/updates", status_code=201, responses=errors(404, 409))
+def post_update(
+    incident_id: Id, body: UpdateIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """A public update (status ``resolved`` sends the all-clear)."""
     try:
         with transaction(ctx.engine) as s:
             step = service.post_update(
                 s, incident_id, message=body.message, status=body.status, eta=body.eta, now=body.now
             )
+            _audit(s, caller, "incident.updated", incident_id, status=body.status, queued=step.queued)
             return {
                 "incident": _view(s, service.get_incident(s, incident_id), full=True),
                 "seq": step.seq,
@@ -117,15 +134,19 @@ def post_update(incident_id: int, body: UpdateIn, ctx: Context = Depends(get_ctx
         raise HTTPException(404 if "no incident" in str(exc) else 409, str(exc)) from None
 
 
-@router.post("/{incident_id}/resolve")
+@router.post("/{incident_id}/resolve", responses=errors(404))
 def resolve(
-    incident_id: int, body: UpdateIn | None = None, ctx: Context = Depends(get_ctx)
+    incident_id: Id,
+    body: UpdateIn | None = None,
+    caller: Caller = WRITE,
+    ctx: Context = Depends(get_ctx),
 ) -> dict[str, Any]:
     try:
         with transaction(ctx.engine) as s:
             step = service.resolve_incident(
                 s, incident_id, message=body.message if body else None, now=body.now if body else None
             )
+            _audit(s, caller, "incident.resolved", incident_id, queued=step.queued)
             return {
                 "incident": _view(s, service.get_incident(s, incident_id)),
                 "seq": step.seq,
@@ -135,14 +156,17 @@ def resolve(
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{incident_id}/scopes")
-def widen(incident_id: int, body: WidenIn, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.post("/{incident_id}/scopes", responses=errors(404, 409))
+def widen(
+    incident_id: Id, body: WidenIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+) -> dict[str, Any]:
     """Widen to more services/regions; only the newly affected are caught up."""
     try:
         with transaction(ctx.engine) as s:
             step = service.widen(
                 s, incident_id, _scopes(body.services, body.regions, body.scopes), now=body.now
             )
+            _audit(s, caller, "incident.widened", incident_id, newly_affected=step.newly_affected)
             return {
                 "incident": _view(s, service.get_incident(s, incident_id)),
                 "newly_affected": step.newly_affected,
@@ -152,20 +176,20 @@ def widen(incident_id: int, body: WidenIn, ctx: Context = Depends(get_ctx)) -> d
         raise HTTPException(404 if "no incident" in str(exc) else 409, str(exc)) from None
 
 
-@router.get("")
+@router.get("", dependencies=[READ])
 def list_incidents(
-    status: str | None = None, limit: int = 100, ctx: Context = Depends(get_ctx)
+    status: str | None = None, limit: int = Query(100, ge=1, le=1000), ctx: Context = Depends(get_ctx)
 ) -> list[dict]:
     """Incidents, most recent first; ``status=open`` for all unresolved ones."""
     try:
         with transaction(ctx.engine) as s:
             return [_view(s, inc) for inc in service.list_incidents(s, status=status, limit=limit)]
     except service.IncidentError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), "query", "status") from None
 
 
-@router.get("/{incident_id}")
-def show(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/{incident_id}", dependencies=[READ], responses=errors(404))
+def show(incident_id: Id, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     try:
         with transaction(ctx.engine) as s:
             return _view(s, service.get_incident(s, incident_id), full=True)
@@ -173,8 +197,8 @@ def show(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/{incident_id}/metrics")
-def metrics(incident_id: int, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/{incident_id}/metrics", dependencies=[READ], responses=errors(404))
+def metrics(incident_id: Id, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Affected, notified, time to first notice (p50/p95), contacts before and after the notice."""
     try:
         with transaction(ctx.engine) as s:

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from forewarn.api.auth import requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import MAX_ID, Id, errors
 from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
@@ -21,6 +23,8 @@ from forewarn.measure.ops import prometheus_text
 from forewarn.web.routes import incidents_data, overview_data, resolve_period, signal_reader
 
 router = APIRouter()
+METRICS = requires("metrics:read")
+CUSTOMERS = requires("customers:read")  # a customer's timeline is personal data
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Scrapes within this many seconds share one computation (the counts scan the outbox's indexes).
@@ -28,7 +32,7 @@ PROMETHEUS_FRESH_S = 10.0
 _cache_lock = threading.Lock()
 
 
-@router.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+@router.get("/metrics", tags=["ops"], response_class=PlainTextResponse, dependencies=[METRICS])
 def metrics(ctx: Context = Depends(get_ctx)) -> PlainTextResponse:
     """Operator metrics in the Prometheus text exposition format (recomputed at most every 10 s)."""
     with _cache_lock:
@@ -43,7 +47,7 @@ def _bucket(bucket: str) -> str:
     return bucket
 
 
-@router.get("/v1/metrics/outcomes", tags=["metrics"])
+@router.get("/v1/metrics/outcomes", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def outcomes(
     ctx: Context = Depends(get_ctx),
     start: str | None = Query(None, alias="from", description="first day (UTC), e.g. 2026-03-01"),
@@ -59,7 +63,7 @@ def outcomes(
     )
 
 
-@router.get("/v1/metrics/overview", tags=["metrics"])
+@router.get("/v1/metrics/overview", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def overview(
     ctx: Context = Depends(get_ctx),
     start: str | None = Query(None, alias="from"),
@@ -72,15 +76,17 @@ def overview(
     return overview_data(ctx, period, _bucket(bucket))
 
 
-@router.get("/v1/metrics/incidents", tags=["metrics"])
+@router.get("/v1/metrics/incidents", tags=["metrics"], dependencies=[METRICS])
 def incidents(ctx: Context = Depends(get_ctx), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     """Recent incidents with notice progress (affected, queued, delivered, failed, tickets)."""
     return incidents_data(ctx, limit)
 
 
-@router.get("/v1/metrics/incidents/{incident_id}", tags=["metrics"])
+@router.get(
+    "/v1/metrics/incidents/{incident_id}", tags=["metrics"], dependencies=[METRICS], responses=errors(404)
+)
 def incident(
-    incident_id: int, ctx: Context = Depends(get_ctx), limit: int = Query(200, ge=0, le=5000)
+    incident_id: Id, ctx: Context = Depends(get_ctx), limit: int = Query(200, ge=0, le=5000)
 ) -> dict[str, Any]:
     """One incident: progress, notified customers, linked tickets."""
     try:
@@ -89,7 +95,7 @@ def incident(
         raise HTTPException(404, str(e)) from None
 
 
-@router.get("/v1/metrics/findings", tags=["metrics"])
+@router.get("/v1/metrics/findings", tags=["metrics"], dependencies=[METRICS])
 def findings(
     ctx: Context = Depends(get_ctx), kind: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> dict[str, Any]:
@@ -97,7 +103,9 @@ def findings(
     return views.findings_view(ctx.engine, kind=kind, limit=limit)
 
 
-@router.get("/v1/metrics/customers/{customer_id}", tags=["metrics"])
+@router.get(
+    "/v1/metrics/customers/{customer_id}", tags=["metrics"], dependencies=[CUSTOMERS], responses=errors(404)
+)
 def customer(
     customer_id: str, ctx: Context = Depends(get_ctx), days: int = Query(30, ge=1, le=3650)
 ) -> dict[str, Any]:
@@ -114,12 +122,12 @@ def customer(
         raise HTTPException(404, str(e)) from None
 
 
-@router.get("/v1/metrics/outbox", tags=["metrics"])
+@router.get("/v1/metrics/outbox", tags=["metrics"], dependencies=[METRICS], responses=errors(400))
 def outbox(
     ctx: Context = Depends(get_ctx),
     status: str | None = None,
     channel: str | None = None,
-    before: int | None = None,
+    before: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Outbox messages newest first, filtered by status and channel."""
@@ -129,7 +137,7 @@ def outbox(
         raise HTTPException(400, str(e)) from None
 
 
-@router.get("/v1/metrics/playbooks", tags=["metrics"])
+@router.get("/v1/metrics/playbooks", tags=["metrics"], dependencies=[METRICS])
 def playbooks(ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """Playbooks: mode, decisions by status, recent decisions, backtest reports."""
     return views.playbooks_view(ctx.engine, home=ctx.settings.home)

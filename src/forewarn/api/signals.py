@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
+from forewarn.api.auth import requires
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.rows import RowError
@@ -120,6 +121,7 @@ def parse_batch(body: bytes) -> tuple[str | None, list[Any]]:
 @router.post(
     "/signals",
     response_model=IngestCounts,
+    dependencies=[requires("signals:write")],  # before the body is read
     openapi_extra={
         "requestBody": {
             "required": True,

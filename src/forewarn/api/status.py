@@ -10,12 +10,14 @@ import jinja2
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
+from forewarn.api.auth import PUBLIC
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import errors
 from forewarn.context import Context
 from forewarn.incidents.status import status_data
 from forewarn.state.db import transaction
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], dependencies=[PUBLIC])  # the public status page
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "incidents" / "templates")),
@@ -45,12 +47,12 @@ def status_page(ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     return HTMLResponse(_ENV.get_template("status.html").render(data=data, title="Service status", base=""))
 
 
-@router.get("/status/{service_id}.json")
+@router.get("/status/{service_id}.json", responses=errors(404))
 def service_status_json(service_id: str, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     return _data(ctx, service_id)
 
 
-@router.get("/status/{service_id}", response_class=HTMLResponse)
+@router.get("/status/{service_id}", response_class=HTMLResponse, responses=errors(404))
 def service_status_page(service_id: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     data = _data(ctx, service_id)
     name = data["services"][0]["name"]

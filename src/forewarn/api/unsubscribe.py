@@ -7,16 +7,18 @@ POST works without a form body too, so mail clients' one-click unsubscribe (RFC 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse
 
+from forewarn.api.auth import PUBLIC
 from forewarn.api.deps import get_ctx
 from forewarn.context import Context
 from forewarn.decide.unsubscribe import BadToken, Unsubscribe, record, verify
 from forewarn.state.db import transaction
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], dependencies=[PUBLIC])  # signed links: no login
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -25,6 +27,15 @@ _PAGE = """<!doctype html>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#222}}
 button{{font:inherit;padding:.5rem 1rem;margin:.25rem 0;cursor:pointer}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>"""
+
+# the answers to a bad link are pages for people, not JSON
+LINK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "the link is malformed or its signature does not match",
+        "content": {"text/html": {}},
+    },
+    404: {"description": "the link's customer is no longer known", "content": {"text/html": {}}},
+}
 
 _CHANNEL = {"email": "email", "sms": "text message", "chat": "chat message"}
 
@@ -43,10 +54,10 @@ def _bad(e: BadToken) -> HTMLResponse:
     return _page("This link does not work", f"<p>{escape(str(e))}</p>", 400)
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get("/u/{token}", response_class=HTMLResponse, responses=LINK_ERRORS)
 def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
-        u = verify(ctx.settings.secret_key, token)
+        u = verify(ctx.secrets.links.accepted(), token)
     except BadToken as e:
         return _bad(e)
     form = (
@@ -58,10 +69,10 @@ def show(token: str, ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     return _page("Unsubscribe", form)
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post("/u/{token}", response_class=HTMLResponse, responses=LINK_ERRORS)
 def unsubscribe(token: str, scope: str = Form("topic"), ctx: Context = Depends(get_ctx)) -> HTMLResponse:
     try:
-        u = verify(ctx.settings.secret_key, token)
+        u = verify(ctx.secrets.links.accepted(), token)
     except BadToken as e:
         return _bad(e)
     everything = scope == "all"

@@ -17,6 +17,7 @@ from forewarn.cli import (
     run,
     serve,
     simulate,
+    tokens,
     users,
     worker,
 )
@@ -42,6 +43,7 @@ for module in (
     metrics,
     serve,
     demo,
+    tokens,
     users,
 ):
     module.register(app)

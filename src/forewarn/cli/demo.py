@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a company, run every stage on it, print a summary, then serve the API and dashboard."""
         from forewarn.cli.serve import serve_forever
-        from forewarn.demo import DemoOptions, file_channels, run_demo
+        from forewarn.demo import DemoOptions, demo_admin, file_channels, run_demo
 
         options = DemoOptions(
             customers=customers, days=days, seed=seed, home=home, backtest_days=backtest_days
         )
 
         def serve_dashboard(ctx: Context) -> None:
+            from forewarn.cli.tokens import create_token
+
+            token = create_token(ctx, "demo", ["admin"], expires_in=timedelta(days=1))
+            typer.echo(
+                "API token for this demo (admin, valid for a day; `forewarn tokens revoke` ends it sooner):\n"
+                f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/incidents"
+            )
+            password = demo_admin(ctx)
+            typer.echo(
+                f"Dashboard: http://127.0.0.1:{port}/  sign in as admin with password {password}\n"
+                "  (generated for this run; `forewarn users` manages dashboard users)"
+            )
             channels = file_channels(options.home)
             serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": channels})
 

@@ -8,6 +8,7 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -46,6 +47,12 @@ def _ctx():
 def _fail(exc: Exception) -> None:
     console.print(f"[red]error[/]: {exc}")
     raise typer.Exit(1)
+
+
+def _audit(session: Any, action: str, incident_id: int, **detail: Any) -> None:
+    from forewarn.state import audit
+
+    audit.record(session, audit.cli_actor(), action, f"incident:{incident_id}", detail=detail)
 
 
 def _scopes(service: list[str], region: list[str], scope: list[str]):
@@ -99,6 +106,7 @@ def open_cmd(
                 now=t,
             )
             n = affected_count(s, inc.id)
+            _audit(s, "incident.opened", inc.id, affected=n)
     except IncidentError as exc:
         _fail(exc)
     console.print(f"incident [bold]{inc.id}[/] opened: {n:,} affected customers, opening notices queued")
@@ -126,6 +134,7 @@ def update_cmd(
                 eta=_time(eta, "--eta"),
                 now=_time(now, "--now"),
             )
+            _audit(s, "incident.updated", incident_id, status=status, queued=step.queued)
     except IncidentError as exc:
         _fail(exc)
     console.print(f"incident {incident_id}: update {step.seq} queued for {step.queued:,} customers")
@@ -144,6 +153,7 @@ def resolve_cmd(
     try:
         with transaction(_ctx().engine) as s:
             step = resolve_incident(s, incident_id, message=message, now=_time(now, "--now"))
+            _audit(s, "incident.resolved", incident_id, queued=step.queued)
     except IncidentError as exc:
         _fail(exc)
     console.print(f"incident {incident_id} resolved; all-clear queued for {step.queued:,} customers")
@@ -164,6 +174,7 @@ def widen_cmd(
     try:
         with transaction(_ctx().engine) as s:
             step = widen(s, incident_id, _scopes(service, region, scope), now=_time(now, "--now"))
+            _audit(s, "incident.widened", incident_id, newly_affected=step.newly_affected)
     except IncidentError as exc:
         _fail(exc)
     console.print(

@@ -113,15 +113,17 @@ def approve_cmd(
     """Release held decisions: they are sent when due."""
     from forewarn.context import Context
     from forewarn.decide.engine import approve, settle_held
+    from forewarn.state.audit import cli_actor
 
     if not ids and playbook is None:
         raise typer.BadParameter("give outbox ids, or --playbook NAME")
     ctx = Context()
     try:
         if playbook is not None:
-            console.print(f"[green]approved[/] {settle_held(ctx, playbook, approve_all=True)}")
+            done = settle_held(ctx, playbook, approve_all=True, actor=cli_actor())
+            console.print(f"[green]approved[/] {done}")
             return
-        missing = [i for i in ids or [] if not approve(ctx, i)]
+        missing = [i for i in ids or [] if not approve(ctx, i, actor=cli_actor())]
     finally:
         ctx.close()
     if missing:
@@ -137,10 +139,11 @@ def reject_cmd(
     """Drop held decisions (recorded as suppressed, with the reason): e.g. a tripped circuit breaker."""
     from forewarn.context import Context
     from forewarn.decide.engine import settle_held
+    from forewarn.state.audit import cli_actor
 
     ctx = Context()
     try:
-        console.print(f"rejected {settle_held(ctx, playbook, approve_all=False)}")
+        console.print(f"rejected {settle_held(ctx, playbook, approve_all=False, actor=cli_actor())}")
     finally:
         ctx.close()
 

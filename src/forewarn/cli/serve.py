@@ -17,6 +17,43 @@ if TYPE_CHECKING:
 console = Console()
 
 
+def shipped_secret_problem(ctx: Context, host: str) -> str | None:
+    """Why serving on ``host`` must not start: a secret in force is one that shipped in forewarn's code (anyone
+    could forge unsubscribe links or webhook signatures with it). Allowed on loopback, for development.
+
+    >>> from forewarn.config import Settings
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> from forewarn.state.db import upgrade
+    >>> upgrade(f"sqlite:///{d}/state.db")
+    >>> ctx = Context(Settings(home=d, secret_key="forewarn-dev-secret-change-me"))
+    >>> shipped_secret_problem(ctx, "127.0.0.1") is None, shipped_secret_problem(ctx, "0.0.0.0")[:40]
+    (True, 'refusing to serve on 0.0.0.0: the links ')
+    """
+    if _is_loopback(host):
+        return None
+    shipped = ctx.secrets.shipped_defaults_in_use()
+    if not shipped:
+        return None
+    settings = {"links": "FOREWARN_SECRET_KEY", "webhooks": "FOREWARN_WEBHOOK__SECRET"}
+    return (
+        f"refusing to serve on {host}: the {' and '.join(shipped)} secret is still the default that ships in "
+        f"forewarn's code. Remove {' and '.join(settings[n] for n in shipped)} from the environment and config "
+        "to use the one generated in the state store, or set your own random value."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve_forever(
     ctx: Context, host: str, port: int, *, worker: bool = True, worker_options: dict[str, Any] | None = None
 ) -> None:
@@ -26,6 +63,10 @@ def serve_forever(
     from forewarn.api.app import create_app
     from forewarn.deliver.worker import start_background_worker
 
+    problem = shipped_secret_problem(ctx, host)
+    if problem:
+        console.print(f"[red]{problem}[/]")
+        raise SystemExit(2)
     app = create_app(ctx)
     background = start_background_worker(ctx, **(worker_options or {})) if worker else None
     monitors = start_monitors(ctx)

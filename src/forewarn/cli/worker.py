@@ -26,16 +26,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deliver outbox messages: claim, check consent / quiet hours / rate limits, render, send, retry."""
         from forewarn.context import Context
-        from forewarn.deliver.channels.base import create_channel
-        from forewarn.deliver.worker import Worker
+        from forewarn.deliver.channels.base import available_channels, channel_spec
+        from forewarn.deliver.worker import Worker, build_channel
 
         ctx = Context()
         channels = None
         if channel:
             channels = {}
             for name in channel:
-                opts = {"concurrency": concurrency} if name in ("email", "webhook", "sms", "chat") else {}
-                channels[name] = create_channel(name, ctx.settings, **opts)
+                spec = channel_spec(name)
+                if spec is None:
+                    known = ", ".join(available_channels())
+                    raise typer.BadParameter(f"--channel: unknown channel {name!r}; expected one of {known}")
+                channels[name] = build_channel(ctx, spec, concurrency)
         w = Worker(
             ctx,
             channels=channels,

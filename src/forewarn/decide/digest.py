@@ -39,6 +39,7 @@ def send_digests(ctx: Context, playbooks: PlaybookSet | str, now: datetime | Non
     now = utc(now)
     window = pset.guardrails.budget.window
     policy = Policy.from_guardrails(pset.guardrails, ctx.settings)
+    link_secret = ctx.secrets.links.current  # read before this transaction takes SQLite's write lock
     with transaction(ctx.engine) as session:
         q = select(OutboxMessage).where(
             OutboxMessage.status == "suppressed",
@@ -95,7 +96,9 @@ def send_digests(ctx: Context, playbooks: PlaybookSet | str, now: datetime | Non
                     "payload": {
                         "template": TEMPLATE,
                         "items": items,
-                        "unsubscribe_url": unsubscribe_url(ctx.settings, cid, d.channel or "email", TOPIC),
+                        "unsubscribe_url": unsubscribe_url(
+                            ctx.settings.public_url, link_secret, cid, d.channel or "email", TOPIC
+                        ),
                     },
                 }
             )

@@ -45,10 +45,12 @@ from forewarn.decide.guardrails import (
 )
 from forewarn.decide.playbooks import OUTAGE_KIND, PlaybookSet, load_playbooks, topic_of
 from forewarn.decide.unsubscribe import unsubscribe_url
+from forewarn.deliver import consent
+from forewarn.deliver.channels.base import addresses_of
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
-    Consent,
     Customer,
     Finding,
     Incident,
@@ -57,8 +59,6 @@ from forewarn.state.models import (
 )
 from forewarn.timeutil import utc
 
-# which customer field holds the address a channel needs (as the incident notices use); others need none
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
 INCIDENT_NOTICES = "incident-notices"
 _CHUNK = 900
 
@@ -188,28 +188,19 @@ def customer_views(
     views: dict[str, CustomerView] = {}
     attrs: dict[str, dict[str, Any]] = {}
     prefs: dict[str, list[str]] = {}
-    consent: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+    rules = consent.load_rules(session, ids)
     tickets: dict[str, set[str]] = defaultdict(set)
     for chunk in _chunks(ids):
-        for c in session.execute(select(Consent).where(Consent.customer_id.in_(chunk))).scalars():
-            consent[c.customer_id][(c.channel, c.topic)] = bool(c.granted)
         q = select(Ticket.customer_id, Ticket.topic).where(
             Ticket.customer_id.in_(chunk), Ticket.status == "open", Ticket.topic.is_not(None)
         )
         for cid, topic in session.execute(q):
             tickets[cid].add(topic)
         for c in session.execute(select(Customer).where(Customer.id.in_(chunk))).scalars():
-            addresses = {}
-            for ch in ("email", "sms", "chat", "console", "file", "webhook"):
-                column = ADDRESS_FIELDS.get(ch)
-                if column is None:
-                    addresses[ch] = None
-                elif getattr(c, column):
-                    addresses[ch] = getattr(c, column)
             views[c.id] = CustomerView(
                 timezone=c.timezone or "UTC",
-                addresses=addresses,
-                consent=consent.get(c.id, {}),
+                addresses=addresses_of(c),
+                consent=rules.get(c.id, {}),
                 open_ticket_topics=frozenset(tickets.get(c.id, ())),
             )
             attrs[c.id] = {
@@ -247,10 +238,10 @@ def guardrail_state(
         )
         for r in session.execute(q):
             when = utc(r.sent_at or r.next_attempt_at)
-            facing = r.channel not in ("task", "webhook")
+            payload = r.payload or {}
+            facing = r.channel != "task" and not payload.get("automation")
             if facing and r.status in COUNTED:
                 state.record_send(r.customer_id, when)
-            payload = r.payload or {}
             if r.playbook and "episode" in payload:
                 c = payload.get("condition", "")
                 state.decided.add(
@@ -269,8 +260,9 @@ def guardrail_state(
 # ---- writing decisions ----
 
 
-def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
-    """The outbox row recording decision ``d``."""
+def outbox_row(d: Decision, pset: PlaybookSet, public_url: str, link_secret: str) -> dict[str, Any]:
+    """The outbox row recording decision ``d`` (its unsubscribe link under ``public_url``, signed with
+    ``link_secret``)."""
     c = d.candidate
     pb = pset.by_name(c.playbook)
     action = pb.then[c.action_index]
@@ -305,7 +297,7 @@ def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
     if action.notify is not None:
         channel = d.channel or (c.channels[0] if c.channels else "email")
         payload["template"] = action.notify.template
-        payload["unsubscribe_url"] = unsubscribe_url(settings, c.customer_id, channel, c.topic)
+        payload["unsubscribe_url"] = unsubscribe_url(public_url, link_secret, c.customer_id, channel, c.topic)
         row.update(channel=channel, address=d.address, payload=payload)
     elif action.task is not None:
         t = action.task
@@ -332,6 +324,9 @@ def outbox_row(d: Decision, pset: PlaybookSet, settings: Any) -> dict[str, Any]:
             "finding_id": ref.get("finding_id"),
             "incident_id": ref.get("incident_id"),
         }
+        payload["automation"] = (
+            True  # a call to a system, not a message to the customer: no consent, no budget
+        )
         row.update(
             channel="webhook",
             address=w.url,
@@ -364,6 +359,7 @@ def run_playbooks(
         return summary
     policy = Policy.from_guardrails(pset.guardrails, ctx.settings)
     kinds = {p.when.kind for p in active}
+    link_secret = ctx.secrets.links.current  # read before this transaction takes SQLite's write lock
     with transaction(ctx.engine) as session:
         frames = []
         if kinds - {OUTAGE_KIND}:
@@ -386,7 +382,7 @@ def run_playbooks(
         known = session.execute(select(func.count()).select_from(Customer)).scalar_one()
         mass = pset.guardrails.mass_send
         decisions = hold_mass_sends(decisions, known, mass.share, mass.minimum)
-        rows = [outbox_row(d, pset, ctx.settings) for d in decisions]
+        rows = [outbox_row(d, pset, ctx.settings.public_url, link_secret) for d in decisions]
         summary.enqueued = enqueue(session, rows, now=now)
     for d in decisions:
         summary.by_playbook[d.candidate.playbook][d.status] += 1
@@ -395,9 +391,16 @@ def run_playbooks(
     return summary
 
 
-def approve(ctx: Context, outbox_id: int, now: datetime | None = None) -> bool:
+def approve(
+    ctx: Context,
+    outbox_id: int,
+    now: datetime | None = None,
+    *,
+    actor: str | None = None,
+    ip: str | None = None,
+) -> bool:
     """Release a ``held`` decision from the approval queue: it becomes ``pending`` (sent when due)."""
-    return settle_held(ctx, ids=[outbox_id], approve_all=True, now=now) == 1
+    return settle_held(ctx, ids=[outbox_id], approve_all=True, now=now, actor=actor, ip=ip) == 1
 
 
 def settle_held(
@@ -407,11 +410,14 @@ def settle_held(
     ids: Sequence[int] | None = None,
     approve_all: bool,
     now: datetime | None = None,
+    actor: str | None = None,
+    ip: str | None = None,
 ) -> int:
     """Release (``approve_all``) or reject the held decisions ``ids``, or every one of ``playbook``, in one
     statement; returns how many. Released rows become ``pending`` (sent when due); rejected ones
     ``suppressed``; the old reason stays in the new one. A tripped circuit breaker is settled by playbook: one
-    decision for the whole run."""
+    decision for the whole run. With ``actor`` (who decided; see ``forewarn.state.audit``) the decision is
+    recorded in the audit log in the same transaction."""
     if (playbook is None) == (ids is None):
         raise ValueError("settle_held needs a playbook or ids, not both")
     status, word = ("pending", "approved") if approve_all else ("suppressed", "rejected")
@@ -427,7 +433,13 @@ def settle_held(
                 next_attempt_at=utc(now),
             )
         )
-        return max(result.rowcount or 0, 0)
+        settled = max(result.rowcount or 0, 0)
+        if actor is not None and settled:
+            target = f"playbook:{playbook}" if ids is None else f"outbox:{','.join(map(str, ids))}"
+            audit.record(
+                session, actor, f"playbook.{word}", target[:255], ip=ip, detail={"decisions": settled}
+            )
+        return settled
 
 
 def held(ctx: Context, limit: int = 100) -> list[Mapping[str, Any]]:

@@ -50,6 +50,8 @@ from typing import Any
 from forewarn.config import DeliverySettings
 from forewarn.decide.control import in_control
 from forewarn.decide.playbooks import OUTAGE_KIND, PRIORITY_RANK, Budget, Guardrails
+from forewarn.deliver import consent
+from forewarn.deliver.channels.base import channel_spec
 from forewarn.deliver.quiet_hours import next_allowed
 
 # statuses that mean "the customer gets (or got) this message": they count against the fatigue budget
@@ -131,10 +133,13 @@ class Policy:
         """``quiet`` is the ``Settings`` or its ``delivery`` part (quiet hours window, critical override)."""
         delivery = getattr(quiet, "delivery", quiet)
         override = g.critical_overrides_quiet_hours
+        explicit = g.explicit_consent_topics
         return cls(
             budget=g.budget,
             min_confidence=g.min_confidence,
-            explicit_consent_topics=frozenset(g.explicit_consent_topics),
+            explicit_consent_topics=frozenset(
+                consent.explicit_topics(delivery) if explicit is None else explicit
+            ),
             critical_overrides_quiet_hours=delivery.critical_overrides_quiet_hours
             if override is None
             else override,
@@ -187,10 +192,10 @@ class GuardrailState:
 
 
 def _consented(view: CustomerView, channel: str, topic: str, explicit: frozenset[str]) -> bool:
-    for key in ((channel, topic), (channel, "*")):
-        if key in view.consent:
-            return view.consent[key]
-    return topic not in explicit
+    spec = channel_spec(channel)
+    return (spec is not None and not spec.needs_consent) or consent.allows(
+        view.consent, channel, topic, explicit
+    )
 
 
 def _order(c: Candidate) -> tuple[Any, ...]:

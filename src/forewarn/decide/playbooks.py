@@ -54,11 +54,12 @@ from pydantic import (
     model_validator,
 )
 
+from forewarn.deliver.channels.base import available_channels, channel_spec
 from forewarn.deliver.outbox import PRIORITIES
+from forewarn.deliver.render import TEMPLATE_DIR, template_names
 from forewarn.timeutil import parse_duration
 
 PRIORITY_RANK: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
-CHANNELS: tuple[str, ...] = ("email", "sms", "chat", "console", "file", "webhook")
 OUTAGE_KIND = "outage"
 # What a finding kind is about when neither the finding nor the playbook says (the consent and ticket topic).
 KIND_TOPIC: dict[str, str] = {
@@ -90,8 +91,6 @@ def topic_of(kind: str, condition: str) -> str:
             return topic
     return KIND_TOPIC.get(kind, kind)
 
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "deliver" / "templates"
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -189,13 +188,21 @@ class When(_Strict):
 class Notify(_Strict):
     """Send the customer a message on the first channel they consented to, in this order."""
 
-    channels: list[Literal["email", "sms", "chat", "console", "file", "webhook"]] = Field(
-        default_factory=lambda: ["email"], min_length=1
-    )
+    # declared channels (``forewarn.deliver.channels.base.register_channel``: built-in or a plug-in's)
+    channels: list[str] = Field(default_factory=lambda: ["email"], min_length=1)
     template: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     priority: Literal["critical", "high", "normal", "low"] = "normal"
     # the consent / ticket topic; default: the finding's own topic
     topic: str | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _declared_channels(cls, channels: list[str]) -> list[str]:
+        known = available_channels()
+        for name in channels:
+            if name not in known:
+                raise ValueError(f"expected channels among {', '.join(known)} (got {name!r})")
+        return channels
 
 
 class Task(_Strict):
@@ -248,6 +255,19 @@ class Playbook(_Strict):
     # below this confidence a decision waits for a person (status held); default: the guardrails' value
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
 
+    @model_validator(mode="after")
+    def _channels_carry_the_topic(self) -> Playbook:
+        topic = self.topic_for(None)
+        for a in self.then:
+            for name in a.notify.channels if a.notify else ():
+                spec = channel_spec(name)
+                if spec is not None and not spec.carries(topic):
+                    carried = ", ".join(sorted(spec.topics or ()))
+                    raise ValueError(
+                        f"expected a channel that carries topic {topic!r} ({name} carries {carried})"
+                    )
+        return self
+
     def topic_for(self, finding_topic: str | None) -> str:
         for a in self.then:
             if a.notify and a.notify.topic:
@@ -288,8 +308,9 @@ class Guardrails(_Strict):
     budget: Budget = Field(default_factory=Budget)
     mass_send: MassSend = Field(default_factory=MassSend)
     min_confidence: float = Field(0.0, ge=0.0, le=1.0)
-    # topics that need an explicit opt-in; others are allowed unless the customer opted out
-    explicit_consent_topics: StrList = Field(default_factory=lambda: ["offer", "marketing"])
+    # topics that need an explicit opt-in; others are allowed unless the customer opted out. None: the
+    # settings' ``delivery.explicit_consent_topics`` (the default the worker and the notices use too)
+    explicit_consent_topics: StrList | None = None
     # None: take ``delivery.critical_overrides_quiet_hours`` from the settings
     critical_overrides_quiet_hours: bool | None = None
 
@@ -462,9 +483,9 @@ def parse_playbook_text(text: str, source: str = "<string>") -> tuple[PlaybookFi
                             source,
                             node.start_mark.line + 1 if node else 1,
                             _path(loc),
-                            f"expected a template {action.notify.template}.{channel}.j2 or "
-                            f"{action.notify.template}.j2 in "
-                            f"{TEMPLATES_DIR} (not found)",
+                            f"expected a template "
+                            f"{' or '.join(template_names(action.notify.template, channel))} in "
+                            f"{TEMPLATE_DIR} (not found)",
                         )
                     )
     if problems:
@@ -473,8 +494,8 @@ def parse_playbook_text(text: str, source: str = "<string>") -> tuple[PlaybookFi
 
 
 def template_exists(name: str, channel: str) -> bool:
-    """Is there a template ``name`` for ``channel`` (``name.channel.j2``, or the shared ``name.j2``)?"""
-    return (TEMPLATES_DIR / f"{name}.{channel}.j2").exists() or (TEMPLATES_DIR / f"{name}.j2").exists()
+    """Is there a template ``name`` for ``channel`` (its own variant, or the shared ``name.j2``)?"""
+    return any((TEMPLATE_DIR / candidate).exists() for candidate in template_names(name, channel))
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:

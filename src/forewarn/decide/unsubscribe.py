@@ -20,8 +20,8 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -60,12 +60,14 @@ def sign(secret: str, customer_id: str, channel: str, topic: str) -> str:
     return f"{payload}.{_mac(secret, payload)}"
 
 
-def verify(secret: str, token: str) -> Unsubscribe:
-    """What ``token`` unsubscribes; raises ``BadToken`` when it was not signed with ``secret``."""
+def verify(secret: str | Sequence[str], token: str) -> Unsubscribe:
+    """What ``token`` unsubscribes; raises ``BadToken`` when it was not signed with ``secret`` (or with one of
+    several: the current secret and, during a rotation's grace period, the previous one)."""
     payload, dot, mac = token.partition(".")
     if not dot or not payload or not mac:
         raise BadToken("the link is incomplete (expected <payload>.<signature>)")
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
+    accepted = (secret,) if isinstance(secret, str) else tuple(secret)
+    if not any(hmac.compare_digest(mac, _mac(k, payload)) for k in accepted):
         raise BadToken("the link's signature does not match (was it changed or cut short?)")
     try:
         customer_id, channel, topic = json.loads(_unb64(payload))
@@ -74,15 +76,15 @@ def verify(secret: str, token: str) -> Unsubscribe:
     return Unsubscribe(str(customer_id), str(channel), str(topic))
 
 
-def unsubscribe_url(settings: Any, customer_id: str, channel: str, topic: str) -> str:
-    """The public link for a message (``settings.public_url`` + ``/u/<token>``).
+def unsubscribe_url(public_url: str, secret: str, customer_id: str, channel: str, topic: str) -> str:
+    """The public link for a message (``public_url`` + ``/u/<token>``), signed with ``secret`` (the current
+    ``links`` secret: ``ctx.secrets.links.current``).
 
-    >>> from forewarn.config import Settings
-    >>> unsubscribe_url(Settings(home="/tmp/x"), "c1", "sms", "usage").startswith("http://127.0.0.1:8000/u/")
+    >>> unsubscribe_url("http://127.0.0.1:8000", "s3cret", "c1", "sms", "usage").startswith("http://127.0.0.1:8000/u/")
     True
     """
-    token = sign(settings.secret_key, customer_id, channel, topic)
-    return f"{settings.public_url.rstrip('/')}/u/{token}"
+    token = sign(secret, customer_id, channel, topic)
+    return f"{public_url.rstrip('/')}/u/{token}"
 
 
 def record(session: Session, unsub: Unsubscribe, *, everything: bool = False) -> bool:

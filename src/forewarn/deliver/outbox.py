@@ -15,6 +15,10 @@ delivery; receivers drop the duplicates by ``idempotency_key``). Claims are one 
 workers share the outbox without waiting for or double-claiming each other's rows; on SQLite the statement
 runs under SQLite's single-writer lock, which makes it atomic across processes.
 
+Every row of the table is written here: :func:`enqueue` for messages built one by one (playbook decisions,
+auto-replies, digests) and :func:`insert_select` for set-based producers (incident notices), with one list of
+required fields and one set of defaults.
+
 Per-thread order: a message is not claimed while an earlier message (lower id) of the same customer and
 ``thread_key`` is still pending, failed or sending, so a customer's notice series arrives in order even across
 retries. (A thread is one customer's: one customer per incident or condition.)
@@ -46,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, select, update
+from sqlalchemy import Connection, Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from forewarn.state.models import Customer, OutboxMessage
@@ -119,6 +123,59 @@ def _insert(dialect: str) -> Any:
     else:  # pragma: no cover - only the two supported stores
         raise NotImplementedError(f"outbox enqueue supports sqlite and postgresql, not {dialect}")
     return insert(TABLE).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
+
+# what a column holds when the producer leaves it out, as SQL for set-based producers (insert_select); the
+# Python path (_row) fills the same values
+_SQL_DEFAULTS = {
+    "priority": "'normal'",
+    "subject": "''",
+    "body": "''",
+    "status": "'pending'",
+    "attempts": "0",
+    "next_attempt_at": ":now",
+    "created_at": ":now",
+}
+
+
+def insert_select(columns: Mapping[str, str], source: str, *, conflict_check: bool = True) -> str:
+    """The outbox's INSERT .. SELECT for a set-based producer (an incident's notices to a million customers):
+    the same table, the same required fields and defaults as :func:`enqueue`, one statement.
+
+    ``columns`` maps outbox columns to SQL expressions over ``source`` (the ``FROM ..`` part, ending with its
+    ``WHERE``); a column left out gets :func:`enqueue`'s default (``:now`` for the times: bind it). With
+    ``conflict_check`` a row whose ``idempotency_key`` exists is skipped, as in :func:`enqueue`; without it
+    (the producer knows none of its keys exists yet) the insert skips the per-row check.
+
+    >>> print(insert_select({"idempotency_key": "'k'", "customer_id": "c.id", "channel": "'email'",
+    ...                      "topic": "'outage'", "thread_key": "'t'", "payload": "'{}'"},
+    ...                     "FROM customers c WHERE true"))  # doctest: +NORMALIZE_WHITESPACE
+    INSERT INTO outbox (idempotency_key, customer_id, channel, topic, thread_key, payload, priority, subject,
+        body, status, attempts, next_attempt_at, created_at)
+    SELECT 'k', c.id, 'email', 'outage', 't', '{}', 'normal', '', '', 'pending', 0, :now, :now
+    FROM customers c WHERE true
+    ON CONFLICT (idempotency_key) DO NOTHING
+    """
+    missing = [key for key in (*_REQUIRED, "payload") if key not in columns]
+    unknown = set(columns) - set(_COLUMNS)
+    if missing or unknown:
+        raise ValueError(
+            f"outbox insert_select: missing {missing}, unknown {sorted(unknown)}; expected some of {_COLUMNS}"
+        )
+    exprs = {**columns, **{k: v for k, v in _SQL_DEFAULTS.items() if k not in columns}}
+    conflict = "\nON CONFLICT (idempotency_key) DO NOTHING" if conflict_check else ""
+    return f"INSERT INTO outbox ({', '.join(exprs)})\nSELECT {', '.join(exprs.values())}\n{source.strip()}{conflict}"
+
+
+def has_key_prefix(session: Session | Connection, prefix: str) -> bool:
+    """Whether any message's idempotency key starts with ``prefix``: one range probe on the key's unique
+    index (keys compare byte by byte on both stores, so the prefix's keys are exactly those between the two
+    bounds; ``prefix`` ends with a separator below ``;``, such as ``:``)."""
+    probe = text("SELECT 1 FROM outbox WHERE idempotency_key >= :lo AND idempotency_key < :hi LIMIT 1")
+    return (
+        session.execute(probe, {"lo": prefix, "hi": prefix[:-1] + chr(ord(prefix[-1]) + 1)}).first()
+        is not None
+    )
 
 
 def enqueue(

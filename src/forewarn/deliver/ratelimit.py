@@ -110,3 +110,31 @@ class RateLimiter:
             )
             self._seen[channel] = (tokens, now)
         return granted
+
+
+class TokenBucket:
+    """One token bucket in this process (the API's per-token limit): the same :func:`refill` rule as the
+    shared buckets above, without the round trip, for limits that one process enforces on its own.
+
+    >>> b = TokenBucket(rate=2.0, burst=2.0, now=0.0)
+    >>> b.take(now=0.0), b.take(now=0.0), b.take(now=0.0)
+    (0.0, 0.0, 0.5)
+    >>> b.take(now=0.5)
+    0.0
+    """
+
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
+        self.rate, self.burst = rate, max(1.0, burst)
+        self.tokens = self.burst
+        self.last = time.monotonic() if now is None else now
+        self._lock = threading.Lock()
+
+    def take(self, n: int = 1, now: float | None = None) -> float:
+        """Take ``n`` tokens: 0.0 when granted, else the seconds until they would be (nothing is taken)."""
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            self.tokens, self.last = refill(self.tokens, self.last, now, self.rate, self.burst), now
+            if self.tokens + 1e-9 >= n:
+                self.tokens -= n
+                return 0.0
+            return (n - self.tokens) / self.rate

@@ -3,8 +3,8 @@
 Producers enqueue ``payload = {"template": "<name>", ...ids}`` with an empty body (a fan-out to a million
 customers stays one ``INSERT .. SELECT``); the worker renders each message just before sending it.
 
-Templates live in ``src/forewarn/deliver/templates``: ``<name>.<channel>.j2`` is used when present, else
-``<name>.j2``. **Subject convention:** when the rendered text's first line starts with ``Subject:``, that line
+Templates live in ``src/forewarn/deliver/templates``: ``<name>.<variant>.j2`` is used when present, else
+``<name>.j2`` (a channel's variant is its name unless its declaration names another: :func:`template_names`). **Subject convention:** when the rendered text's first line starts with ``Subject:``, that line
 is the subject and the rest (after one blank line) the body; otherwise the subject is empty (SMS, chat).
 Compiled templates are cached by the Jinja environment, and the (name, channel) -> template choice too.
 
@@ -37,6 +37,7 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from forewarn.deliver import locales
+from forewarn.deliver.channels.base import channel_spec
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -143,7 +144,7 @@ class Renderer:
         key = (name, channel)
         tpl = self._chosen.get(key)
         if tpl is None:
-            names = [f"{name}.{channel}.j2", f"{name}.j2"]
+            names = template_names(name, channel)
             try:
                 tpl = self.env.select_template(names)
             except jinja2.TemplatesNotFound:
@@ -154,6 +155,18 @@ class Renderer:
 
     def render(self, name: str, channel: str, context: dict[str, Any]) -> Rendered:
         return split_subject(self.template(name, channel).render(context))
+
+
+def template_names(name: str, channel: str) -> list[str]:
+    """The templates that can render ``name`` on ``channel``, in order: the channel's variant (its declared
+    ``template``, else its name), then the shared one.
+
+    >>> template_names("incident_open", "sms")
+    ['incident_open.sms.j2', 'incident_open.j2']
+    """
+    spec = channel_spec(channel)
+    variant = spec.template_variant if spec is not None else channel
+    return [f"{name}.{variant}.j2", f"{name}.j2"]
 
 
 def split_subject(text: str) -> Rendered:

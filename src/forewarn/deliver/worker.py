@@ -5,9 +5,9 @@ Several workers may run at once (threads, processes, machines): on PostgreSQL th
 ``FOR UPDATE SKIP LOCKED`` claims; on SQLite claims serialise on the single writer. A worker killed mid-batch
 loses nothing: its claimed rows are claimed again once their lease expires (:mod:`forewarn.deliver.outbox`).
 
-Checks at send time, in this order: consent (an explicit ``granted = false`` for the channel and the message's
-topic, or for topic ``*`` when the topic has no row of its own, suppresses the message with reason
-``no consent: <channel>/<topic>``; no row at all means no objection), an address (stored on the message, else
+Checks at send time, in this order: consent (the one rule of :mod:`forewarn.deliver.consent`, for channels
+whose declaration says they message a person; a refusal suppresses the message with reason
+``no consent: <channel>/<topic>``; a playbook's automation call is not asked), an address (stored on the message, else
 the customer's for that channel), quiet hours in the customer's time zone (critical messages skip them when
 ``settings.delivery.critical_overrides_quiet_hours``), the channel's rate limit, then rendering.
 
@@ -48,8 +48,15 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from forewarn.deliver import outbox, retry
-from forewarn.deliver.channels.base import Channel, CustomerView, Delivery, SendResult, create_channel
+from forewarn.deliver import consent, outbox, retry
+from forewarn.deliver.channels.base import (
+    Channel,
+    ChannelSpec,
+    CustomerView,
+    Delivery,
+    SendResult,
+    channel_spec,
+)
 from forewarn.deliver.outbox import Outcomes, apply_outcomes, claim, enqueue  # noqa: F401 (doctest)
 from forewarn.deliver.quiet_hours import next_allowed
 from forewarn.deliver.ratelimit import RateLimiter
@@ -61,7 +68,7 @@ from forewarn.deliver.render import (
     load_context_providers,
     render_message,
 )
-from forewarn.state.models import Consent, Customer
+from forewarn.state.models import Customer
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +76,6 @@ _CUSTOMER_COLS = [
     Customer.__table__.c[n]
     for n in ("id", "name", "email", "phone", "timezone", "locale", "segment", "plan", "region", "attributes")
 ]
-
-
-def consent_allows(rules: Mapping[tuple[str, str], bool], channel: str, topic: str) -> bool:
-    """Whether a customer's consent rows ``{(channel, topic): granted}`` allow ``topic`` on ``channel``.
-
-    A topic-specific row wins over the ``*`` row; with neither, nothing objects.
-
-    >>> rules = {("email", "*"): False, ("email", "outage"): True, ("sms", "marketing"): False}
-    >>> consent_allows(rules, "email", "outage"), consent_allows(rules, "email", "billing")
-    (True, False)
-    >>> consent_allows(rules, "sms", "outage"), consent_allows(rules, "sms", "marketing")
-    (True, False)
-    """
-    specific = rules.get((channel, topic))
-    if specific is not None:
-        return specific
-    return rules.get((channel, "*"), True)
 
 
 _NO_RULES: dict[tuple[str, str], bool] = {}
@@ -101,6 +91,13 @@ class _Batch:
     ready: dict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
     attempts: dict[int, int] = field(default_factory=dict)
     record_now: datetime | None = None
+
+
+def build_channel(ctx: Any, spec: ChannelSpec, concurrency: int) -> Channel:
+    """Build a declared channel with what it needs beyond the settings: its connections and, for a signed
+    channel, the signing secret in force (from the store, never a shipped default)."""
+    options: dict[str, Any] = {"secret": ctx.secrets.webhooks.current} if spec.signed else {}
+    return spec.build(ctx.settings, concurrency, **options)
 
 
 class Worker:
@@ -130,6 +127,7 @@ class Worker:
         self.renderer = renderer or default_renderer()
         load_context_providers()
         self.rng = rng or random.Random()
+        self.explicit = consent.explicit_topics(self.delivery)
         self.only_channels = None if channels is None else list(channels)
         self.channels: dict[str, Channel] = dict(channels or {})
         self.limiter = RateLimiter(ctx.engine, self.delivery.rate_limits)
@@ -206,13 +204,10 @@ class Worker:
     def channel(self, name: str) -> Channel | None:
         ch = self.channels.get(name)
         if ch is None and self.only_channels is None:
-            opts: dict[str, Any] = {}
-            if name in ("email", "webhook", "sms", "chat"):
-                opts["concurrency"] = self.concurrency
-            try:
-                ch = self.channels[name] = create_channel(name, self.settings, **opts)
-            except ValueError:
+            spec = channel_spec(name)
+            if spec is None:
                 return None
+            ch = self.channels[name] = build_channel(self.ctx, spec, self.concurrency)
         return ch
 
     def _load_people(
@@ -237,13 +232,14 @@ class Worker:
                     r.region,
                     r.attributes or {},
                 )
-            for r in conn.execute(
-                select(Consent.customer_id, Consent.channel, Consent.topic, Consent.granted).where(
-                    Consent.customer_id.in_(chunk)
-                )
-            ):
-                rules[r.customer_id][(r.channel, r.topic)] = bool(r.granted)
+            rules.update(consent.load_rules(conn, chunk))
         return people, rules
+
+    @staticmethod
+    def _needs_consent(row: Any) -> bool:
+        """A message to a person (its channel's declaration says so), not a playbook's automation call."""
+        spec = channel_spec(row.channel)
+        return (spec is None or spec.needs_consent) and not (row.payload or {}).get("automation")
 
     def process(self, rows: Sequence[Any], now: datetime) -> Outcomes:
         """Decide, render and send claimed rows; returns their outcomes (not yet written)."""
@@ -302,7 +298,9 @@ class Worker:
                     # erased while the message waited (the outbox has no foreign key: see migration 0006)
                     out.suppressed.append((row.id, "customer no longer exists"))
                     continue
-                if not consent_allows(rules.get(row.customer_id, _NO_RULES), row.channel, row.topic):
+                if self._needs_consent(row) and not consent.allows(
+                    rules.get(row.customer_id, _NO_RULES), row.channel, row.topic, self.explicit
+                ):
                     out.suppressed.append((row.id, f"no consent: {row.channel}/{row.topic}"))
                     continue
                 ch = self.channel(row.channel)

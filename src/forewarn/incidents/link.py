@@ -20,7 +20,7 @@ incident thread, keyed ``incident:<id>:reply:<ticket_id>`` so re-running the lin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from forewarn.incidents.notices import ADDRESS_COLUMNS, TEMPLATE_REPLY, TOPIC, priority_for, thread_key
+from forewarn.deliver import consent
+from forewarn.deliver.channels.base import channel_spec
+from forewarn.incidents.notices import TEMPLATE_REPLY, TOPIC, priority_for, thread_key
 from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
-    Consent,
     Customer,
     Incident,
     IncidentScope,
@@ -176,16 +177,18 @@ def _terms(session: Session, incident: Incident) -> set[str]:
     return words
 
 
-def _reply_channel(session: Session, customer: Customer) -> tuple[str, str | None, str | None]:
-    """(channel, address, suppression reason) for the auto-reply, by the same rules as the notices."""
-    rules = {
-        (c.channel, c.topic): c.granted
-        for c in session.scalars(select(Consent).where(Consent.customer_id == customer.id))
-    }
+def _reply_channel(
+    session: Session, customer: Customer, explicit: Collection[str]
+) -> tuple[str, str | None, str | None]:
+    """(channel, address, suppression reason) for the auto-reply, by the same rules as the notices: the first
+    preferred channel consent allows (:mod:`forewarn.deliver.consent`) with an address where it needs one."""
+    rules = consent.load_rules(session, [customer.id]).get(customer.id, {})
     channels = list(customer.channels or [])
     for ch in channels:
-        allowed = rules.get((ch, TOPIC), rules.get((ch, "*"), True))
-        column = ADDRESS_COLUMNS.get(ch)
+        spec = channel_spec(ch)
+        needs_consent = spec is None or spec.needs_consent
+        allowed = not needs_consent or consent.allows(rules, ch, TOPIC, explicit)
+        column = spec.address_field if spec is not None else None
         address = getattr(customer, column) if column else None
         if allowed and (column is None or address):
             return ch, address, None
@@ -203,8 +206,9 @@ def link_in_session(
     threshold: float = THRESHOLD,
     reply: bool = True,
     reply_max_age: timedelta | None = None,
+    explicit: Collection[str] = consent.EXPLICIT_TOPICS,
 ) -> LinkResult:
-    """:func:`link_tickets` inside the caller's transaction."""
+    """:func:`link_tickets` inside the caller's transaction (``explicit``: the topics that need an opt-in)."""
     now = utc(now)
     too_old = None if reply_max_age is None else now - reply_max_age
     q = (
@@ -243,7 +247,7 @@ def link_in_session(
         by_incident[incident.id] = by_incident.get(incident.id, 0) + 1
         if reply:
             customer = session.get(Customer, ticket.customer_id)
-            channel, address, reason = _reply_channel(session, customer)
+            channel, address, reason = _reply_channel(session, customer, explicit)
             if too_old is not None and utc(ticket.opened_at) < too_old:
                 # linked for the record, but an answer this late would only confuse
                 reason = f"too old to answer: contact opened {utc(ticket.opened_at):%Y-%m-%d %H:%M} UTC"
@@ -293,7 +297,13 @@ def link_tickets(
     """
     with transaction(ctx.engine) as s:
         return link_in_session(
-            s, ticket_ids, now=now, grace=grace, threshold=threshold, reply_max_age=reply_max_age
+            s,
+            ticket_ids,
+            now=now,
+            grace=grace,
+            threshold=threshold,
+            reply_max_age=reply_max_age,
+            explicit=consent.explicit_topics(ctx.settings),
         )
 
 

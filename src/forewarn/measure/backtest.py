@@ -46,6 +46,7 @@ from forewarn.decide.candidates import first_per_episode, match, to_candidates
 from forewarn.decide.engine import INCIDENT_NOTICES
 from forewarn.decide.guardrails import CustomerView, Decision, GuardrailState, Policy, decide
 from forewarn.decide.playbooks import KIND_TOPIC, OUTAGE_KIND, PlaybookSet
+from forewarn.deliver.channels.base import addresses_of
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings
 from forewarn.detect.registry import load as load_wire
 
@@ -61,8 +62,6 @@ KIND_TRUTH_TYPES: dict[str, tuple[str, ...]] = {
 }
 TARGETED = ("pending", "deferred", "control", "shadow", "open")
 SENT = ("pending", "deferred")
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "voice": "phone", "whatsapp": "phone"}
-FACING_CHANNELS = ("email", "sms", "chat", "console", "file", "webhook")
 TS = pl.Datetime("us", "UTC")
 
 
@@ -175,13 +174,7 @@ def customer_views(
     views, attrs, prefs = {}, {}, {}
     for r in customers.iter_rows(named=True):
         cid = r["customer_id"]
-        addresses: dict[str, str | None] = {}
-        for ch in FACING_CHANNELS:
-            column = ADDRESS_FIELDS.get(ch)
-            if column is None:
-                addresses[ch] = None
-            elif r.get(column):
-                addresses[ch] = r[column]
+        addresses = addresses_of(r)
         a = r.get("attributes") if "attributes" in cols else None
         if isinstance(a, str):
             a = json.loads(a or "{}")

@@ -1,7 +1,9 @@
 """What every delivery channel is: a name, how it finds a customer's address, and how it sends a batch.
 
 Channels are looked up by short name (``email``, ``sms``, ``chat``, ``webhook``, ``console``, ``file``),
-the way storage backends are named in config; a plug-in adds its own with :func:`register_channel`.
+the way storage backends are named in config; a plug-in adds its own with :func:`register_channel`. A channel
+is declared there once (:class:`ChannelSpec`: name, address field, consent, templates, topics), and playbooks,
+guardrails, incident notices, the renderer and the worker all read that declaration.
 
 A channel reports one :class:`SendResult` per :class:`Delivery`: sent, a retryable failure, or a permanent one
 (the worker dead-letters those at once). Channels never touch the database; the worker does.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -156,12 +158,124 @@ class PooledChannel(Channel):
 
 
 ChannelFactory = Callable[..., Channel]
-_REGISTRY: dict[str, ChannelFactory] = {}
 
 
-def register_channel(name: str, factory: ChannelFactory) -> None:
-    """Make a channel available by short name; ``factory(settings=None, **options)`` builds it."""
-    _REGISTRY[name] = factory
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """A channel, declared once: everything the rest of forewarn needs to know about it.
+
+    Playbooks may name it, the guardrails and the incident notices know which customer field holds its
+    address and whether consent applies, the renderer knows its templates, and the worker builds it: all
+    from this one declaration (:func:`register_channel`), so a plug-in channel works everywhere.
+    """
+
+    name: str
+    factory: ChannelFactory
+    # the customer field holding its address ("email", "phone"); None: it needs none stored on the customer
+    address_field: str | None = None
+    # a message to a person: consent per channel and topic applies (the one rule in forewarn.deliver.consent)
+    needs_consent: bool = True
+    # its templates: ``<name>.<template>.j2`` before ``<name>.j2`` (default: the channel's own name)
+    template: str = ""
+    # the topics it may carry; None: any
+    topics: frozenset[str] | None = None
+    # its factory takes ``concurrency=`` (a pool of connections)
+    concurrent: bool = False
+    # its requests carry X-Forewarn-Signature: its factory takes ``secret=`` (the signing secret in force)
+    signed: bool = False
+
+    @property
+    def template_variant(self) -> str:
+        return self.template or self.name
+
+    def carries(self, topic: str) -> bool:
+        return self.topics is None or topic in self.topics
+
+    def build(self, settings: Any, concurrency: int = 1, **options: Any) -> Channel:
+        if self.concurrent:
+            options.setdefault("concurrency", concurrency)
+        return self.factory(settings=settings, **options)
+
+
+_REGISTRY: dict[str, ChannelSpec] = {}
+# the customer columns an address can come from (the incident notices read them in SQL); None: none needed
+ADDRESS_FIELDS: tuple[str | None, ...] = ("email", "phone", None)
+
+
+def register_channel(
+    name: str,
+    factory: ChannelFactory,
+    *,
+    address_field: str | None = None,
+    needs_consent: bool = True,
+    template: str = "",
+    topics: Iterable[str] | None = None,
+    concurrent: bool = False,
+    signed: bool = False,
+) -> ChannelSpec:
+    """Declare a channel by short name; ``factory(settings=..., **options)`` builds it. Returns its spec.
+
+    >>> from forewarn.deliver.channels.console import ConsoleChannel
+    >>> spec = register_channel("pager", lambda settings, **kw: ConsoleChannel(**kw), template="sms",
+    ...                         topics=["outage"])
+    >>> spec.template_variant, spec.carries("outage"), spec.carries("offer"), "pager" in available_channels()
+    ('sms', True, False, True)
+    >>> unregister_channel("pager")
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"channel name: expected letters, digits, '-' or '_', got {name!r}")
+    if address_field not in ADDRESS_FIELDS:
+        raise ValueError(
+            f"channel {name!r}: address_field: expected one of {ADDRESS_FIELDS}, got {address_field!r}"
+        )
+    _builtin()
+    spec = ChannelSpec(
+        name,
+        factory,
+        address_field=address_field,
+        needs_consent=needs_consent,
+        template=template,
+        topics=None if topics is None else frozenset(topics),
+        concurrent=concurrent,
+        signed=signed,
+    )
+    _REGISTRY[name] = spec
+    return spec
+
+
+def unregister_channel(name: str) -> None:
+    """Forget a plug-in channel (tests); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
+def channel_specs() -> dict[str, ChannelSpec]:
+    """Every declared channel by name, built-in ones first."""
+    _builtin()
+    return dict(_REGISTRY)
+
+
+def channel_spec(name: str) -> ChannelSpec | None:
+    """The declaration of channel ``name``, or None when no channel has that name."""
+    _builtin()
+    return _REGISTRY.get(name)
+
+
+def addresses_of(customer: Any) -> dict[str, str | None]:
+    """The declared channels a customer (a record or a mapping) can be reached on -> their address there
+    (None when the channel needs none stored on the customer); a channel whose address field is empty is left
+    out.
+
+    >>> sorted(addresses_of({"email": "a@example.com", "phone": None}).items())[:3]
+    [('chat', None), ('console', None), ('email', 'a@example.com')]
+    """
+    get = customer.get if isinstance(customer, Mapping) else lambda name: getattr(customer, name, None)
+    out: dict[str, str | None] = {}
+    for spec in channel_specs().values():
+        if spec.address_field is None:
+            out[spec.name] = None
+        elif value := get(spec.address_field):
+            out[spec.name] = value
+    return out
 
 
 def available_channels() -> list[str]:
@@ -171,32 +285,32 @@ def available_channels() -> list[str]:
 
 def create_channel(name: str, settings: Any = None, **options: Any) -> Channel:
     """Build the channel registered as ``name`` (``settings`` defaults to the process settings)."""
-    _builtin()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown channel {name!r}; expected one of {sorted(_REGISTRY)}") from None
+    spec = channel_spec(name)
+    if spec is None:
+        raise ValueError(f"unknown channel {name!r}; expected one of {sorted(_REGISTRY)}")
     if settings is None:
         from forewarn.config import get_settings
 
         settings = get_settings()
-    return factory(settings=settings, **options)
+    return spec.factory(settings=settings, **options)
 
 
 def _builtin() -> None:
-    if "console" in _REGISTRY:
+    if _BUILTIN_LOADED:
         return
+    _BUILTIN_LOADED.append(True)
     from forewarn.deliver.channels import console, smtp, webhook
 
-    register_channel("email", smtp.SmtpChannel.from_settings)
-    register_channel(
-        "webhook", lambda settings, **kw: webhook.WebhookChannel.from_settings(settings, "webhook", **kw)
-    )
-    register_channel(
-        "sms", lambda settings, **kw: webhook.WebhookChannel.from_settings(settings, "sms", **kw)
-    )
-    register_channel(
-        "chat", lambda settings, **kw: webhook.WebhookChannel.from_settings(settings, "chat", **kw)
-    )
+    def gateway(name: str) -> ChannelFactory:
+        return lambda settings, **kw: webhook.WebhookChannel.from_settings(settings, name, **kw)
+
+    # (a plug-in registering first triggers this, so built-in channels come first and a plug-in may replace one)
+    register_channel("email", smtp.SmtpChannel.from_settings, address_field="email", concurrent=True)
+    register_channel("sms", gateway("sms"), address_field="phone", concurrent=True, signed=True)
+    register_channel("chat", gateway("chat"), concurrent=True, signed=True)
+    register_channel("webhook", gateway("webhook"), concurrent=True, signed=True)
     register_channel("console", console.ConsoleChannel.from_settings)
     register_channel("file", console.FileChannel.from_settings)
+
+
+_BUILTIN_LOADED: list[bool] = []
