@@ -250,21 +250,33 @@ def start_session(engine: Engine, user: UserInfo, ttl: timedelta, *, address: st
     return token
 
 
+_USER_COLUMNS = (
+    User.id,
+    User.username,
+    User.role,
+    User.disabled,
+    User.password_hash.is_not(None),
+    User.created_at,
+    User.last_login_at,
+)
+
+
 def session_user(engine: Engine, token: str) -> UserInfo | None:
-    """The enabled user of an unexpired session, or None."""
+    """The enabled user of an unexpired session, or None. (Asked on every dashboard request: one indexed
+    query on a plain connection, no ORM session.)"""
     if not token or len(token) > 200:
         return None
-    with transaction(engine) as s:
-        user = s.scalar(
-            select(User)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(*_USER_COLUMNS)
             .join(UserSession, UserSession.user_id == User.id)
             .where(
                 UserSession.token_hash == _digest(token),
                 UserSession.expires_at > utcnow(),
                 User.disabled.is_(False),
             )
-        )
-        return _info(user) if user else None
+        ).first()
+    return UserInfo(*row) if row else None
 
 
 def end_session(engine: Engine, token: str) -> None:
