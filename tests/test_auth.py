@@ -39,9 +39,6 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/customers"): {"json": [{"id": "C90", "timezone": "UTC"}]},
     ("PUT", "/v1/services"): {"json": [{"id": "phone", "name": "Phone"}]},
     ("PUT", "/v1/dependencies"): {"json": [{"customer_id": "C00", "service_id": "tv", "region": "north"}]},
-    ("GET", "/v1/customers/{customer_id}/export"): {"path": {"customer_id": "C00"}},
-    # erasing a customer nobody holds: a 200 that says nothing was found, and the world stays as it is
-    ("DELETE", "/v1/customers/{customer_id}"): {"path": {"customer_id": "C98"}},
     ("POST", "/v1/incidents"): {"json": {"title": "TV down", "services": ["tv"], "now": NOW}},
     ("GET", "/v1/incidents"): {},
     ("GET", "/v1/incidents/{incident_id}"): {"path": {"incident_id": 1}},
@@ -93,6 +90,8 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/metrics/outbox"): {},
     ("GET", "/v1/metrics/playbooks"): {},
     ("GET", "/v1/audit"): {},
+    ("GET", "/v1/customers/{customer_id}/export"): {"path": {"customer_id": "C00"}},
+    ("DELETE", "/v1/customers/{customer_id}"): {"path": {"customer_id": "C99"}},  # unknown: found false, 200
     ("GET", "/healthz"): {},
 }
 

@@ -214,6 +214,11 @@ def test_cli_backtest(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert json.loads(js.read_text())["start"] == "2026-02-01" and "<svg" in html.read_text()
         bad = CliRunner().invoke(app, ["backtest", str(EXAMPLES), "--from", "yesterday"])
         assert bad.exit_code != 0 and "expected a date" in bad.output
+        empty = CliRunner().invoke(
+            app, ["backtest", str(EXAMPLES / "usage.yaml"), "--from", "2027-01-01", "--to", "2027-01-31"]
+        )
+        assert "warning: no signals between 2027-01-01 and 2027-01-31" in " ".join(empty.output.split())
+        assert "warning" not in res.output  # a window inside the history warns of nothing
     finally:
         get_settings.cache_clear()
 

@@ -504,3 +504,60 @@ def test_demo_data_pages_and_click_through(demo_server: str, browser: CDP) -> No
     assert "notice" in kinds and "signal" in kinds, kinds
     browser.screenshot("demo-customer")
     assert browser.problems() == []
+
+
+def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
+    """On the demo's data: delivered counts customers and never exceeds the affected; the control comparison
+    shows a difference or says why there is none; At risk gives its reason; a silent customer's page has the
+    usage chart; the status page shows times a person reads; the API docs render with no internet."""
+    import re
+
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents").json()["incidents"]
+    assert incidents
+    for inc in incidents:
+        browser.goto(f"{demo_server}/incidents/{inc['id']}")
+        meter = browser.eval("document.querySelector('#progress .meter').textContent")
+        m = re.search(r"Delivered to ([\d,]+) of ([\d,]+) affected customers", " ".join(meter.split()))
+        assert m, meter
+        delivered, affected = (int(x.replace(",", "")) for x in m.groups())
+        assert 0 < delivered <= affected, f"incident {inc['id']}: {meter}"
+    browser.screenshot("numbers-incident")
+
+    browser.goto(demo_server + "/")
+    rows = browser.eval(
+        "[...document.querySelectorAll('section[aria-labelledby=ctl-h] th[scope=rowgroup]')].map(t => t.innerText)"
+    )
+    assert rows, "the overview shows no control comparison"
+    for text in rows:
+        shows_diff = re.search(r"difference -?\d+\.\d%", text) and "0.0% (0.0% to 0.0%)" not in text
+        assert shows_diff or "too early" in text or "no customer" in text, f"unexplained control row: {text}"
+    browser.screenshot("numbers-overview")
+
+    browser.goto(demo_server + "/findings")
+    reasons = browser.eval(
+        "[...document.querySelectorAll('#at-risk tbody tr td:last-child')].map(t => t.innerText)"
+    )
+    assert reasons and all(len(r) > 20 for r in reasons), reasons
+    for r in reasons:  # nobody silent or away for LONG_GONE_DAYS or more is ranked as at risk
+        days = re.search(r"for (\d+) days", r)
+        assert not days or int(days.group(1)) < 90, r
+    browser.screenshot("numbers-at-risk")
+
+    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}).json()["findings"]
+    silent = next((f for f in findings if f["condition"].startswith("usage:silent")), None)
+    assert silent is not None, "the demo has no silent customer to look at"
+    browser.goto(f"{demo_server}/customers/{silent['customer_id']}")
+    browser.settle()
+    assert browser.eval("document.querySelectorAll('#story figure svg').length") > 0, "no usage chart"
+    browser.screenshot("numbers-silent-customer")
+
+    browser.goto(demo_server + "/status")
+    text = browser.eval("document.body.innerText")
+    assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d{3,}", text), "raw timestamps on the status page"
+    assert re.search(r"Updated \d{1,2} \w{3} \d{4}, \d{2}:\d{2} UTC", text), text[-300:]
+
+    browser.goto(demo_server + "/docs")
+    browser.wait_until("document.querySelector('.swagger-ui .info .title') !== null")
+    assert "forewarn" in browser.eval("document.querySelector('.swagger-ui .info .title').textContent")
+    browser.screenshot("numbers-docs")
+    assert browser.problems() == []

@@ -111,6 +111,10 @@ def test_a_failing_stage_is_reported_and_the_others_still_run(live: Context, wor
 
 def test_without_playbooks_the_decisions_are_skipped(ctx: Context) -> None:
     report = run_cycle(ctx)
+    decide = next(s for s in report.stages if s.name == "decide")
+    # where it looked, and how to point it elsewhere
+    assert str(ctx.settings.playbooks_path) in decide.summary and "FOREWARN_PLAYBOOKS_PATH" in decide.summary
+    assert "forewarn run playbooks/" in decide.summary
     status = {s.name: s.status for s in report.stages}
     assert status == {
         "detect": "ok",
@@ -144,6 +148,10 @@ def test_cli_run_prints_one_json_line_per_pass(tmp_path: Path, world, monkeypatc
     runner = CliRunner()
     try:
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        empty = runner.invoke(app, ["run", "--json", "--now", _end(world).isoformat(), "--stage", "detect"])
+        assert empty.exit_code == 1 and "forewarn ingest" in str(empty.exception or empty.output)
+        usage = world[0] / "usage.parquet"
+        assert runner.invoke(app, ["ingest", str(usage), "--unknown-customers", "create"]).exit_code == 0
         result = runner.invoke(app, ["run", "--json", "--now", _end(world).isoformat(), "--stage", "detect"])
     finally:
         get_settings.cache_clear()
@@ -218,3 +226,29 @@ def test_the_circuit_breaker_holds_a_mass_send_for_approval(live: Context, world
     with live.engine.connect() as conn:
         statuses = conn.execute(sa.select(OutboxMessage.status)).scalars().all()
     assert "held" not in statuses and "pending" in statuses
+
+
+def test_cli_run_takes_the_playbooks_folder(tmp_path: Path, world, monkeypatch) -> None:
+    """`forewarn run playbooks/` (or --playbooks) decides with that folder instead of skipping."""
+    monkeypatch.setenv("FOREWARN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FOREWARN_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    folder = tmp_path / "playbooks"
+    shutil.copytree(examples_dir(), folder)
+    runner = CliRunner()
+    now = _end(world).isoformat()
+    try:
+        assert runner.invoke(app, ["ingest", str(world[0])]).exit_code == 0
+        skipped = runner.invoke(app, ["run", "--now", now, "--stage", "decide"])
+        given = runner.invoke(app, ["run", str(folder), "--now", now, "--stage", "decide"])
+        option = runner.invoke(app, ["run", "--playbooks", str(folder), "--now", now, "--stage", "decide"])
+        missing = runner.invoke(app, ["run", str(tmp_path / "nope"), "--now", now])
+    finally:
+        get_settings.cache_clear()
+    assert "skipped" in skipped.output and "FOREWARN_PLAYBOOKS_PATH" in " ".join(skipped.output.split())
+    for result in (given, option):
+        assert result.exit_code == 0, result.output
+        decide = next(line for line in result.output.splitlines() if "decide" in line)
+        assert "queued" in decide and "skipped" not in decide
+    assert missing.exit_code == 1 and "no such playbook file or folder" in str(missing.exception)

@@ -242,3 +242,53 @@ def test_delivery_rate_counts_the_last_hour(ctx: Context) -> None:
     assert 'forewarn_delivered_last_hour{channel="email"} 2' in text
     assert 'forewarn_delivery_latency_seconds{quantile="0.5"} 300.0' in text
     assert "forewarn_delivery_rate_per_second 0.000556" in text
+
+
+def test_delivered_counts_customers_not_notices(client: TestClient, ctx: Context) -> None:
+    """A second notice to the same customer (an update, the all-clear) does not count them twice."""
+    o = OutboxMessage.__table__
+    with ctx.engine.begin() as conn:
+        first = (
+            conn.execute(sa.select(o).where(o.c.incident_id == 1, o.c.customer_id == "c1")).mappings().first()
+        )
+        again = {k: v for k, v in first.items() if k != "id"} | {
+            "idempotency_key": first["idempotency_key"] + ":2"
+        }
+        conn.execute(sa.insert(o), [again])
+    progress = client.get("/v1/metrics/incidents/1").json()["progress"]
+    assert progress["delivered"] == 2 and progress["delivered"] <= progress["affected"]
+    html = " ".join(client.get("/incidents/1/progress").text.split())
+    assert "Delivered to 2 of 4 affected customers" in html
+
+
+def test_at_risk_leaves_out_long_gone_customers_and_gives_the_reason(
+    client: TestClient, ctx: Context
+) -> None:
+    from forewarn.state.models import Finding
+
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            sa.insert(Finding.__table__),
+            [
+                {
+                    "customer_id": "c5",
+                    "kind": "usage",
+                    "condition": "usage:silent:data_gb",
+                    "status": "open",
+                    "score": 193.3,
+                    "confidence": 1.0,
+                    "severity": "warning",
+                    "explanation": "We have seen no data use from you for 145 days.",
+                    "evidence": {"zero_run": 145},
+                    "first_detected_at": at(3),
+                    "last_detected_at": at(3),
+                }
+            ],
+        )
+    f = client.get("/v1/metrics/findings").json()
+    assert [r["customer_id"] for r in f["at_risk"]] == ["c6"] and f["long_gone"] == 1
+    assert f["at_risk"][0]["why"] == "your bill is 2.4x your usual"
+    html = client.get("/findings").text
+    assert "your bill is 2.4x your usual" in html and "silent or away for 90 days or more" in " ".join(
+        html.split()
+    )

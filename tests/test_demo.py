@@ -127,3 +127,34 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--home", str(tmp_path), "--no-serve", "--customers", "10"])
     assert result.exit_code != 0
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_demo_opens_no_incident_for_planned_maintenance(demo_home: Path) -> None:
+    """A dip in service health inside an announced maintenance window is the maintenance (the schedule trip
+    wire told the customers ahead), not a new incident."""
+    from datetime import datetime, timedelta
+
+    import sqlalchemy as sa
+
+    truth = [json.loads(line) for line in (demo_home / "sim" / "ground_truth.jsonl").read_text().splitlines()]
+    windows = [t for t in truth if t["type"] == "maintenance"]
+    assert windows, "this seed has no planned maintenance: the test would check nothing"
+    engine = sa.create_engine(f"sqlite:///{demo_home / 'state.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT i.id, i.started_at, s.service_id, s.region FROM incidents i "
+                "JOIN incident_scopes s ON s.incident_id = i.id"
+            )
+        ).all()
+    engine.dispose()
+    assert rows, "no incident was opened at all"
+    for incident_id, started, service, region in rows:
+        started = datetime.fromisoformat(str(started)).replace(tzinfo=None)
+        for w in windows:
+            start = datetime.fromisoformat(w["start"].rstrip("Z"))
+            end = datetime.fromisoformat(w["end"].rstrip("Z"))
+            inside = start - timedelta(minutes=30) <= started <= end + timedelta(hours=1)
+            assert not (w["service_id"] == service and region in w["regions"] and inside), (
+                f"incident {incident_id} on {service}/{region} at {started} is planned maintenance {w['id']}"
+            )

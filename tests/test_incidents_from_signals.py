@@ -138,3 +138,36 @@ def test_simulated_world_every_disruption_found_no_false_alarms() -> None:
             and e.region == hit.region
         ]
         assert abs(end.ts - row["end"]) <= timedelta(minutes=15)
+
+
+def test_an_episode_inside_announced_maintenance_opens_nothing() -> None:
+    """The same dip is an incident without an announcement, and nothing with one made before it; an
+    announcement made after the dip started, or for another region, explains nothing."""
+    from forewarn.incidents.from_signals import maintenance_windows
+
+    frame = health()
+    opened = [e for e in service_events(frame) if e.kind == "open"]
+    assert opened
+    t = opened[0].ts
+    due = t.date()
+
+    def windows(announced, region: str) -> list:
+        subs = pl.DataFrame(
+            {
+                "customer_id": ["c1"],
+                "ts": [announced],
+                "event_type": ["maintenance"],
+                "due_date": [due],
+                "service_id": [opened[0].service_id],
+                "details": [None],
+            }
+        )
+        deps = pl.DataFrame({"customer_id": ["c1"], "service_id": [opened[0].service_id], "region": [region]})
+        return maintenance_windows(subs, deps)
+
+    week_before = t - timedelta(days=7)
+    assert not service_events(frame, maintenance=windows(week_before, opened[0].region))
+    assert service_events(frame, maintenance=windows(t + timedelta(hours=1), opened[0].region)) == (
+        service_events(frame)
+    )
+    assert service_events(frame, maintenance=windows(week_before, "elsewhere")) == service_events(frame)

@@ -177,10 +177,11 @@ def test_unknown_customers_setting_is_the_default(tmp_path: Path, sqlite_url: st
     from forewarn.config import Settings
 
     upgrade(sqlite_url)
-    ctx = Context(Settings(home=tmp_path, database_url=sqlite_url, unknown_customers="reject"))
+    ctx = Context(Settings(home=tmp_path, database_url=sqlite_url))  # a typo must not become a customer
     try:
         path = write(tmp_path / "usage.csv", [ROWS[0][0]])
-        assert ingest_paths(ctx, [path]).rejected == 1
+        src = ingest_paths(ctx, [path]).sources[0]
+        assert (src.rejected, src.unknown_customer_rows, src.created_customers) == (1, 1, 0)
     finally:
         ctx.close()
 
@@ -310,6 +311,11 @@ def test_cli_ingest_summary_and_exit_code(
     try:
         good = write(tmp_path / "usage.csv", [ROWS[0][0]])
         result = CliRunner().invoke(app, ["ingest", str(good), "--no-progress"])
+        assert result.exit_code == 1  # the default rejects customers the store does not know, and says so
+        assert "1 row for customers the state store does not know rejected" in " ".join(result.output.split())
+        result = CliRunner().invoke(
+            app, ["ingest", str(good), "--no-progress", "--unknown-customers", "create"]
+        )
         assert result.exit_code == 0, result.output
         assert "total" in result.output
         bad_dir = tmp_path / "bad"
@@ -496,3 +502,66 @@ def test_records_of_mixed_scalar_types_and_nested_values(ctx: Context) -> None:
     r = ingest_records(ctx, "usage", nested, unknown_customers="reject")
     assert (r.new, r.rejected) == (1, 1)
     assert (r.errors[0].line, r.errors[0].field) == (0, "value")
+
+
+def test_plural_file_names_are_read_as_their_kind_and_unknown_names_are_skipped(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """``invoices.jsonl`` and ``contacts.csv`` (the README's names) are read as invoice and contact; a file
+    whose kind cannot be told is skipped, reported as failed and not counted as rows."""
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("event_id,customer_id,ts,channel,subject\nk1,c1,2026-01-02,phone,bill\n")
+    invoices = tmp_path / "invoices.jsonl"
+    invoices.write_text(
+        json.dumps(
+            {
+                "event_id": "i1",
+                "customer_id": "c1",
+                "ts": "2026-01-03",
+                "invoice_id": "INV-1",
+                "status": "issued",
+                "period_start": "2025-12-01",
+                "period_end": "2025-12-31",
+                "total": 20.0,
+                "lines": [{"code": "base", "description": "Plan", "amount": 20.0}],
+            }
+        )
+        + "\n"
+    )
+    mystery = tmp_path / "stuff.csv"
+    mystery.write_text("a,b\n1,2\n")
+    report = ingest_paths(ctx, [contacts, invoices, mystery])
+    by_name = {Path(s.source).name: s for s in report.sources}
+    assert by_name["contacts.csv"].kind == "contact" and by_name["contacts.csv"].new == 1
+    assert by_name["invoices.jsonl"].kind == "invoice" and by_name["invoices.jsonl"].new == 1
+    skipped = by_name["stuff.csv"]
+    assert skipped.failed and skipped.rows == 0 and "plurals" in (skipped.note or "")
+    assert not report.ok
+
+
+def test_cli_shows_the_kind_read_and_counts_skipped_files(
+    ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forewarn.cli import app
+    from forewarn.config import get_settings
+
+    monkeypatch.setenv("FOREWARN_HOME", str(ctx.settings.home))
+    monkeypatch.setenv("FOREWARN_DATABASE_URL", ctx.settings.database_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    ctx.close()
+    try:
+        upsert_customers(open_store(ctx.settings.database_url), [{"id": "c1"}])
+        contacts = tmp_path / "contacts.csv"
+        contacts.write_text("event_id,customer_id,ts,channel,subject\nk1,c1,2026-01-02,phone,bill\n")
+        (tmp_path / "stuff.csv").write_text("a,b\n1,2\n")
+        result = CliRunner().invoke(
+            app, ["ingest", str(contacts), str(tmp_path / "stuff.csv"), "--no-progress"]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    assert "contact" in rows["contacts.csv"] and "skipped" in rows["stuff.csv"]
+    assert "1 file skipped" in rows["total"]
+    assert "1 ticket opened" in result.output

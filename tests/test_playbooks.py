@@ -125,6 +125,10 @@ def test_cli_check(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["playbooks", "check", str(EXAMPLES)])
     assert ok.exit_code == 0, ok.output
     assert "usage-drop" in ok.output
+    # off a terminal: one line per playbook (not squeezed into 80 columns), durations as people say them
+    bill = next(line for line in ok.output.splitlines() if "bill-shock" in line)
+    assert "25 days" in bill and "0:00:00" not in ok.output and "notify, task" in bill
+    assert "9 playbooks in 8 files" in ok.output
     bad = write(
         tmp_path,
         "playbooks:\n  - name: a\n    mode: loud\n    when: {kind: usage}\n"

@@ -65,6 +65,22 @@ class StateStoreContract:
         with pytest.raises(SchemaOutOfDate, match="forewarn db upgrade"):
             open_store(url)
 
+    def test_the_embedded_store_migrates_itself_a_server_database_does_not(self, url: str) -> None:
+        if url.startswith("sqlite"):  # SQLite: created and migrated on first use, as embedded stores are
+            engine = open_store(url, migrate=True)
+            assert schema_status(engine).current
+            engine.dispose()
+        else:  # PostgreSQL: never migrated behind its operator's back
+            with pytest.raises(SchemaOutOfDate, match="forewarn db upgrade"):
+                open_store(url, migrate=True)
+        upgrade(url)
+        engine = make_engine(url)
+        with engine.begin() as conn:  # a revision this code does not know (a newer forewarn): refused
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'from-the-future'"))
+        engine.dispose()
+        with pytest.raises(SchemaOutOfDate, match="from-the-future"):
+            open_store(url, migrate=True)
+
     def test_upgrade_makes_schema_current_and_is_repeatable(self, url: str) -> None:
         upgrade(url)
         upgrade(url)  # a second upgrade is a no-op

@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     home: Path = Path(".forewarn")
     database_url: str = ""
     signals_path: Path = Path()
-    # what ingestion does with a customer id the state store does not know
-    unknown_customers: Literal["reject", "create"] = "create"
+    # what ingestion does with a customer id the state store does not know (a typo must not become a customer)
+    unknown_customers: Literal["reject", "create"] = "reject"
     # the public base URL used in links (unsubscribe, status page)
     public_url: str = "http://127.0.0.1:8000"
     # uptime monitors (YAML or TOML) that `forewarn serve` runs in the background; none when unset

@@ -69,7 +69,8 @@ class Context:
 
     @cached_property
     def engine(self) -> Engine:
-        return open_store(self.settings.database_url)
+        # the embedded store (SQLite) is created and migrated on first use; PostgreSQL needs `forewarn db upgrade`
+        return open_store(self.settings.database_url, migrate=True)
 
     @cached_property
     def signals(self) -> SignalStore:

@@ -165,7 +165,7 @@ def _decide(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult:
     from forewarn.decide.engine import run_playbooks
 
     if playbooks is None:
-        return StageResult("decide", "skipped", "no playbooks folder (settings.playbooks_path)")
+        return StageResult("decide", "skipped", no_playbooks(ctx))
     summary = run_playbooks(ctx, playbooks, as_of=now, now=now).to_dict()
     return StageResult("decide", summary=f"{summary['enqueued']} queued", detail={"playbooks": summary})
 
@@ -174,7 +174,7 @@ def _digests(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult
     from forewarn.decide.digest import send_digests
 
     if playbooks is None:
-        return StageResult("digests", "skipped", "no playbooks folder (settings.playbooks_path)")
+        return StageResult("digests", "skipped", no_playbooks(ctx))
     n = send_digests(ctx, str(playbooks), now=now)
     return StageResult("digests", summary=f"{n} queued", detail={"queued": n})
 
@@ -195,6 +195,14 @@ def playbooks_folder(ctx: Context) -> Path | None:
     if path.is_file() or (path.is_dir() and any(path.glob("*.y*ml"))):
         return path
     return None
+
+
+def no_playbooks(ctx: Context) -> str:
+    """Why deciding was skipped: where the pass looked, and how to point it elsewhere."""
+    return (
+        f"no playbook YAML at {ctx.settings.playbooks_path}; give the folder (`forewarn run playbooks/`) "
+        "or set FOREWARN_PLAYBOOKS_PATH"
+    )
 
 
 def run_cycle(ctx: Context, now: datetime | None = None, stages: tuple[str, ...] = STAGES) -> CycleReport:

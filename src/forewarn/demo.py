@@ -88,6 +88,24 @@ class Demo:
         yield
         self.console.print(f"[dim]{title}: {time.perf_counter() - t0:.1f} s[/]")
 
+    @contextmanager
+    def bar(self, description: str) -> Iterator[Callable[..., None]]:
+        """A progress bar for a slow stage (on a terminal only); yields ``update(done, total, label="")``."""
+        if not self.console.is_terminal:
+            yield lambda *args: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task(description, total=None)
+
+            def update(done: int, total: int, label: str = "") -> None:
+                text = f"{description}: {label}" if label else description
+                progress.update(task, completed=done, total=total, description=text)
+
+            yield update
+
     def run(self) -> Context:
         from forewarn.state.db import upgrade
 
@@ -154,7 +172,14 @@ class Demo:
     def outages(self, ctx: Context, worker: Any, truth: Any) -> None:
         from forewarn.measure.replay import replay_outages
 
-        result = replay_outages(ctx, worker=worker, truth=truth, link_every=timedelta(minutes=15))
+        with self.bar("replaying the service health history") as bar:
+            result = replay_outages(
+                ctx,
+                worker=worker,
+                truth=truth,
+                link_every=timedelta(minutes=15),
+                progress=lambda done, total: bar(done, total),
+            )
         table = Table(
             "incident",
             "started",
@@ -198,10 +223,20 @@ class Demo:
         }
 
     def detect(self, ctx: Context, end: Any) -> None:
+        from forewarn.detect.registry import TRIP_WIRES
         from forewarn.detect.runner import run_detection
         from forewarn.measure.ops import record_run_report
 
-        report = run_detection(ctx, as_of=end, examples=2)
+        with self.bar("trip wires") as bar:
+            wires = list(TRIP_WIRES)
+            report = run_detection(
+                ctx,
+                as_of=end,
+                examples=2,
+                progress=lambda name: bar(
+                    wires.index(name) + 1 if name in wires else 0, len(wires) + 1, name
+                ),
+            )
         record_run_report(report)  # shown on /metrics
         table = Table("trip wire", "firing", "opened", "example explanation")
         for w in report.wires:
@@ -238,9 +273,18 @@ class Demo:
 
         end: date = (world.config.end - timedelta(days=1)).date()
         start = end - timedelta(days=self.o.backtest_days - 1)
-        report = run_backtest(
-            load_playbooks(examples_dir()), data_from_world(world), start, end, settings=ctx.settings
-        )
+        pset = load_playbooks(examples_dir())
+        stages = [f"trip wire {k}" for k in sorted({p.when.kind for p in pset.active()})]
+        stages.append("playbooks and guardrails")
+        with self.bar("backtest") as bar:
+            report = run_backtest(
+                pset,
+                data_from_world(world),
+                start,
+                end,
+                settings=ctx.settings,
+                progress=lambda name: bar(stages.index(name) if name in stages else 0, len(stages), name),
+            )
         self.console.print(render_text(report, width=self.console.width))
         folder = home / "backtests"  # the dashboard's playbooks page lists these
         folder.mkdir(exist_ok=True)

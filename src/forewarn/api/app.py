@@ -7,7 +7,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from forewarn import __version__
-from forewarn.api import alertmanager, audit, customers, incidents, metrics, signals, status, unsubscribe
+from forewarn.api import (
+    alertmanager,
+    audit,
+    customers,
+    docs,
+    incidents,
+    metrics,
+    signals,
+    status,
+    unsubscribe,
+)
 from forewarn.api.auth import PUBLIC, PUBLIC_SCOPE, api_routes, declared_scope
 from forewarn.api.errors import ERROR_BODY, Error
 from forewarn.api.limits import BodyLimits
@@ -25,9 +35,9 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     'forewarn'
     """
     logs.install()  # no email address or phone number in any log line or traceback of the server
-    app = FastAPI(title="forewarn", version=__version__)
+    app = FastAPI(title="forewarn", version=__version__, docs_url=None)  # /docs: served offline (api.docs)
     app.state.ctx = ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe, audit):
+    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe, audit, docs):
         app.include_router(module.router)
     # after the API, so its pages never shadow an API route; every page needs a signed-in user
     app.include_router(login.router)

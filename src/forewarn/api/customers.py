@@ -152,7 +152,7 @@ def export_customer(
 
 @router.delete("/customers/{customer_id}", response_model=ErasureOut, responses=errors(503))
 def erase_customer(
-    customer_id: str, caller: Caller = requires("customers:write"), ctx: Context = Depends(get_ctx)
+    customer_id: str, caller: Caller = requires("admin"), ctx: Context = Depends(get_ctx)
 ) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,26 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def when(value: Any) -> str:
+    """An ISO time as a person reads it (to the minute, UTC).
+
+    >>> when("2026-12-06T01:53:07.123456+00:00")
+    '6 Dec 2026, 01:53 UTC'
+    >>> when(None)
+    ''
+    """
+    if not value:
+        return ""
+    try:
+        t = datetime.fromisoformat(str(value)).astimezone(UTC)
+    except ValueError:
+        return str(value)
+    return f"{t.day} {t:%b %Y, %H:%M} UTC"
+
+
+_ENV.filters["when"] = when
 
 
 def _data(ctx: Context, service_id: str | None) -> dict[str, Any]:

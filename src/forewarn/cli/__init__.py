@@ -63,4 +63,34 @@ def setup() -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a problem with the setup or the input is one line on stderr and exit 1, never a traceback."""
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    from forewarn.cli.options import UserError
+    from forewarn.incidents.monitors import MonitorConfigError
+    from forewarn.state.db import SchemaOutOfDate
+
+    try:
+        app()
+    except SchemaOutOfDate as e:
+        _fail(f"state store: {e}")
+    except OperationalError as e:
+        first = str(e.orig or e).strip().splitlines()[0]
+        _fail(f"state store: cannot use it ({first}); check FOREWARN_DATABASE_URL")
+    except MonitorConfigError as e:
+        _fail(
+            f"{e}; check the monitors file (FOREWARN_MONITORS_FILE or --monitors; format in docs/incidents.md)"
+        )
+    except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    import sys
+
+    print(f"forewarn: {message}", file=sys.stderr)
+    sys.exit(1)

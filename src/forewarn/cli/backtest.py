@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from forewarn.cli.options import stage_progress
+
 console = Console()
 err = Console(stderr=True)
 
@@ -46,7 +48,7 @@ def backtest_cmd(
     try:
         pset = load_playbooks(*playbooks)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if truth is not None and not truth.exists():
         raise typer.BadParameter(f"--truth: expected an existing ground_truth.jsonl, {truth} does not exist")
@@ -71,7 +73,22 @@ def backtest_cmd(
             raise typer.BadParameter(f"--to: expected a day on or after --from ({start}), got {end}")
         from datetime import timedelta
 
-        with console.status(f"replaying {start} .. {end}"):
+        import polars as pl
+
+        in_window = sum(
+            f.filter((pl.col("ts").dt.date() >= start) & (pl.col("ts").dt.date() <= end)).height
+            for f in data.frames.values()
+            if f.height and "ts" in f.columns
+        )
+        if not in_window:
+            err.print(
+                f"warning: no signals between {start} and {end} (your history runs {first} to {last}); "
+                "the backtest below has nothing to count: choose --from/--to inside the history",
+                highlight=False,
+                soft_wrap=True,
+            )
+        kinds = {p.when.kind for p in pset.active()}
+        with stage_progress(f"backtest {start} .. {end}", len(kinds) + 1) as step:
             report = run_backtest(
                 pset,
                 data,
@@ -81,6 +98,7 @@ def backtest_cmd(
                 run_at=at,
                 horizon=timedelta(days=horizon),
                 detect_every=detect_every,
+                progress=step,
             )
     finally:
         ctx.close()

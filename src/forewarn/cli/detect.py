@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import time_option
+from forewarn.cli.options import require_signals, stage_progress, time_option
 
 console = Console()
 
@@ -28,7 +28,10 @@ def detect_cmd(
             raise typer.BadParameter(f"--wire {name!r} is unknown; expected one of {', '.join(TRIP_WIRES)}")
     ctx = Context()
     try:
-        report = run_detection(ctx, time_option(as_of), wire or None)
+        require_signals(ctx)
+        names = wire or list(TRIP_WIRES)
+        with stage_progress("trip wires", len(names) + 1, enabled=not as_json) as step:
+            report = run_detection(ctx, time_option(as_of), wire or None, progress=step)
     finally:
         ctx.close()
     if as_json:

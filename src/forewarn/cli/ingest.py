@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forewarn.cli.options import plural
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -40,7 +42,7 @@ def ingest_cmd(
     try:
         ctx.engine  # noqa: B018 - open (and schema-check) the state store before reading anything
     except SchemaOutOfDate as e:
-        err_console.print(f"[red]state store: {e}[/]")
+        err_console.print(f"[red]state store: {e}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         report = ingest_paths(
@@ -52,32 +54,48 @@ def ingest_cmd(
             unknown_customers=unknown_customers,  # type: ignore[arg-type]
         )
     except ValueError as e:
-        err_console.print(f"[red]{e}[/]")
+        err_console.print(f"[red]{e}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         ctx.close()
+    if report.sources and all(s.failed for s in report.sources):  # nothing could be read: say so, briefly
+        for s in report.sources:
+            err_console.print(
+                f"forewarn: {s.source}: {s.note}", markup=False, highlight=False, soft_wrap=True
+            )
+        raise typer.Exit(1)
     parents = {str(Path(s.source).parent) for s in report.sources}
     short = len(parents) == 1  # one folder: show file names, and the folder once
     table = Table(title="ingested", caption=f"from {parents.pop()}" if short and parents else None)
-    for col in ("source", "kind", "new", "duplicate", "rejected"):
+    for col in ("source", "read as", "new", "duplicate", "rejected"):
         numeric = col in ("new", "duplicate", "rejected")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     notes: list[str] = []
+    skipped = 0
     for s in report.sources:
         name = Path(s.source).name if short else s.source
         if s.kind == "-":  # not data (simulator ground truth...): a note only
             notes.append(f"{name}: {s.note}")
             continue
-        table.add_row(name, s.kind, f"{s.new:,}", f"{s.duplicate:,}", f"{s.rejected:,}")
+        if s.failed:  # not read at all: no row counts to show, and it says so
+            skipped += 1
+            table.add_row(name, "skipped", "-", "-", "-", style="red")
+        else:
+            table.add_row(name, s.kind, f"{s.new:,}", f"{s.duplicate:,}", f"{s.rejected:,}")
         extra = [s.note or ""]
+        if s.unknown_customer_rows:
+            extra.append(
+                f"{plural(s.unknown_customer_rows, 'row')} for customers the state store does not know "
+                "rejected (ingest customers first, or --unknown-customers create)"
+            )
         if s.created_customers:
-            extra.append(f"{s.created_customers:,} unknown customers created")
+            extra.append(f"{plural(s.created_customers, 'unknown customer')} created")
         if s.tickets:
-            extra.append(f"{s.tickets:,} tickets opened")
+            extra.append(f"{plural(s.tickets, 'ticket')} opened")
         if any(extra):
             notes.append(f"{name}: " + "; ".join(x for x in extra if x))
     totals = (f"{report.new:,}", f"{report.duplicate:,}", f"{report.rejected:,}")
-    table.add_row("total", "", *totals, style="bold")
+    table.add_row("total", f"{plural(skipped, 'file')} skipped" if skipped else "", *totals, style="bold")
     console.print(table)
     for note in notes:
         console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)

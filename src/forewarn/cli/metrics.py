@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forewarn.cli.options import plural, require_signals
+
 console = Console()
 
 
@@ -43,8 +45,14 @@ def _print(m: dict[str, Any]) -> None:
         ("  before the customer was told", f"{a['before_notice']:,}"),
         ("  after the customer was told", f"{a['after_notice']:,}"),
         ("repeat contacts (7 days)", f"{r['total']:,} ({_pct(r['share'])})"),
-        ("time to notify p50 / p95", f"{_dur(tn['p50_s'])} / {_dur(tn['p95_s'])} ({tn['count']} incidents)"),
-        ("lead time p50 / p95", f"{_dur(lt['p50_s'])} / {_dur(lt['p95_s'])} ({lt['count']} contacts)"),
+        (
+            "time to notify p50 / p95",
+            f"{_dur(tn['p50_s'])} / {_dur(tn['p95_s'])} ({plural(tn['count'], 'incident')})",
+        ),
+        (
+            "lead time p50 / p95",
+            f"{_dur(lt['p50_s'])} / {_dur(lt['p95_s'])} ({plural(lt['count'], 'contact')})",
+        ),
         ("delivery success", f"{_pct(d['success_rate'])} ({d['by_status']['sent']:,} sent)"),
         ("delivery latency p50 / p95", f"{_dur(d['latency_p50_s'])} / {_dur(d['latency_p95_s'])}"),
     ]
@@ -52,7 +60,7 @@ def _print(m: dict[str, Any]) -> None:
     if s["available"]:
         for name in ("csat", "ces"):
             mean = "–" if s[name]["mean"] is None else f"{s[name]['mean']:.2f}"
-            rows.append((f"{name.upper()} mean", f"{mean} ({s[name]['answers']:,} answers)"))
+            rows.append((f"{name.upper()} mean", f"{mean} ({plural(s[name]['answers'], 'answer')})"))
     for row in rows:
         t.add_row(*row)
     console.print(t)
@@ -118,6 +126,7 @@ def register(app: typer.Typer) -> None:
         try:
             try:
                 ctx.engine  # noqa: B018 - open the store first: a clear message when it is not migrated
+                require_signals(ctx)
             except SchemaOutOfDate as e:
                 console.print(f"[red]error[/]: {e}")
                 raise typer.Exit(1) from None

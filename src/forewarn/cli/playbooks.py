@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import time_option
+from forewarn.cli.options import duration_text, plural, require_signals, table_width, time_option
 
 console = Console()
 err = Console(stderr=True)
@@ -34,11 +35,14 @@ def check_cmd(paths: list[Path] = typer.Argument(..., help="playbook YAML files 
             p.mode,
             p.when.kind + (f" {p.when.condition}" if p.when.condition else ""),
             ", ".join(a.type for a in p.then),
-            str(p.cooldown),
+            duration_text(p.cooldown),
             f"{p.holdout:.0%}",
         )
-    console.print(table)
-    console.print(f"[green]ok[/]: {len(pset.playbooks)} playbooks in {len(pset.sources)} file(s)")
+    # off a terminal (a log, a pipe) the table keeps its natural width instead of squeezing into 80 columns
+    (console if console.is_terminal else Console(width=max(120, table_width(table)))).print(table)
+    console.print(
+        f"[green]ok[/]: {plural(len(pset.playbooks), 'playbook')} in {plural(len(pset.sources), 'file')}"
+    )
 
 
 @playbooks_app.command("run")
@@ -46,6 +50,7 @@ def run_cmd(
     paths: list[Path] = typer.Argument(..., help="playbook YAML files or folders"),
     as_of: str | None = typer.Option(None, "--as-of", help="data time (default: now)"),
     now: str | None = typer.Option(None, "--now", help="decision time (default: the clock)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Decide on the open findings and incidents and record every decision in the outbox."""
     from forewarn.context import Context
@@ -55,14 +60,37 @@ def run_cmd(
     try:
         pset = load_playbooks(*paths)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     ctx = Context()
     try:
+        require_signals(ctx)
         summary = run_playbooks(ctx, pset, time_option(as_of), time_option(now))
     finally:
         ctx.close()
-    console.print_json(json.dumps(summary.to_dict()))
+    data = summary.to_dict()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    print_decisions(data)
+
+
+def print_decisions(data: dict[str, Any]) -> None:
+    """A run's decisions per playbook as a table (one column per outcome), and the guardrails that held."""
+    outcomes = sorted({o for counts in data["by_playbook"].values() for o in counts})
+    table = Table(
+        title=f"decisions as of {data['as_of'][:16]}: {plural(data['findings'], 'finding')}, "
+        f"{plural(data['candidates'], 'candidate')}, {data['enqueued']:,} queued"
+    )
+    table.add_column("playbook")
+    for o in outcomes:
+        table.add_column(o, justify="right")
+    for name, counts in data["by_playbook"].items():
+        table.add_row(name, *(f"{counts.get(o, 0):,}" for o in outcomes))
+    console.print(table)
+    if data["by_guardrail"]:
+        held = ", ".join(f"{k} {v:,}" for k, v in sorted(data["by_guardrail"].items(), key=lambda kv: -kv[1]))
+        console.print(f"held back by guardrails: {held}", soft_wrap=True)
 
 
 @playbooks_app.command("digests")
@@ -78,7 +106,7 @@ def digests_cmd(
     try:
         pset = load_playbooks(*paths)
     except PlaybookError as e:
-        err.print(str(e), highlight=False)
+        err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     ctx = Context()
     try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import time_option
+from forewarn.cli.options import UserError, require_signals, time_option
+from forewarn.config import get_settings
 from forewarn.cycle import STAGES, CycleReport, CycleRunner, run_cycle
 from forewarn.timeutil import parse_duration
 
@@ -30,6 +32,10 @@ def print_report(report: CycleReport, as_json: bool = False) -> None:
 
 
 def run_cmd(
+    playbooks: Path | None = typer.Argument(
+        None, help="playbook YAML file or folder (default: FOREWARN_PLAYBOOKS_PATH, else .forewarn/playbooks)"
+    ),
+    playbooks_opt: Path | None = typer.Option(None, "--playbooks", help="the same as the argument"),
     every: str | None = typer.Option(
         None, "--every", help="repeat the pass at this interval (15m, 1h, ...) until interrupted"
     ),
@@ -48,9 +54,16 @@ def run_cmd(
             raise typer.BadParameter(f"--stage {name!r} is unknown; expected one of {', '.join(STAGES)}")
     if every is not None and now is not None:
         raise typer.BadParameter("--now replays one pass; it cannot be combined with --every")
-    ctx = Context()
+    settings = get_settings()
+    path = playbooks or playbooks_opt
+    if path is not None:
+        if not path.exists():
+            raise UserError(f"{path}: no such playbook file or folder (copy examples/playbooks to start)")
+        settings = settings.model_copy(update={"playbooks_path": path})
+    ctx = Context(settings)
     try:
         if every is None:
+            require_signals(ctx)
             report = run_cycle(ctx, time_option(now), stages)
             print_report(report, as_json)
             if not report.ok:

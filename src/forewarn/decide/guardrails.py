@@ -342,7 +342,7 @@ def _decide_one(
         return Decision(
             c,
             "suppressed",
-            f"fatigue budget: {used} messages within {budget.window.days}d, limit {limit} for "
+            f"fatigue budget: {used} message{'' if used == 1 else 's'} within {budget.window.days}d, limit {limit} for "
             f"{c.priority} priority; {what}",
             "budget",
             channel,

@@ -524,6 +524,17 @@ def load_playbooks(*paths: str | Path) -> PlaybookSet:
             [(", ".join(map(str, paths)) or "(none)", 1, "(files)", "expected playbook YAML files")]
         )
     for path in files:
+        if not path.exists():
+            problems.append(
+                (
+                    str(path),
+                    1,
+                    "(file)",
+                    "no such file or folder; put playbook YAML files there "
+                    "(copy examples/playbooks from the source tree to start)",
+                )
+            )
+            continue
         try:
             text = path.read_text()
         except OSError as e:

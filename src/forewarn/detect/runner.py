@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import import_module
@@ -243,13 +243,15 @@ def run_detection(
     reader: Reader | None = None,
     examples: int = 3,
     full_history: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Run the trip wires ``wires`` (default: all registered) at ``as_of`` and write their findings.
 
     ``as_of`` defaults to the latest signal time of the kinds they read (the data's "now", so a replayed or
     simulated history is judged at its own end). Signals come from ``frames`` when given (tests,
     benchmarks), else from ``reader`` / ``ctx.signals``; only the window the trip wires declare is read
-    (:func:`read_signals`), everything with ``full_history`` (the same findings, slower).
+    (:func:`read_signals`), everything with ``full_history`` (the same findings, slower). ``progress`` is
+    called with "reading signals", then each trip wire's name, as each starts (a progress bar).
     """
     started = time.perf_counter()
     names = list(wires) if wires else list(TRIP_WIRES)
@@ -282,9 +284,13 @@ def run_detection(
         "dependencies": dependencies_frame(ctx),
         "services": services_frame(ctx),
     }
+    if progress is not None:
+        progress("reading signals")
     data, _ = read_signals(read, list(loaded.values()), as_of, full_history=full_history, **context)
     for name, wire in loaded.items():
         t0 = time.perf_counter()
+        if progress is not None:
+            progress(name)
         try:
             found = wire.detect({k: data[k] for k in wire.kinds if k in data}, as_of, **context)
             found = as_findings(found) if found.height else pl.DataFrame(schema=FINDINGS_SCHEMA)

@@ -12,7 +12,10 @@ A point is *bad* when it fires in the harmful direction of its metric (``error_r
   otherwise traffic over ``recover_down`` x its level before;
 - an episode on a service whose detector incident is still open elsewhere widens that incident (the outage
   spread to another region): an update to those already told, a catch-up for the newly affected; it resolves
-  when all its regions have recovered.
+  when all its regions have recovered;
+- an episode that opens inside a planned maintenance window of its service (and region), announced before it
+  (``subscription`` signals with ``event_type`` ``maintenance``, see :func:`maintenance_windows`), is that
+  maintenance: the schedule trip wire already told the customers, so no incident is opened.
 
 :func:`service_events` is pure (frame in, events out) and serves live runs and replays of history alike;
 :func:`apply_events` writes them to the state store.
@@ -23,8 +26,10 @@ A point is *bad* when it fires in the harmful direction of its metric (``error_r
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,10 +37,11 @@ import polars as pl
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from forewarn.detect.schedule import _details as notice_details
 from forewarn.detect.usage import UsageParams, score_series, tail_periods
 from forewarn.incidents.service import Scope, open_incident, post_update, resolve_incident, scopes_of, widen
 from forewarn.state.db import transaction
-from forewarn.state.models import Incident, IncidentScope, Service
+from forewarn.state.models import Dependency, Incident, IncidentScope, Service
 from forewarn.timeutil import parse_duration, utc
 
 if TYPE_CHECKING:
@@ -104,6 +110,90 @@ class ServiceEvent:
         return f"signal:{self.service_id}:{self.region}:{self.opened_at.isoformat()}"
 
 
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """Planned maintenance on a service (in one region, or every region when ``region`` is None), in UTC."""
+
+    service_id: str
+    region: str | None
+    start: datetime
+    end: datetime
+    announced_at: datetime  # the first announcement: an episode before it cannot be explained by it
+
+    def covers(self, service_id: str, region: str, ts: datetime) -> bool:
+        return (
+            self.service_id == service_id
+            and self.region in (None, region)
+            and self.announced_at <= ts
+            and self.start <= ts <= self.end
+        )
+
+
+# a local time is between UTC-12 and UTC+14: a window given in local time, in UTC, lies within these margins
+LOCAL_BEFORE, LOCAL_AFTER = timedelta(hours=14), timedelta(hours=12)
+_HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def maintenance_windows(
+    subscriptions: pl.DataFrame, dependencies: pl.DataFrame | None = None
+) -> list[MaintenanceWindow]:
+    """The planned maintenance windows announced in ``subscription`` signals (``event_type`` maintenance).
+
+    The window is the ``due_date`` (a local day), narrowed to the hours in ``details`` (``"01:00-04:00"`` in
+    its text, or a JSON ``window``), widened by the span of time zones. Its regions: a JSON ``region`` in
+    ``details``, else those of the announced customers' ``dependencies`` on the service (customer_id,
+    service_id, region), else every region.
+
+    >>> from datetime import UTC, date, datetime
+    >>> subs = pl.DataFrame({"customer_id": ["c1"], "ts": [datetime(2026, 3, 1, tzinfo=UTC)],
+    ...     "event_type": ["maintenance"], "due_date": [date(2026, 3, 10)], "service_id": ["tv"],
+    ...     "details": ["planned maintenance 01:00-03:00 local time"]})
+    >>> deps = pl.DataFrame({"customer_id": ["c1"], "service_id": ["tv"], "region": ["north"]})
+    >>> w = maintenance_windows(subs, deps)[0]
+    >>> (w.region, w.start.isoformat(), w.end.isoformat())
+    ('north', '2026-03-09T11:00:00+00:00', '2026-03-10T15:00:00+00:00')
+    """
+    if subscriptions.is_empty() or "event_type" not in subscriptions.columns:
+        return []
+    rows = subscriptions.filter(
+        (pl.col("event_type") == "maintenance")
+        & pl.col("service_id").is_not_null()
+        & pl.col("due_date").is_not_null()
+    )
+    if rows.is_empty():
+        return []
+    if dependencies is not None and not dependencies.is_empty():
+        rows = rows.join(
+            dependencies.select("customer_id", "service_id", "region"),
+            on=["customer_id", "service_id"],
+            how="left",
+        )
+    else:
+        rows = rows.with_columns(region=pl.lit(None, pl.String))
+    grouped = rows.group_by("service_id", "due_date", "details").agg(
+        announced_at=pl.col("ts").min(), regions=pl.col("region").drop_nulls().unique()
+    )
+    out: list[MaintenanceWindow] = []
+    for r in grouped.sort("service_id", "due_date").iter_rows(named=True):
+        details = notice_details(r["details"])
+        day = datetime(r["due_date"].year, r["due_date"].month, r["due_date"].day, tzinfo=UTC)
+        hours = _HOURS.search(str(details.get("window") or details.get("text") or ""))
+        if hours:
+            h1, m1, h2, m2 = (int(x) for x in hours.groups())
+            start, end = day + timedelta(hours=h1, minutes=m1), day + timedelta(hours=h2, minutes=m2)
+            end += timedelta(days=1) if end <= start else timedelta(0)
+        else:
+            start, end = day, day + timedelta(days=1)
+        regions = [details["region"]] if details.get("region") else sorted(r["regions"]) or [None]
+        for region in regions:
+            out.append(
+                MaintenanceWindow(
+                    r["service_id"], region, start - LOCAL_BEFORE, end + LOCAL_AFTER, utc(r["announced_at"])
+                )
+            )
+    return out
+
+
 def score(
     frame: pl.DataFrame, params: ServiceParams | None = None, as_of: datetime | None = None
 ) -> pl.DataFrame:
@@ -137,9 +227,15 @@ def score(
 
 
 def service_events(
-    frame: pl.DataFrame, params: ServiceParams | None = None, as_of: datetime | None = None
+    frame: pl.DataFrame,
+    params: ServiceParams | None = None,
+    as_of: datetime | None = None,
+    maintenance: Sequence[MaintenanceWindow] = (),
 ) -> list[ServiceEvent]:
-    """Open/resolve events over the history in ``frame`` (only rows with ``ts <= as_of``), in time order."""
+    """Open/resolve events over the history in ``frame`` (only rows with ``ts <= as_of``), in time order.
+
+    An episode opening inside an announced ``maintenance`` window of its service and region gives no events.
+    """
     p = params or ServiceParams()
     scored = score(frame, p, as_of)
     if scored.is_empty():
@@ -180,7 +276,9 @@ def service_events(
                 for m in metrics
                 if bad_m[m][i]
             }
-            events.append(ServiceEvent("open", service_id, region, ts[i], ts[i], evidence))
+            planned = any(w.covers(service_id, region, utc(ts[i])) for w in maintenance)
+            if not planned:
+                events.append(ServiceEvent("open", service_id, region, ts[i], ts[i], evidence))
             ok = np.ones(len(ts) - i - 1, dtype=bool)
             for m, usual in frozen.items():
                 v = value[m][i + 1 :]
@@ -194,7 +292,8 @@ def service_events(
             if closed is None:
                 break  # still open at the end of the data
             first_good = i + 1 + closed - p.resolve_after + 1
-            events.append(ServiceEvent("resolve", service_id, region, ts[first_good], ts[i]))
+            if not planned:
+                events.append(ServiceEvent("resolve", service_id, region, ts[first_good], ts[i]))
             start = i + 1 + closed + 1
     return sorted(events, key=lambda e: (e.ts, e.kind != "resolve"))
 
@@ -336,11 +435,29 @@ def sync_from_signals(
         with transaction(ctx.engine) as s:
             start = read_start(s, since, p)
     frame = ctx.signals.read("service_metric", start=start, end=as_of)
-    events = service_events(frame, p, as_of)
+    events = service_events(frame, p, as_of, read_maintenance(ctx, as_of))
     if since is not None:
         events = recent_episodes(events, since)
     with transaction(ctx.engine) as s:
         return apply_events(s, events)
+
+
+def read_maintenance(ctx: Context, as_of: datetime | None = None) -> list[MaintenanceWindow]:
+    """The maintenance windows announced in the signal store up to ``as_of``, with the announced customers'
+    regions from the state store's dependencies."""
+    subs = ctx.signals.read("subscription", end=as_of)
+    subs = subs.filter(pl.col("event_type") == "maintenance") if "event_type" in subs.columns else subs
+    if subs.is_empty():
+        return []
+    services = subs["service_id"].drop_nulls().unique().to_list()
+    with transaction(ctx.engine) as s:
+        deps = s.execute(
+            select(Dependency.customer_id, Dependency.service_id, Dependency.region).where(
+                Dependency.service_id.in_(services)
+            )
+        ).all()
+    schema = {"customer_id": pl.String, "service_id": pl.String, "region": pl.String}
+    return maintenance_windows(subs, pl.DataFrame(deps, schema=schema, orient="row"))
 
 
 def read_start(session: Session, since: datetime, params: ServiceParams) -> datetime:

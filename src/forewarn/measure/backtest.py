@@ -34,7 +34,7 @@ import bisect
 import json
 import time as _time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -399,6 +399,7 @@ def run_backtest(
     wire_params: Mapping[str, Mapping[str, Any]] | None = None,
     detect_every: int = 1,
     reuse: Mapping[str, pl.DataFrame] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BacktestReport:
     """Replay ``start``..``end`` (inclusive days) and measure every playbook that is not ``off``.
 
@@ -407,7 +408,8 @@ def run_backtest(
     before a decision counts as an open ticket on its topic. Every trip wire scores its history with
     ``score_history``; ``detect_every`` only widens the gap (in days) that joins a condition's findings into one
     episode. ``reuse`` takes an earlier report's ``firings`` (same data, same trip wire parameters), so
-    trying other playbooks and guardrails skips detection.
+    trying other playbooks and guardrails skips detection. ``progress`` is called with the name of each stage
+    as it starts (a progress bar).
     """
     frames, customers, consents = data.frames, data.customers, data.consents
     dependencies, truth = data.dependencies, data.truth
@@ -437,6 +439,8 @@ def run_backtest(
     firings: dict[str, pl.DataFrame] = {}
     for kind in sorted({p.when.kind for p in active}):
         t0 = _time.perf_counter()
+        if progress is not None:
+            progress(f"trip wire {kind}")
         if reuse is not None and kind in reuse:
             found, how = reuse[kind], "reused"
         elif kind == OUTAGE_KIND:
@@ -456,6 +460,8 @@ def run_backtest(
     findings = _episodes(findings, run_at, gap=timedelta(days=max(1, detect_every), hours=1))
 
     # 2. candidates, the same way the live engine makes them
+    if progress is not None:
+        progress("playbooks and guardrails")
     t0 = _time.perf_counter()
     by_name = {p.name: p for p in active}
     matches = first_per_episode(match(findings, active, attrs))

@@ -398,19 +398,28 @@ def control_groups(
         t.c.opened_at >= d.c.at,
         seconds_between(t.c.opened_at, d.c.at, _dialect(conn)) <= window_days * 86400,
     )
+    # the newest contact on record: a decision whose window runs past it cannot show an outcome yet
+    data_end = conn.execute(sa.select(sa.func.max(t.c.opened_at))).scalar_one_or_none()
+    if isinstance(data_end, str):
+        data_end = datetime.fromisoformat(data_end)
+    cutoff = (data_end - timedelta(days=window_days)) if data_end is not None else None
+    complete = sa.case((d.c.at <= cutoff, 1), else_=0) if cutoff is not None else sa.literal(0)
     q = (
         sa.select(
             d.c.playbook,
             d.c.grp,
             sa.func.count().label("n"),
             sa.func.coalesce(sa.func.sum(sa.case((contacted, 1), else_=0)), 0).label("contacted"),
+            sa.func.coalesce(sa.func.sum(complete), 0).label("complete"),
         )
         .group_by(d.c.playbook, d.c.grp)
         .order_by(d.c.playbook, d.c.grp)
     )
     counts: dict[str, dict[str, tuple[int, int]]] = {}
+    measurable: dict[str, int] = {}
     for r in conn.execute(q):
         counts.setdefault(r.playbook, {})[r.grp] = (int(r.n), int(r.contacted))
+        measurable[r.playbook] = measurable.get(r.playbook, 0) + int(r.complete)
     extra = _signal_outcomes(conn, d, period, window_days, signals) if signals is not None and counts else {}
     out = []
     for pb, groups in counts.items():
@@ -426,8 +435,26 @@ def control_groups(
         item["contact_rate_diff"] = {"value": diff, "ci95": [lo, hi]}
         if extra:
             item["churn_diff"] = _diff_props(item, "churned")
+        item["measurable"] = measurable.get(pb, 0)
+        item["note"] = _control_note(item, data_end, window_days)
         out.append(item)
     return out
+
+
+def _control_note(item: dict[str, Any], data_end: datetime | None, window_days: int) -> str | None:
+    """Why a comparison shows no difference, when there is a reason other than chance (None otherwise)."""
+    n, c = item["notified"], item["control"]
+    if not c["customers"]:
+        return "no customer was held out as control, so there is nothing to compare against"
+    if item["measurable"] == 0:
+        until = f" (contacts on record until {data_end:%Y-%m-%d})" if data_end is not None else ""
+        return (
+            f"too early to tell: the {window_days} days after these decisions are not over yet{until}, "
+            "so no outcome can be counted"
+        )
+    if not n["contacted"] and not c["contacted"]:
+        return f"no customer in either group contacted support within {window_days} days"
+    return None
 
 
 def _diff_props(item: dict[str, Any], key: str) -> dict[str, Any]:

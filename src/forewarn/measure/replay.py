@@ -12,13 +12,14 @@ The state store must already hold the customers, services, dependencies and tick
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from forewarn.incidents.from_signals import ServiceParams, apply_events, service_events
+from forewarn.incidents.from_signals import ServiceParams, apply_events, read_maintenance, service_events
 from forewarn.incidents.link import DEFAULT_GRACE, link_tickets
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.measure.truth import contacts_avoided
@@ -68,13 +69,15 @@ def replay_outages(
     truth: pl.DataFrame | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Detect, notify, deliver and link over the stored service health history; see the module docstring.
 
     ``worker`` is a ``forewarn.deliver.worker.Worker`` (None: notices stay queued, nothing is delivered).
+    ``progress(done, total)`` is called after each tick of the replay's clock (a progress bar).
     """
     frame = ctx.signals.read("service_metric", start=start, end=end)
-    events = service_events(frame, params)
+    events = service_events(frame, params, maintenance=read_maintenance(ctx, end))
     result = ReplayResult()
     if not events:
         return result
@@ -97,7 +100,9 @@ def replay_outages(
         while t <= last:
             ticks.setdefault(t, [])
             t += link_every
-    for t in sorted(ticks):
+    for done, t in enumerate(sorted(ticks), 1):
+        if progress is not None:
+            progress(done, len(ticks))
         if ticks[t]:
             with transaction(ctx.engine) as s:
                 for action, incident_id in apply_events(s, ticks[t]):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 def _progress(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, int]]:
-    """Per incident: affected customers, and notices queued / delivered / failed / held back."""
+    """Per incident: affected customers, and customers whose notice was delivered / queued / failed / held back."""
     out = {
         i: {"affected": 0, "queued": 0, "delivered": 0, "failed": 0, "held_back": 0, "tickets": 0}
         for i in ids
@@ -76,22 +76,25 @@ def _progress(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, int]]:
         sa.select(a.c.incident_id, sa.func.count()).where(a.c.incident_id.in_(ids)).group_by(a.c.incident_id)
     ):
         out[iid]["affected"] = int(n)
+    # customers, not notices: an incident sends each customer several (the notice, updates, the all-clear).
+    # A customer counts once, at their best state: delivered, else queued, else failed, else held back.
     o = outbox_t
-    for iid, status, n in conn.execute(
-        sa.select(o.c.incident_id, o.c.status, sa.func.count())
+    state = sa.case(
+        (o.c.status == "sent", 0), (o.c.status.in_(QUEUED), 1), (o.c.status == "dead", 2), else_=3
+    )
+    best = (
+        sa.select(o.c.incident_id, o.c.customer_id, sa.func.min(state).label("state"))
         .where(o.c.incident_id.in_(ids))
-        .group_by(o.c.incident_id, o.c.status)
-    ):
-        key = (
-            "delivered"
-            if status == "sent"
-            else "queued"
-            if status in QUEUED
-            else "failed"
-            if status == "dead"
-            else "held_back"
+        .group_by(o.c.incident_id, o.c.customer_id)
+        .subquery()
+    )
+    names = ("delivered", "queued", "failed", "held_back")
+    for iid, st, n in conn.execute(
+        sa.select(best.c.incident_id, best.c.state, sa.func.count()).group_by(
+            best.c.incident_id, best.c.state
         )
-        out[iid][key] += int(n)
+    ):
+        out[iid][names[int(st)]] += int(n)
     t = tickets_t
     for iid, n in conn.execute(
         sa.select(t.c.incident_id, sa.func.count()).where(t.c.incident_id.in_(ids)).group_by(t.c.incident_id)
@@ -226,23 +229,7 @@ def findings_view(engine: sa.Engine, *, limit: int = 100, kind: str | None = Non
                 .limit(limit)
             )
         ]
-        at_risk = [
-            _row(r)
-            for r in conn.execute(
-                sa.select(
-                    f.c.customer_id,
-                    c.c.name,
-                    c.c.segment,
-                    sa.func.count().label("open_findings"),
-                    sa.func.max(rank).label("risk"),
-                )
-                .join_from(f, c, c.c.id == f.c.customer_id)
-                .where(*where)
-                .group_by(f.c.customer_id, c.c.name, c.c.segment)
-                .order_by(sa.func.max(rank).desc(), f.c.customer_id)
-                .limit(limit)
-            )
-        ]
+        at_risk, long_gone = _at_risk(conn, where, rank, limit)
         kinds = [
             {"kind": k, "open": int(n)}
             for k, n in conn.execute(
@@ -252,7 +239,70 @@ def findings_view(engine: sa.Engine, *, limit: int = 100, kind: str | None = Non
                 .order_by(f.c.kind)
             )
         ]
-    return {"findings": findings, "at_risk": at_risk, "kinds": kinds}
+    return {"findings": findings, "at_risk": at_risk, "long_gone": long_gone, "kinds": kinds}
+
+
+# a customer silent (no use, no purchase) for this long has gone, not "at risk": there is nothing left to save
+LONG_GONE_DAYS = 90
+
+
+def long_gone(evidence: Any) -> bool:
+    """True when a finding says the customer has been silent or away for ``LONG_GONE_DAYS`` or more.
+
+    >>> long_gone({"zero_run": 145}), long_gone({"days_since_last": 12}), long_gone(None)
+    (True, False, False)
+    """
+    if isinstance(evidence, str):
+        try:
+            evidence = json.loads(evidence)
+        except ValueError:
+            return False
+    if not isinstance(evidence, dict):
+        return False
+    days = evidence.get("zero_run") or evidence.get("days_since_last") or 0
+    return isinstance(days, int | float) and days >= LONG_GONE_DAYS
+
+
+def _at_risk(
+    conn: sa.Connection, where: list[Any], rank: Any, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Customers ranked by their strongest open finding (score x confidence), with that finding's sentence as
+    the reason; customers whose every open finding says they left long ago are counted apart, not ranked."""
+    f, c = findings_t, customers_t
+    rows = conn.execute(
+        sa.select(
+            f.c.customer_id,
+            c.c.name,
+            c.c.segment,
+            f.c.kind,
+            f.c.explanation,
+            f.c.evidence,
+            rank.label("risk"),
+        )
+        .join_from(f, c, c.c.id == f.c.customer_id)
+        .where(*where)
+        .order_by(rank.desc(), f.c.customer_id)
+        .limit(limit * 20)
+    ).all()
+    by_customer: dict[str, dict[str, Any]] = {}
+    gone: set[str] = set()
+    for r in rows:
+        if long_gone(r.evidence):
+            gone.add(r.customer_id)
+            continue
+        entry = by_customer.get(r.customer_id)
+        if entry is None:
+            by_customer[r.customer_id] = entry = {
+                "customer_id": r.customer_id,
+                "name": r.name,
+                "segment": r.segment,
+                "open_findings": 0,
+                "risk": float(r.risk or 0),
+                "kind": r.kind,
+                "why": r.explanation,
+            }
+        entry["open_findings"] += 1
+    return list(by_customer.values())[:limit], len(gone - set(by_customer))
 
 
 def _summarise(kind: str, r: dict[str, Any]) -> str:
@@ -324,6 +374,15 @@ def _customer_signals(
         for r in frame.head(per_kind).iter_rows(named=True):
             out.append({"at": r["ts"], "type": "signal", "kind": kind, "text": _summarise(kind, r)})
     return out, series, None
+
+
+def _to_now(series: dict[str, Any], today: date) -> dict[str, Any]:
+    """A usage series carried to ``today`` with zeros (a day without usage rows used nothing)."""
+    if series["kind"] != "usage" or not series["points"]:
+        return series
+    last = date.fromisoformat(series["points"][-1][0])
+    gap = [((last + timedelta(days=k)).isoformat(), 0.0) for k in range(1, (today - last).days + 1)]
+    return series | {"points": series["points"] + gap}
 
 
 def customer_view(
@@ -400,6 +459,15 @@ def customer_view(
         ]
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     sig, series, note = _customer_signals(signals, customer_id, since, per_kind=limit)
+    series_note = None
+    if not series and signals is not None:
+        # silent lately: the longer view shows the use that stopped, which is the point of the page
+        _, series, _ = _customer_signals(signals, customer_id, since - timedelta(days=5 * days), per_kind=0)
+        if series:
+            days = 6 * days
+            series_note = f"no usage or readings in the last {days // 6} days; the charts show {days} days"
+    # a silence shows as zeros up to today, not as a chart that simply ends
+    series = [_to_now(x, (now or datetime.now(UTC)).date()) for x in series]
     events += sig
     events.sort(key=lambda e: e["at"], reverse=True)
     events = [{k: _iso(v) for k, v in e.items()} for e in events[:limit]]
@@ -407,6 +475,7 @@ def customer_view(
         "customer": _row(cust),
         "incidents": incidents,
         "series": series,
+        "series_note": series_note,
         "days": days,
         "timeline": events,
         "signals_note": note,

@@ -17,7 +17,7 @@ not scalars) and groups naming a customer the state store does not know go throu
 >>> from forewarn.state.db import upgrade
 >>> home = pathlib.Path(tempfile.mkdtemp())
 >>> upgrade(f"sqlite:///{home}/state.db")
->>> ctx = Context(Settings(home=home))
+>>> ctx = Context(Settings(home=home, unknown_customers="create"))
 >>> ev = {"event_id": "e1", "customer_id": "c1", "ts": "2026-01-01", "metric": "data_gb", "value": 2}
 >>> r = ingest_batch(ctx, "usage", [ev, {**ev, "event_id": "e2", "value": "lots"}], strict=False)
 >>> (r.new, r.duplicate, r.rejected, r.errors[0].line, r.errors[0].field)

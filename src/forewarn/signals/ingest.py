@@ -1,14 +1,14 @@
 """Ingestion: signal files (CSV, JSONL, Parquet) and API batches into the signal store, entities into
 the state store.
 
-Per file: the kind comes from ``kind=`` (``--kind``), else a ``kind`` column, else the file stem
-(``usage.csv``, ``customers.jsonl``). Rows stream through in bounded chunks; each chunk is validated in
+Per file: the kind comes from ``kind=`` (``--kind``), else a ``kind`` column, else the file stem, singular
+or plural (``usage.csv``, ``customers.jsonl``, ``invoices.jsonl``). Rows stream through in bounded chunks; each chunk is validated in
 DuckDB SQL (``forewarn.signals.validate``) and its good rows appended idempotently by ``event_id``. Bad rows
 are counted and reported (file, line, field, what was expected); ``strict=True`` stores nothing from a file
 with any bad row. A directory is read entities first (customers, services, dependencies), then signals.
 
-Customer ids the state store does not know are rejected (``unknown_customers="reject"``) or created as minimal
-customers (``"create"``, the default setting). Each valid inbound contact also opens a ``Ticket`` (idempotent
+Customer ids the state store does not know are rejected (``unknown_customers="reject"``, the default setting:
+a typo must not become a customer) or created as minimal customers (``"create"``, when asked). Each valid inbound contact also opens a ``Ticket`` (idempotent
 by the contact's ``event_id``).
 
 >>> import tempfile, pathlib
@@ -20,7 +20,7 @@ by the contact's ``event_id``).
 >>> ctx = Context(Settings(home=home))
 >>> _ = (home / "usage.csv").write_text("event_id,customer_id,ts,metric,value\\n"
 ...     "e1,c1,2026-01-01,data_gb,1.5\\ne2,c1,2026-01-02,data_gb,lots\\n")
->>> report = ingest_paths(ctx, [home / "usage.csv"])
+>>> report = ingest_paths(ctx, [home / "usage.csv"], unknown_customers="create")
 >>> (report.new, report.duplicate, report.rejected)
 (1, 0, 1)
 >>> print(report.errors[0])  # doctest: +ELLIPSIS
@@ -96,6 +96,7 @@ class SourceReport:
     errors: list[RowError] = field(default_factory=list)
     note: str | None = None  # e.g. why a file was skipped or rejected whole
     created_customers: int = 0
+    unknown_customer_rows: int = 0  # rows rejected because their customer is not in the state store
     tickets: int = 0
     rows_read: int = 0  # every row seen, good or bad
     failed: bool = False  # the source could not be read at all (see note)
@@ -405,7 +406,14 @@ def _expand(paths: Sequence[Path | str], report: IngestReport) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            report.sources.append(SourceReport(str(p), "?", note="no such file or directory", failed=True))
+            report.sources.append(
+                SourceReport(
+                    str(p),
+                    "?",
+                    note=f"no such file or directory (in {Path.cwd()}); check the name and the folder",
+                    failed=True,
+                )
+            )
     return files
 
 
@@ -428,12 +436,14 @@ def _resolve_kind(path: Path, report: IngestReport) -> str | None | Literal[Fals
         return None
     if stem in KINDS or stem in ENTITIES:
         return stem
+    if stem.endswith("s") and stem[:-1] in KINDS:  # invoices.jsonl, contacts.csv
+        return stem[:-1]
     report.sources.append(
         SourceReport(
             str(path),
             "?",
             note=f"cannot tell the kind: no --kind, no 'kind' column, and the file name {stem!r} is not "
-            "one of " + ", ".join([*ENTITIES, *KINDS]),
+            "one of " + ", ".join([*ENTITIES, *KINDS]) + " (or their plurals); give --kind",
             failed=True,
         )
     )
@@ -683,6 +693,7 @@ class IngestSession:
         try:
             rejected = total - ok + unknown_rows
             report.rejected += rejected
+            report.unknown_customer_rows += unknown_rows
             if rejected and len(report.errors) < MAX_ERRORS:
                 full = f"WITH c AS ({errors_from}) " if errors_from else checked
                 self._errors(cur, report, kind, full, keep, unknown_view)

@@ -159,15 +159,30 @@ def schema_status(engine: Engine) -> SchemaStatus:
     return SchemaStatus(database=current, expected=head)
 
 
-def open_store(url: str, *, check: bool = True, **kwargs: Any) -> Engine:
-    """An engine on a migrated store; raises ``SchemaOutOfDate`` when the schema is not current."""
+def open_store(url: str, *, check: bool = True, migrate: bool = False, **kwargs: Any) -> Engine:
+    """An engine on a migrated store; raises ``SchemaOutOfDate`` when the schema is not current.
+
+    ``migrate=True`` first creates or migrates an embedded (SQLite) store that is new or behind, as embedded
+    stores do on first use; a server database (PostgreSQL) is never migrated behind its operator's back.
+    """
     engine = make_engine(url, **kwargs)
     if check:
         status = schema_status(engine)
+        if not status.current and migrate and engine.dialect.name == "sqlite" and _is_behind(engine, status):
+            upgrade(url)
+            status = schema_status(engine)
         if not status.current:
             engine.dispose()
             raise SchemaOutOfDate(status.describe())
     return engine
+
+
+def _is_behind(engine: Engine, status: SchemaStatus) -> bool:
+    """True when the database has no schema or one this code can migrate forward (not a newer one)."""
+    if status.database is None:
+        return True
+    script = ScriptDirectory.from_config(alembic_config(str(engine.url)))
+    return any(rev.revision == status.database for rev in script.walk_revisions())
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from forewarn import __version__
+from forewarn.measure import views
 from forewarn.web import charts
 
 
@@ -68,7 +69,12 @@ def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[str, float]]:
 
 
 templates.env.filters.update(dt=_dt, num=_num, pct=_pct, dur=_dur, series=_series)
-templates.env.globals.update(version=__version__, line_chart=charts.line_chart, bar_chart=charts.bar_chart)
+templates.env.globals.update(
+    version=__version__,
+    line_chart=charts.line_chart,
+    bar_chart=charts.bar_chart,
+    long_gone_days=views.LONG_GONE_DAYS,
+)
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
