@@ -235,3 +235,26 @@ def test_users_cli(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
         assert actions == [("user.disabled", "user:ada"), ("user.created", "user:ada")]
     finally:
         get_settings.cache_clear()
+
+
+def test_every_dashboard_route_that_changes_state_needs_the_csrf_token(
+    client: TestClient, ctx: Context
+) -> None:
+    """Walks the dashboard's routers: a POST/PUT/PATCH/DELETE (but the sign-in form's own check) from a
+    signed-in admin without the token is refused, so a new dashboard action cannot forget it."""
+    from fastapi.routing import APIRoute
+
+    from forewarn.web import login as login_routes
+    from forewarn.web import routes as dashboard
+
+    sign_in_client(client, ctx.engine, "admin")
+    checked = []
+    for route in [*dashboard.router.routes, *dashboard.public.routes, *login_routes.router.routes]:
+        if not isinstance(route, APIRoute) or route.path == "/login":
+            continue
+        for method in sorted(route.methods - {"GET", "HEAD", "OPTIONS"}):
+            path = re.sub(r"\{[^}]+\}", "1", route.path)
+            r = client.request(method, path, data={"back": "/outbox"}, follow_redirects=False)
+            assert r.status_code == 403 and "CSRF" in r.text, (method, route.path, r.status_code)
+            checked.append(route.path)
+    assert {"/outbox/{outbox_id}/retry", "/logout", "/users"} <= set(checked)
