@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +128,19 @@ def main() -> None:
 
     base, server, thread = serve(ctx)
     rng = random.Random(1)
-    from forewarn.state import tokens
+    from forewarn.state import tokens, users
     from forewarn.state.db import transaction
 
-    with transaction(ctx.engine) as s:  # the JSON API needs a token (the pages: whatever login is in force)
+    with transaction(ctx.engine) as s:  # the JSON API needs a token, the pages a signed-in user
         _, token = tokens.create(s, "bench", ["metrics:read"], actor="cli:bench", rate_limit=0)
     auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
+    viewer = users.get_user(ctx.engine, "bench") or users.create_user(
+        ctx.engine, "bench", "viewer", password=users.generate_password()
+    )
+    session = users.start_session(ctx.engine, viewer, timedelta(hours=2))
+    with httpx.Client(
+        base_url=base, timeout=60, headers=auth, cookies={"forewarn_session": session}
+    ) as client:
         incidents = client.get("/v1/metrics/incidents").json()["incidents"]
         open_id = incidents[0]["id"]
         big = max(incidents, key=lambda i: i["progress"]["affected"])["id"]

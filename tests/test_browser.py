@@ -315,6 +315,8 @@ PAGES = {
     "outbox": "/outbox",
     "outbox-dead": "/outbox?status=dead",
     "playbooks": "/playbooks",
+    "users": "/users",
+    "audit": "/audit",
 }
 
 
@@ -510,8 +512,10 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
     usage chart; the status page shows times a person reads; the API docs render with no internet."""
     import re
 
-    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents").json()["incidents"]
+    auth = API_HEADERS[demo_server]
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=auth).json()["incidents"]
     assert incidents
+    sign_in(browser, demo_server)
     for inc in incidents:
         browser.goto(f"{demo_server}/incidents/{inc['id']}")
         meter = browser.eval("document.querySelector('#progress .meter').textContent")
@@ -541,7 +545,9 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
         assert not days or int(days.group(1)) < 90, r
     browser.screenshot("numbers-at-risk")
 
-    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}).json()["findings"]
+    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}, headers=auth).json()[
+        "findings"
+    ]
     silent = next((f for f in findings if f["condition"].startswith("usage:silent")), None)
     assert silent is not None, "the demo has no silent customer to look at"
     browser.goto(f"{demo_server}/customers/{silent['customer_id']}")

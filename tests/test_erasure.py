@@ -20,7 +20,8 @@ from forewarn.context import Context
 from forewarn.privacy import subject
 from forewarn.signals.schema import KINDS
 from forewarn.sim import synthetic
-from forewarn.state.db import upgrade
+from forewarn.state import audit
+from forewarn.state.db import transaction, upgrade
 from forewarn.state.models import (
     AffectedCustomer,
     Consent,
@@ -177,10 +178,13 @@ def test_erasure_through_the_api(ctx: Context, api_headers: dict[str, str]) -> N
         again = client.delete(f"/v1/customers/{cid}")
         assert again.status_code == 200 and again.json()["found"] is False
     assert held_in_state(ctx, cid) == {} and held_in_signals(ctx, cid) == {}
-    with ctx.engine.connect() as conn:  # the audit names the pseudonym, never the erased id
-        logged = conn.execute(sa.text("SELECT action, target FROM audit_log")).all()
-    assert ("customer.erased", r.json()["pseudonym"]) in [tuple(x) for x in logged]
-    assert all(cid not in (t or "") for _, t in logged)
+    # the access and the erasure are audited under the pseudonym; the second erasure found nothing to record
+    with transaction(ctx.engine) as s:
+        log = [(e.action, e.target, json.dumps(e.detail), e.actor) for e in audit.entries(s)]
+    log = [entry for entry in log if entry[0].startswith("customer.")]
+    assert [a for a, _, _, _ in log] == ["customer.erased", "customer.exported"]
+    assert {t for _, t, _, _ in log} == {r.json()["pseudonym"]} and not any(cid in d for _, _, d, _ in log)
+    assert all(actor.startswith("token:") for _, _, _, actor in log)
 
 
 def test_export_and_erase_from_the_cli(ctx: Context, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -203,6 +207,11 @@ def test_export_and_erase_from_the_cli(ctx: Context, monkeypatch: pytest.MonkeyP
         assert r.exit_code == 0 and "nothing to erase" in r.output
         r = runner.invoke(cli, ["customers", "export", cid])
         assert r.exit_code == 1 and "no data held" in r.output
+        with transaction(ctx.engine) as s:
+            assert [(e.action, e.actor.startswith("cli:")) for e in audit.entries(s)] == [
+                ("customer.erased", True),
+                ("customer.exported", True),
+            ]
     finally:
         get_settings.cache_clear()
     check = Context(ctx.settings)

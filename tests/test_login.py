@@ -18,7 +18,7 @@ from forewarn.cli import app as cli
 from forewarn.config import get_settings
 from forewarn.context import Context
 from forewarn.deliver.outbox import enqueue
-from forewarn.state import users
+from forewarn.state import audit, users
 from forewarn.state.db import transaction
 from forewarn.state.models import OutboxMessage, UserSession
 from forewarn.web.auth import SESSION_COOKIE
@@ -171,6 +171,7 @@ def test_roles_viewer_reads_agent_acts_admin_manages_users(
     )
     assert r.status_code == 303 and "retried" in r.headers["location"]
     assert client.get("/users").status_code == 403
+    assert client.get("/audit").status_code == 403
 
     sign_in_client(client, ctx.engine, "admin")
     page = client.get("/users")
@@ -229,5 +230,31 @@ def test_users_cli(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
         r = runner.invoke(cli, ["users", "list"])
         assert r.exit_code == 0 and "ada" in r.output and "disabled" in r.output
         assert runner.invoke(cli, ["users", "disable", "nobody"]).exit_code != 0
+        with transaction(ctx.engine) as s:
+            actions = [(e.action, e.target) for e in audit.entries(s)]
+        assert actions == [("user.disabled", "user:ada"), ("user.created", "user:ada")]
     finally:
         get_settings.cache_clear()
+
+
+def test_every_dashboard_route_that_changes_state_needs_the_csrf_token(
+    client: TestClient, ctx: Context
+) -> None:
+    """Walks the dashboard's routers: a POST/PUT/PATCH/DELETE (but the sign-in form's own check) from a
+    signed-in admin without the token is refused, so a new dashboard action cannot forget it."""
+    from fastapi.routing import APIRoute
+
+    from forewarn.web import login as login_routes
+    from forewarn.web import routes as dashboard
+
+    sign_in_client(client, ctx.engine, "admin")
+    checked = []
+    for route in [*dashboard.router.routes, *dashboard.public.routes, *login_routes.router.routes]:
+        if not isinstance(route, APIRoute) or route.path == "/login":
+            continue
+        for method in sorted(route.methods - {"GET", "HEAD", "OPTIONS"}):
+            path = re.sub(r"\{[^}]+\}", "1", route.path)
+            r = client.request(method, path, data={"back": "/outbox"}, follow_redirects=False)
+            assert r.status_code == 403 and "CSRF" in r.text, (method, route.path, r.status_code)
+            checked.append(route.path)
+    assert {"/outbox/{outbox_id}/retry", "/logout", "/users"} <= set(checked)

@@ -337,9 +337,9 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def demo_admin(ctx: Context, console: Console, port: int) -> str:
-    """An admin user with a fresh random password for the demo's dashboard (served on loopback only),
-    printed once; returns the password."""
+def demo_admin(ctx: Context) -> str:
+    """An admin user, ``admin``, with a fresh random password for the demo's dashboard (served on loopback
+    only); returns the password for the command line to print once."""
     from forewarn.state import users
 
     password = users.generate_password()
@@ -347,10 +347,6 @@ def demo_admin(ctx: Context, console: Console, port: int) -> str:
         users.create_user(ctx.engine, "admin", "admin", password=password)
     else:
         users.set_password(ctx.engine, "admin", password)
-    console.print(
-        f"\nDashboard: http://127.0.0.1:{port}/  sign in as [bold]admin[/] with password [bold]{password}[/] "
-        "(generated for this run; `forewarn users` manages users)"
-    )
     return password
 
 

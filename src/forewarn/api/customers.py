@@ -134,23 +134,34 @@ def _signal_store(ctx: Context) -> SignalStore:
 
 @router.get("/customers/{customer_id}/export", responses=errors(404, 503))
 def export_customer(
-    customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("customers:read")
+    customer_id: str, caller: Caller = requires("customers:read"), ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """Everything held about one customer, from both stores (right of access); 404 when nothing is held."""
     try:
-        return subject.export(ctx.engine, _signal_store(ctx), customer_id)
+        return subject.export(
+            ctx.engine,
+            _signal_store(ctx),
+            customer_id,
+            actor=caller.actor,
+            ip=caller.ip,
+            secret=ctx.secrets.links.current,
+        )
     except subject.NotFound as e:
         raise HTTPException(404, str(e)) from None
 
 
 @router.delete("/customers/{customer_id}", response_model=ErasureOut, responses=errors(503))
 def erase_customer(
-    customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("admin")
+    customer_id: str, caller: Caller = requires("admin"), ctx: Context = Depends(get_ctx)
 ) -> ErasureOut:
     """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
     tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
-    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.secrets.links.current)
-    if report.found:  # the audit names the pseudonym, never the erased id
-        with transaction(ctx.engine) as s:
-            audit.record(s, caller.actor, "customer.erased", report.pseudonym, ip=caller.ip)
+    report = subject.erase(
+        ctx.engine,
+        _signal_store(ctx),
+        customer_id,
+        secret=ctx.secrets.links.current,
+        actor=caller.actor,
+        ip=caller.ip,
+    )
     return ErasureOut(**report.as_dict())

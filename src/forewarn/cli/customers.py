@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from forewarn.context import Context
+from forewarn.state.audit import cli_actor
 
 console = Console(stderr=True)
 customers_app = typer.Typer(
@@ -27,7 +28,9 @@ def export_cmd(
 
     ctx = Context()
     try:
-        data = export(ctx.engine, ctx.signals, customer_id)
+        data = export(
+            ctx.engine, ctx.signals, customer_id, actor=cli_actor(), secret=ctx.secrets.links.current
+        )
     except NotFound as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from None
@@ -56,7 +59,9 @@ def erase_cmd(
         )
     ctx = Context()
     try:
-        report = erase(ctx.engine, ctx.signals, customer_id, secret=ctx.secrets.links.current)
+        report = erase(
+            ctx.engine, ctx.signals, customer_id, secret=ctx.secrets.links.current, actor=cli_actor()
+        )
     finally:
         ctx.close()
     if not report.found:

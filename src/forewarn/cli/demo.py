@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a company, run every stage on it, print a summary, then serve the API and dashboard."""
         from forewarn.cli.serve import serve_forever
-        from forewarn.demo import DemoOptions, file_channels, run_demo
+        from forewarn.demo import DemoOptions, demo_admin, file_channels, run_demo
 
         options = DemoOptions(
             customers=customers, days=days, seed=seed, home=home, backtest_days=backtest_days
@@ -40,6 +40,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 "API token for this demo (admin, valid for a day; `forewarn tokens revoke` ends it sooner):\n"
                 f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/incidents"
+            )
+            password = demo_admin(ctx)
+            typer.echo(
+                f"Dashboard: http://127.0.0.1:{port}/  sign in as admin with password {password}\n"
+                "  (generated for this run; `forewarn users` manages dashboard users)"
             )
             channels = file_channels(options.home)
             serve_forever(ctx, "127.0.0.1", port, worker_options={"channels": channels})

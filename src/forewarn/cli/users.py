@@ -8,6 +8,7 @@ from rich.table import Table
 
 from forewarn.context import Context
 from forewarn.state import users
+from forewarn.state.audit import cli_actor
 
 console = Console()
 users_app = typer.Typer(
@@ -46,7 +47,7 @@ def create_cmd(
     ctx = Context()
     secret, generated = (None, False) if proxy_only else _password(password, generate)
     try:
-        user = users.create_user(ctx.engine, username, role, password=secret)
+        user = users.create_user(ctx.engine, username, role, password=secret, actor=cli_actor())
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     console.print(f"user [bold]{user.username}[/] created with role {user.role}")
@@ -72,7 +73,7 @@ def list_cmd() -> None:
 
 def _change(fn: object, *args: object) -> users.UserInfo:
     try:
-        return fn(Context().engine, *args)  # type: ignore[operator]
+        return fn(Context().engine, *args, actor=cli_actor())  # type: ignore[operator]
     except (LookupError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
 

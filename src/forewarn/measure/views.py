@@ -24,6 +24,8 @@ import sqlalchemy as sa
 
 from forewarn.measure.metrics import GUARDRAIL_STATUSES, Period, SignalReader, outcome_metrics
 from forewarn.signals.schema import KINDS
+from forewarn.state import audit
+from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
     Customer,
@@ -544,19 +546,30 @@ def outbox_counts(conn: sa.Connection) -> dict[str, int]:
     }
 
 
-def retry_dead_letter(engine: sa.Engine, outbox_id: int, *, now: datetime | None = None) -> bool:
+def retry_dead_letter(
+    engine: sa.Engine,
+    outbox_id: int,
+    *,
+    now: datetime | None = None,
+    actor: str | None = None,
+    ip: str | None = None,
+) -> bool:
     """Put a dead letter back in the queue (status pending, due now). False when it is not a dead letter.
 
     The idempotency key is unchanged, so a receiver that did get an earlier attempt drops the duplicate.
+    With ``actor``, the retry is written to the audit log in the same transaction.
     """
     o = outbox_t
-    with engine.begin() as conn:
-        res = conn.execute(
+    with transaction(engine) as s:
+        res = s.execute(
             sa.update(o)
             .where(o.c.id == outbox_id, o.c.status == "dead")
             .values(status="pending", attempts=0, next_attempt_at=now or datetime.now(UTC))
         )
-    return res.rowcount == 1
+        done = res.rowcount == 1
+        if done and actor:
+            audit.record(s, actor, "outbox.retried", f"outbox:{outbox_id}", ip=ip)
+    return done
 
 
 def _playbook_files(home: Path) -> list[dict[str, Any]]:

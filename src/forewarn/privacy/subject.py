@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 
 from forewarn.signals.schema import KINDS
 from forewarn.signals.store import SignalStore
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import (
     AffectedCustomer,
@@ -76,10 +77,19 @@ def _rows(conn: sa.Connection, model: Any, customer_id: str) -> list[dict[str, A
     return [{k: _json(v) for k, v in row.items()} for row in rows]
 
 
-def export(engine: Engine, signals: SignalStore | None, customer_id: str) -> dict[str, Any]:
+def export(
+    engine: Engine,
+    signals: SignalStore | None,
+    customer_id: str,
+    *,
+    actor: str | None = None,
+    ip: str | None = None,
+    secret: str = "",
+) -> dict[str, Any]:
     """Everything held about ``customer_id``, as JSON-ready data; raises ``NotFound`` when there is nothing.
 
-    ``signals=None`` leaves the signal store out (and says so under ``"signals"``).
+    ``signals=None`` leaves the signal store out (and says so under ``"signals"``). With ``actor``, the
+    access is written to the audit log (the customer named by their pseudonym, keyed with ``secret``).
     """
     with engine.connect() as conn:
         state = {name: _rows(conn, model, customer_id) for name, model in STATE_TABLES.items()}
@@ -93,6 +103,9 @@ def export(engine: Engine, signals: SignalStore | None, customer_id: str) -> dic
     if not any(state.values()) and not held:
         raise NotFound(f"no data held about customer {customer_id!r}")
     customer = state.pop("customer")
+    if actor:
+        with transaction(engine) as s:
+            audit.record(s, actor, "customer.exported", pseudonym(customer_id, secret), ip=ip)
     return {
         "customer_id": customer_id,
         "customer": customer[0] if customer else None,
@@ -119,10 +132,23 @@ class Erasure:
         return asdict(self) | {"found": self.found}
 
 
-def erase(engine: Engine, signals: SignalStore, customer_id: str, *, secret: str) -> Erasure:
-    """Erase ``customer_id`` from both stores (idempotent); see the module's notes for what stays."""
+def erase(
+    engine: Engine,
+    signals: SignalStore,
+    customer_id: str,
+    *,
+    secret: str,
+    actor: str | None = None,
+    ip: str | None = None,
+) -> Erasure:
+    """Erase ``customer_id`` from both stores (idempotent); see the module's notes for what stays.
+
+    The signal store goes first, then the state store in one transaction with the audit entry (when
+    ``actor`` is given and anything was found; the entry names the customer only by their pseudonym).
+    """
     alias = pseudonym(customer_id, secret)
     report = Erasure(customer_id, alias)
+    report.signals = signals.erase_customer(customer_id)
     with transaction(engine) as s:
         counted = {
             name: s.scalar(
@@ -158,5 +184,11 @@ def erase(engine: Engine, signals: SignalStore, customer_id: str, *, secret: str
         for model in (AffectedCustomer, Finding, Ticket, Dependency, Consent):
             s.execute(sa.delete(model).where(model.customer_id == customer_id))
         report.state_rows = {k: v for k, v in counted.items() if v}
-    report.signals = signals.erase_customer(customer_id)
+        if actor and report.found:
+            detail = {
+                "state_rows": report.state_rows,
+                "signals": report.signals,
+                "messages_kept_as_tombstones": report.messages_kept_as_tombstones,
+            }
+            audit.record(s, actor, "customer.erased", alias, ip=ip, detail=detail)
     return report

@@ -30,6 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, delete, func, or_, select, update
 
+from forewarn.state import audit
 from forewarn.state.db import transaction
 from forewarn.state.models import LoginFailure, User, UserSession, utcnow
 
@@ -98,8 +99,18 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-def create_user(engine: Engine, username: str, role: str, *, password: str | None = None) -> UserInfo:
-    """Add a user; ``password=None`` makes one who can only come through a trusted proxy header."""
+def create_user(
+    engine: Engine,
+    username: str,
+    role: str,
+    *,
+    password: str | None = None,
+    actor: str | None = None,
+    ip: str | None = None,
+) -> UserInfo:
+    """Add a user; ``password=None`` makes one who can only come through a trusted proxy header.
+
+    With ``actor`` (who did it, e.g. ``user:ada``), the change is written to the audit log with it."""
     username = username.strip()
     if not username or len(username) > MAX_USERNAME:
         raise ValueError(f"a user name needs 1 to {MAX_USERNAME} characters")
@@ -111,6 +122,8 @@ def create_user(engine: Engine, username: str, role: str, *, password: str | Non
         user = User(username=username, role=role, password_hash=hashed, disabled=False)
         s.add(user)
         s.flush()
+        if actor:
+            audit.record(s, actor, "user.created", f"user:{username}", ip=ip, detail={"role": role})
         return _info(user)
 
 
@@ -125,7 +138,9 @@ def list_users(engine: Engine) -> list[UserInfo]:
         return [_info(u) for u in s.scalars(select(User).order_by(User.username))]
 
 
-def _change(engine: Engine, username: str, **values: object) -> UserInfo:
+def _change(
+    engine: Engine, username: str, action: str, actor: str | None, ip: str | None, **values: object
+) -> UserInfo:
     with transaction(engine) as s:
         user = s.scalar(select(User).where(User.username == username))
         if user is None:
@@ -135,20 +150,31 @@ def _change(engine: Engine, username: str, **values: object) -> UserInfo:
         if values.get("disabled") or "password_hash" in values or "role" in values:
             # a disabled user, a new password or a new role: every open session starts again
             s.execute(delete(UserSession).where(UserSession.user_id == user.id))
+        if actor:
+            detail = {"role": values["role"]} if "role" in values else None
+            audit.record(s, actor, action, f"user:{username}", ip=ip, detail=detail)
         return _info(user)
 
 
-def set_disabled(engine: Engine, username: str, disabled: bool = True) -> UserInfo:
+def set_disabled(
+    engine: Engine, username: str, disabled: bool = True, *, actor: str | None = None, ip: str | None = None
+) -> UserInfo:
     """Disable (or enable again) a user; disabling ends their sessions."""
-    return _change(engine, username, disabled=disabled)
+    action = "user.disabled" if disabled else "user.enabled"
+    return _change(engine, username, action, actor, ip, disabled=disabled)
 
 
-def set_role(engine: Engine, username: str, role: str) -> UserInfo:
-    return _change(engine, username, role=check_role(role))
+def set_role(
+    engine: Engine, username: str, role: str, *, actor: str | None = None, ip: str | None = None
+) -> UserInfo:
+    return _change(engine, username, "user.role_changed", actor, ip, role=check_role(role))
 
 
-def set_password(engine: Engine, username: str, password: str) -> UserInfo:
-    return _change(engine, username, password_hash=_hasher.hash(check_password(password)))
+def set_password(
+    engine: Engine, username: str, password: str, *, actor: str | None = None, ip: str | None = None
+) -> UserInfo:
+    hashed = _hasher.hash(check_password(password))
+    return _change(engine, username, "user.password_changed", actor, ip, password_hash=hashed)
 
 
 def authenticate(
@@ -224,21 +250,33 @@ def start_session(engine: Engine, user: UserInfo, ttl: timedelta, *, address: st
     return token
 
 
+_USER_COLUMNS = (
+    User.id,
+    User.username,
+    User.role,
+    User.disabled,
+    User.password_hash.is_not(None),
+    User.created_at,
+    User.last_login_at,
+)
+
+
 def session_user(engine: Engine, token: str) -> UserInfo | None:
-    """The enabled user of an unexpired session, or None."""
+    """The enabled user of an unexpired session, or None. (Asked on every dashboard request: one indexed
+    query on a plain connection, no ORM session.)"""
     if not token or len(token) > 200:
         return None
-    with transaction(engine) as s:
-        user = s.scalar(
-            select(User)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(*_USER_COLUMNS)
             .join(UserSession, UserSession.user_id == User.id)
             .where(
                 UserSession.token_hash == _digest(token),
                 UserSession.expires_at > utcnow(),
                 User.disabled.is_(False),
             )
-        )
-        return _info(user) if user else None
+        ).first()
+    return UserInfo(*row) if row else None
 
 
 def end_session(engine: Engine, token: str) -> None:

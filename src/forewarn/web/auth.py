@@ -133,6 +133,11 @@ def resolve(request: Request, ctx: Context) -> tuple[users.UserInfo, str] | None
     return (user, token) if user else None
 
 
+def actor(user: users.UserInfo) -> str:
+    """How a dashboard user is named in the audit log."""
+    return f"user:{user.username}"
+
+
 class LoginRequired(Exception):
     """Raised by the dashboard's dependency; answered with a redirect to the sign-in page."""
 

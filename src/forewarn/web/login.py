@@ -113,16 +113,24 @@ def users_page(request: Request, ctx: Context = Depends(get_ctx)) -> HTMLRespons
     )
 
 
-@router.post("/users", name="user_create", dependencies=[Depends(auth.require("admin"))])
+@router.post("/users", name="user_create")
 def user_create(
     request: Request,
     username: str = Form(""),
     role: str = Form("viewer"),
     password: str = Form(""),
+    admin: users.UserInfo = Depends(auth.require("admin")),
     ctx: Context = Depends(get_ctx),
 ) -> Response:
     try:
-        users.create_user(ctx.engine, username, role, password=password or None)
+        users.create_user(
+            ctx.engine,
+            username,
+            role,
+            password=password or None,
+            actor=auth.actor(admin),
+            ip=auth.client_address(request),
+        )
     except ValueError as e:
         return render(
             request,
@@ -143,7 +151,7 @@ def user_disable(
     if username == admin.username:
         raise HTTPException(400, "you cannot disable yourself")
     try:
-        users.set_disabled(ctx.engine, username)
+        users.set_disabled(ctx.engine, username, actor=auth.actor(admin), ip=auth.client_address(request))
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
     return RedirectResponse("/users", status_code=303)

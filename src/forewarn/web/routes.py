@@ -1,6 +1,7 @@
 """The dashboard: server-rendered Jinja2 pages with htmx for live parts. No Node build step.
 
-Every page needs a signed-in user (:mod:`forewarn.web.auth`); retrying a dead letter needs the agent role.
+Every page needs a signed-in user (:mod:`forewarn.web.auth`); retrying a dead letter needs the agent role;
+the audit log (``/audit``) and users (``/users``) are for admins.
 Pages: ``/`` (overview), ``/incidents``, ``/incidents/{id}``, ``/findings``, ``/customers/{id}``, ``/outbox``,
 ``/playbooks``. The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
 
@@ -24,6 +25,8 @@ from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
 from forewarn.measure.metrics import Period, SignalReader, outcome_metrics
+from forewarn.state import audit, users
+from forewarn.state.db import transaction
 from forewarn.web import auth
 from forewarn.web.deps import get_ctx
 from forewarn.web.render import render
@@ -249,20 +252,51 @@ def _same_origin(request: Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
-@router.post("/outbox/{outbox_id}/retry", name="outbox_retry", dependencies=[Depends(auth.require("agent"))])
+@router.post("/outbox/{outbox_id}/retry", name="outbox_retry")
 def outbox_retry(
     request: Request,
     outbox_id: int,
     ctx: Context = Depends(get_ctx),
+    user: users.UserInfo = Depends(auth.require("agent")),
     back: str = Form("/outbox?status=dead"),
 ) -> Response:
     if not _same_origin(request):
         raise HTTPException(403, "cross-site request refused")
-    ok = views.retry_dead_letter(ctx.engine, outbox_id)
+    ok = views.retry_dead_letter(
+        ctx.engine, outbox_id, actor=auth.actor(user), ip=auth.client_address(request)
+    )
     if not back.startswith("/outbox"):
         back = "/outbox"
     sep = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{sep}{'retried' if ok else 'not_retried'}={outbox_id}", status_code=303)
+
+
+AUDIT_PAGE = 100
+
+
+@router.get(
+    "/audit", response_class=HTMLResponse, name="page_audit", dependencies=[Depends(auth.require("admin"))]
+)
+def audit_page(
+    request: Request,
+    ctx: Context = Depends(get_ctx),
+    actor: str | None = None,
+    action: str | None = None,
+    before: int | None = None,
+) -> HTMLResponse:
+    """The audit log, newest first (admins only): who changed what, when and from where."""
+    with transaction(ctx.engine) as s:
+        rows = audit.entries(
+            s, actor=actor or None, action=action or None, before_id=before, limit=AUDIT_PAGE + 1
+        )
+    more = len(rows) > AUDIT_PAGE
+    rows = rows[:AUDIT_PAGE]
+    next_url = None
+    if more:
+        q = {k: v for k, v in (("actor", actor), ("action", action)) if v}
+        next_url = "/audit?" + urlencode(q | {"before": rows[-1].id})
+    form = {"actor": actor or "", "action": action or ""}
+    return render(request, "audit.html", {"page": "audit", "rows": rows, "form": form, "next_url": next_url})
 
 
 @router.get("/playbooks", response_class=HTMLResponse, name="page_playbooks")
