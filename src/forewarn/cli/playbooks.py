@@ -62,10 +62,11 @@ def run_cmd(
     except PlaybookError as e:
         err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    data_time, decision_time = time_option(as_of), time_option(now)
     ctx = Context()
     try:
         require_signals(ctx)
-        summary = run_playbooks(ctx, pset, time_option(as_of), time_option(now))
+        summary = run_playbooks(ctx, pset, data_time, decision_time)
     finally:
         ctx.close()
     data = summary.to_dict()
