@@ -36,7 +36,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Context, str]]:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     upgrade(url)
     api = {"max_body_bytes": LIMIT, "body_timeout_s": 0.5, "rate_burst": 3}
-    ctx = Context(Settings(home=tmp_path, database_url=url, api=api))
+    ctx = Context(Settings(home=tmp_path, database_url=url, api=api, unknown_customers="create"))
     with transaction(ctx.engine) as s:
         _, token = tokens.create(s, "limited", ["signals:write"], actor="cli:tests", rate_limit=2)
     port = free_port()
