@@ -90,3 +90,48 @@ def api_headers(ctx: Context) -> dict[str, str]:
 def headers_for() -> Callable[[Context], dict[str, str]]:
     """:func:`admin_headers` for tests that make their own ``Context``."""
     return admin_headers
+
+
+# ---- dashboard sign-in (forewarn.web.auth) -------------------------------------------------------------
+
+DASHBOARD_PASSWORD = "a-test-password-long-enough"
+
+
+def sign_in_client(client, engine: sa.Engine, role: str = "admin", username: str | None = None) -> str:  # noqa: ANN001
+    """Create a dashboard user with ``role`` and sign ``client`` (a TestClient) in through the login form."""
+    import re
+
+    from forewarn.state import users
+
+    username = username or f"{role}-user"
+    if users.get_user(engine, username) is None:
+        users.create_user(engine, username, role, password=DASHBOARD_PASSWORD)
+    client.cookies.clear()  # sign out whoever was signed in
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = client.post(
+        "/login",
+        data={"username": username, "password": DASHBOARD_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return username
+
+
+@pytest.fixture
+def dashboard_login():
+    """``dashboard_login(client, engine, role="admin")`` signs a TestClient in to the dashboard."""
+    return sign_in_client
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    """A context (state store and signal store) on the embedded SQLite store and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("ctx")
+        return
+    url = request.getfixturevalue("pg_url")
+    upgrade(url)
+    context = Context(Settings(home=tmp_path, database_url=url, unknown_customers="create"))  # as `ctx`
+    yield context
+    context.close()

@@ -90,6 +90,14 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/metrics/outbox"): {},
     ("GET", "/v1/metrics/playbooks"): {},
     ("GET", "/v1/audit"): {},
+    ("GET", "/v1/tickets/{ticket_id}"): {"path": {"ticket_id": 1}},
+    ("PATCH", "/v1/tickets/{ticket_id}"): {
+        "path": {"ticket_id": 1},
+        "json": {"status": "pending", "at": NOW},
+    },
+    ("POST", "/v1/tickets/{ticket_id}/close"): {"path": {"ticket_id": 1}, "json": {"at": NOW}},
+    ("GET", "/v1/customers/{customer_id}/export"): {"path": {"customer_id": "C00"}},
+    ("DELETE", "/v1/customers/{customer_id}"): {"path": {"customer_id": "C99"}},  # unknown: found false, 200
     ("GET", "/healthz"): {},
 }
 
@@ -125,6 +133,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
         for title in ("Internet down in the north", "Internet down in the east"):
             body = {"title": title, "services": ["internet"], "regions": ["north"], "now": NOW}
             assert client.post("/v1/incidents", json=body, headers=admin).status_code == 201
+        contact = {"event_id": "k1", "customer_id": "C00", "ts": NOW, "channel": "email", "topic": "billing"}
+        r = client.post("/v1/signals", json={"kind": "contact", "events": [contact]}, headers=admin)
+        assert r.status_code < 300, r.text  # ticket 1, for the ticket routes
         yield ctx, client, made
     ctx.close()
 

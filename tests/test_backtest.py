@@ -130,6 +130,34 @@ def test_backtest_uses_the_shared_guardrails_budget_thread_and_open_ticket() -> 
         assert all(b - a >= timedelta(days=7) for a, b in zip(times, times[1:], strict=False)), cid
 
 
+def test_an_open_ticket_is_a_case_open_by_its_lifecycle_not_a_fixed_window() -> None:
+    # C called about usage the evening before its drop shows, and the agent solved it that night: the drop is
+    # news to act on. D called five days before its drop and nobody closed it: still an open case (the live
+    # definition, forewarn.state.tickets; the backtest used to count only contacts in the last 3 days).
+    contacts = _contacts(
+        [("C", T0 + timedelta(days=61, hours=18), "usage"), ("D", T0 + timedelta(days=57), "usage")]
+    )
+    solved = pl.DataFrame(
+        {
+            "event_id": ["u1"],
+            "customer_id": ["C"],
+            "ts": [T0 + timedelta(days=61, hours=20)],
+            "ticket_id": [contacts["event_id"][0]],
+            "status": ["solved"],
+        },
+        schema={k: v for k, v in KINDS["ticket_update"].polars_schema.items()},
+    )
+    data = BacktestData(
+        {"usage": _usage({"C": 62, "D": 62}), "contact": contacts, "ticket_update": solved}, _customers()
+    )
+    report = run_backtest(
+        _pset({"playbooks": [DROP]}), data, date(2026, 2, 15), date(2026, 3, 31), settings=QUIET_NONE
+    )
+    by = {r["customer_id"]: r for r in report.decisions.iter_rows(named=True)}
+    assert by["C"]["status"] == "pending" and by["C"]["guardrail"] is None
+    assert by["D"]["status"] == "suppressed" and by["D"]["guardrail"] == "open_ticket"
+
+
 def test_report_renders_text_json_and_html() -> None:
     data = BacktestData({"usage": _usage({"A": 60})}, _customers())
     report = run_backtest(

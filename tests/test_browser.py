@@ -25,9 +25,11 @@ import httpx
 import pytest
 
 from api_helpers import admin_headers
+from conftest import DASHBOARD_PASSWORD
 from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.sim import synthetic
+from forewarn.state import users
 from forewarn.state.db import upgrade
 
 pytestmark = pytest.mark.browser
@@ -171,6 +173,27 @@ class CDP:
 API_HEADERS: dict[str, dict[str, str]] = {}
 
 
+BROWSER_USER = "browser-admin"
+
+
+def sign_in(
+    browser: CDP, base: str, username: str = BROWSER_USER, password: str = DASHBOARD_PASSWORD
+) -> None:
+    """Sign in through the login page, unless this browser already has a session on ``base``.
+
+    (Cookies are per host, not per port: the test servers on 127.0.0.1 share one cookie jar.)"""
+    browser.goto(base + "/")
+    if browser.eval("location.pathname") != "/login":
+        return
+    fill = (
+        f"document.querySelector('input[name=username]').value = {json.dumps(username)};"
+        f"document.querySelector('input[name=password]').value = {json.dumps(password)};"
+    )
+    browser.eval(fill)
+    browser.click_and_wait("form.login button[type=submit]")
+    assert browser.eval("location.pathname") == "/", "signing in failed"
+
+
 @contextlib.contextmanager
 def served(ctx: Context, home: Path) -> Iterator[str]:
     """``ctx``'s stores behind a real uvicorn (its base URL); afterwards the server, the stores and ``home``
@@ -187,10 +210,13 @@ def served(ctx: Context, home: Path) -> Iterator[str]:
 
 
 def serve(ctx: Context) -> tuple[str, Any, threading.Thread]:
-    """uvicorn on a free loopback port, serving ``ctx``'s stores."""
+    """uvicorn on a free loopback port, serving ``ctx``'s stores (with a dashboard admin, ``BROWSER_USER``)."""
     import uvicorn
 
     from forewarn.api.app import create_app
+
+    if users.get_user(ctx.engine, BROWSER_USER) is None:
+        users.create_user(ctx.engine, BROWSER_USER, "admin", password=DASHBOARD_PASSWORD)
 
     port = free_port()
     config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -294,6 +320,7 @@ PAGES = {
 
 @pytest.mark.parametrize("device", ["laptop", "phone"])
 def test_every_page_loads_without_errors(server: str, browser: CDP, device: str) -> None:
+    sign_in(browser, server)
     browser.send("Emulation.setDeviceMetricsOverride", **(LAPTOP if device == "laptop" else PHONE))
     try:
         for name, path in PAGES.items():
@@ -315,6 +342,7 @@ def test_every_page_loads_without_errors(server: str, browser: CDP, device: str)
 
 
 def test_form_controls_are_labelled_and_keyboard_reachable(server: str, browser: CDP) -> None:
+    sign_in(browser, server)
     for path in ("/", "/outbox", "/findings"):
         browser.goto(server + path)
         unlabelled = browser.eval(
@@ -331,6 +359,7 @@ def test_form_controls_are_labelled_and_keyboard_reachable(server: str, browser:
 
 
 def test_click_through_incident_to_customer_timeline(server: str, browser: CDP) -> None:
+    sign_in(browser, server)
     browser.goto(server + "/incidents")
     first = browser.eval("document.querySelector('#incident-rows a').getAttribute('href')")
     browser.click_and_wait("#incident-rows a")
@@ -356,6 +385,7 @@ def test_click_through_incident_to_customer_timeline(server: str, browser: CDP) 
 
 
 def test_retry_a_dead_letter(server: str, browser: CDP) -> None:
+    sign_in(browser, server)
     browser.goto(server + "/outbox?status=dead")
     before = browser.eval("document.querySelectorAll('tbody button').length")
     assert before > 0
@@ -376,11 +406,75 @@ def test_retry_a_dead_letter(server: str, browser: CDP) -> None:
     assert browser.problems() == []
 
 
+def test_sign_in_cookie_and_sign_out(server: str, browser: CDP) -> None:
+    """The session cookie is HttpOnly and SameSite=Lax; a wrong password is refused; signing out ends it."""
+    sign_in(browser, server)
+    cookies = {c["name"]: c for c in browser.send("Network.getCookies", urls=[server])["cookies"]}
+    session = cookies["forewarn_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax" and not session["secure"]  # http on loopback
+    assert "forewarn_session" not in browser.eval("document.cookie")  # page scripts cannot read it
+    assert browser.eval("document.querySelector('.who').textContent").strip().startswith(BROWSER_USER)
+    browser.click_and_wait(".who button")
+    assert browser.eval("location.pathname") == "/login"
+    browser.goto(server + "/outbox?status=dead")
+    assert browser.eval("location.pathname + location.search") == "/login?next=%2Foutbox%3Fstatus%3Ddead"
+    sign_in_form = (
+        "document.querySelector('input[name=username]').value = 'browser-admin';"
+        "document.querySelector('input[name=password]').value = 'not the password';"
+    )
+    browser.eval(sign_in_form)
+    browser.click_and_wait("form.login button[type=submit]")
+    assert "wrong password" in browser.eval("document.querySelector('.flash.warn').textContent")
+    assert any("HTTP 401" in p for p in browser.problems())
+    browser.eval(sign_in_form.replace("not the password", DASHBOARD_PASSWORD))
+    browser.click_and_wait("form.login button[type=submit]")
+    assert browser.eval("location.pathname + location.search") == "/outbox?status=dead"  # back where it was
+    assert browser.problems() == []
+
+
+def test_a_form_or_htmx_request_without_the_csrf_token_is_refused(server: str, browser: CDP) -> None:
+    sign_in(browser, server)
+    browser.goto(server + "/outbox?status=dead")
+    dead = browser.eval(
+        "[...document.querySelectorAll('tbody tr td:first-child')].map(t => t.textContent.trim())"
+    )
+    assert len(dead) >= 3, dead
+    first, second, third = dead[:3]
+    # the retry form with its hidden token removed, as a forged form would be: refused, nothing changes
+    browser.eval("document.querySelector('tbody form input[name=csrf_token]').remove()")
+    browser.click_and_wait("tbody button")
+    assert "CSRF" in browser.eval("document.body.textContent")
+    assert any("HTTP 403" in p for p in browser.problems())
+    # a script posting with the session cookie but without the token (what another site could do): refused
+    status = browser.eval(
+        f"fetch('/outbox/{second}/retry', {{method: 'POST', credentials: 'include'}}).then(r => r.status)"
+    )
+    assert status == 403
+    browser.problems()
+    browser.goto(server + "/outbox?status=dead")
+    still = browser.eval(
+        "[...document.querySelectorAll('tbody tr td:first-child')].map(t => t.textContent.trim())"
+    )
+    assert first in still and second in still
+    # htmx sends the token from hx-headers on <body>: the same action through htmx goes through
+    browser.eval(
+        f"new Promise(done => {{ document.body.addEventListener('htmx:afterRequest', done, {{once: true}});"
+        f" htmx.ajax('POST', '/outbox/{third}/retry', {{source: document.body, swap: 'none'}}); }})"
+    )
+    browser.goto(server + "/outbox?status=dead")
+    now = browser.eval(
+        "[...document.querySelectorAll('tbody tr td:first-child')].map(t => t.textContent.trim())"
+    )
+    assert third not in now and first in now
+    assert browser.problems() == []
+
+
 def test_the_error_check_catches_errors(server: str, browser: CDP) -> None:
     """The checks above would fail on a broken page: console errors, exceptions and HTTP errors all count."""
     browser.goto("data:text/html,<script>console.error('boom'); undefinedFunction();</script>")
     problems = browser.problems()
     assert any("boom" in p for p in problems) and any("exception" in p for p in problems), problems
+    sign_in(browser, server)
     browser.goto(server + "/incidents/999999")
     assert any("HTTP 404" in p for p in browser.problems())
 
@@ -392,6 +486,7 @@ def test_demo_data_pages_and_click_through(demo_server: str, browser: CDP) -> No
     ]
     assert incidents, "the demo opened no incidents"
     told = next((i for i in incidents if i["progress"]["delivered"]), incidents[0])
+    sign_in(browser, demo_server)
     pages = ["/", "/incidents", f"/incidents/{told['id']}", "/findings", "/outbox", "/playbooks"]
     for path in pages:
         browser.goto(demo_server + path)

@@ -20,7 +20,7 @@ from test_metrics import at, seed, signals
 
 
 @pytest.fixture
-def client(ctx: Context, api_headers: dict[str, str]) -> Iterator[TestClient]:
+def client(ctx: Context, api_headers: dict[str, str], dashboard_login) -> Iterator[TestClient]:
     seed(ctx.engine)
     with ctx.engine.begin() as conn:
         conn.execute(
@@ -33,6 +33,7 @@ def client(ctx: Context, api_headers: dict[str, str]) -> Iterator[TestClient]:
     for kind, frame in signals().frames.items():
         ctx.signals.append(kind, frame)
     with TestClient(create_app(ctx), headers=api_headers) as c:
+        dashboard_login(c, ctx.engine, "admin")
         yield c
 
 
@@ -133,18 +134,36 @@ def test_outbox_filters_and_dead_letter_retry(client: TestClient, ctx: Context) 
     assert client.get("/outbox", params={"status": "nonsense"}).status_code == 400
     html = client.get("/outbox", params={"status": "dead"}).text
     assert 'action="/outbox/3/retry"' in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
+    # without the page's CSRF token the retry is refused and nothing changes
     r = client.post("/outbox/3/retry", data={"back": "/outbox?status=dead"}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = client.post(
+        "/outbox/3/retry",
+        data={"back": "/outbox?status=dead", "csrf_token": "0" * 64},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403
+    with ctx.engine.connect() as conn:
+        assert conn.scalar(sa.select(OutboxMessage.status).where(OutboxMessage.id == 3)) == "dead"
+    r = client.post(
+        "/outbox/3/retry", data={"back": "/outbox?status=dead", "csrf_token": token}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == "/outbox?status=dead&retried=3"
     with ctx.engine.connect() as conn:
         row = conn.execute(sa.select(OutboxMessage).where(OutboxMessage.id == 3)).one()
     assert (row.status, row.attempts) == ("pending", 0)
     # a second retry (or of a message that is not dead) changes nothing and says so
-    r = client.post("/outbox/3/retry", follow_redirects=False)
+    r = client.post("/outbox/3/retry", headers={"X-CSRF-Token": token}, follow_redirects=False)
     assert "not_retried=3" in r.headers["location"]
     assert "not a dead letter" in client.get(r.headers["location"]).text
     # another site cannot make the browser retry
-    r = client.post("/outbox/1/retry", headers={"origin": "https://evil.example"}, follow_redirects=False)
+    r = client.post(
+        "/outbox/1/retry",
+        headers={"origin": "https://evil.example", "X-CSRF-Token": token},
+        follow_redirects=False,
+    )
     assert r.status_code == 403
 
 

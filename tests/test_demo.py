@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from forewarn.cli import app
 
 
+class LogCapture(logging.Handler):
+    """Every log line (with its traceback, if any) as a handler would write it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The demo run, with everything it logged (all loggers at DEBUG, SQLAlchemy's statements at INFO) and
+    its printed output."""
+    capture = LogCapture()
+    root, engine_log = logging.getLogger(), logging.getLogger("sqlalchemy.engine")
+    levels = root.level, engine_log.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    engine_log.setLevel(logging.INFO)
+    try:
+        home = _run_demo(tmp_path_factory)
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(levels[0])
+        engine_log.setLevel(levels[1])
+    return home[0], "\n".join(capture.lines), home[1]
+
+
+@pytest.fixture(scope="module")
+def demo_home(demo_run: tuple[Path, str, str]) -> Path:
+    return demo_run[0]
+
+
+def _run_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("demo") / "home"
     result = CliRunner().invoke(
         app,
@@ -32,7 +69,25 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
     )
     assert result.exit_code == 0, result.output
-    return home
+    return home, result.output
+
+
+def test_demo_logs_hold_no_contact_details_or_message_bodies(demo_run: tuple[Path, str, str]) -> None:
+    home, logs, printed = demo_run
+    # the capture saw the whole run, SQL included, with the statements' parameters hidden
+    assert "INSERT INTO outbox" in logs and "parameters hidden" in logs, logs[:2000]
+    engine = sa.create_engine(f"sqlite:///{home / 'state.db'}")
+    with engine.connect() as conn:
+        contacts = conn.execute(sa.text("SELECT email, phone FROM customers")).all()
+        bodies = conn.scalars(sa.text("SELECT DISTINCT body FROM outbox WHERE length(body) > 20")).all()
+        texts = conn.scalars(sa.text("SELECT DISTINCT text FROM tickets WHERE length(text) > 20")).all()
+    engine.dispose()
+    details = [v for row in contacts for v in row if v]
+    assert len(details) > 1000 and bodies and texts
+    leaked = [v for v in details if v in logs or v in printed]
+    assert leaked == [], f"{len(leaked)} email addresses / phone numbers in the logs, e.g. {leaked[:3]}"
+    assert [b for b in bodies if b in logs] == [], "a message body is in the logs"
+    assert [t for t in texts if t in logs] == [], "an inbound contact's text is in the logs"
 
 
 def test_demo_runs_every_stage(demo_home: Path) -> None:

@@ -270,6 +270,33 @@ def test_ordinary_long_gaps_of_regular_buyers_are_not_lapses() -> None:
     assert found.height > 0 and found["ts"].min() < T0 + timedelta(days=100 + 45)
     evidence = json.loads(found["evidence"][0])
     assert evidence["rule"] == "rhythm" and evidence["p_alive_rhythm"] < 0.3
-    # Without the population prior (no model: the interval rule on the customer's own gaps) it is noisier.
-    own = CadenceTripWire(min_fit_customers=10_000).score_history(frames, runs=runs)
+    # Without any population prior (no model, no pooled shape: the interval rule on the customer's own gaps)
+    # it is noisier.
+    own = CadenceTripWire(min_fit_customers=10_000, shape_min_customers=10_000).score_history(
+        frames, runs=runs
+    )
     assert own.filter(pl.col("customer_id") != "gone")["customer_id"].n_unique() > 2 * false
+
+
+def test_too_few_customers_for_bgnbd_still_use_the_pooled_gap_shape() -> None:
+    # 150 visitors are too few for a BG/NBD fit (min_fit_customers 200) but plenty for the pooled regularity
+    # of their gaps: the rhythm rule weighs each silence against it (as with a fitted model), not the noisy
+    # interval rule on a customer's own handful of gaps, which made most visit lapses false alarms.
+    alive = _regular_buyers(150, seed=5)
+    gone = events("gone", [10.0 * k for k in range(11)], "purchase")
+    frames = {"purchase": pl.concat([alive, gone])}
+    wire = CadenceTripWire()
+    model = wire.model_for(frames["purchase"], T0 + timedelta(days=120))
+    assert model is not None and not model.fitted and 3.0 < model.gap_shape < 5.5
+    runs = [T0.replace(hour=9) + timedelta(days=d) for d in range(60, 240, 3)]
+    history = wire.score_history(frames, runs=runs)
+    false = history.filter(pl.col("customer_id") != "gone")["customer_id"].n_unique()
+    found = history.filter(pl.col("customer_id") == "gone")
+    assert found.height > 0 and json.loads(found["evidence"][0])["rule"] == "rhythm"
+    own = CadenceTripWire(shape_min_customers=10_000).score_history(frames, runs=runs)
+    assert own.filter(pl.col("customer_id") != "gone")["customer_id"].n_unique() > 2 * max(false, 1)
+    # detect at one run agrees with score_history there
+    at = runs[-1]
+    assert set(wire.detect(frames, at)["customer_id"]) == set(
+        history.filter(pl.col("ts") == at)["customer_id"]
+    )

@@ -46,13 +46,16 @@ def test_impact_is_the_dependents_in_the_region(engine) -> None:
 
 
 def test_active_customers_only(engine) -> None:
+    from forewarn.incidents.impact import ImpactFilter
+
     with transaction(engine) as s:
         inc = service.open_incident(
             s,
             title="Down",
             services=["internet"],
             regions=["north"],
-            active_customers=["C00", "C02", "C09"],
+            impact=ImpactFilter(active_days=30),
+            activity=lambda start, end: ["C00", "C02", "C09"],
             now=T0,
         )
     assert affected(engine, inc.id) == {"C00", "C02"}
@@ -214,3 +217,118 @@ def test_metrics(engine) -> None:
     assert m.notified == {"queued": 4, "sent": 0, "suppressed": 2, "dead": 0, "total": 6}
     assert m.time_to_first_queued_s["p50"] == 600.0
     assert m.time_to_first_delivered_s["n"] == 0
+
+
+class Activity:
+    """Who used the service when (an activity source as the signal store gives it), and what was asked."""
+
+    def __init__(self, last_use: dict[str, timedelta]) -> None:
+        self.last_use = {cid: T0 - ago for cid, ago in last_use.items()}
+        self.asked: list[tuple] = []
+
+    def __call__(self, start, end) -> list[str]:
+        self.asked.append((start, end))
+        return [cid for cid, t in self.last_use.items() if start <= t <= end]
+
+
+def open_north_active_30_days(engine, activity: Activity):
+    """An incident in the north counting only customers active in the 30 days before it started."""
+    from forewarn.incidents.impact import ImpactFilter
+
+    with transaction(engine) as s:
+        return service.open_incident(
+            s,
+            title="Down",
+            services=["internet"],
+            regions=["north"],
+            impact=ImpactFilter(active_days=30),
+            activity=activity,
+            now=T0,
+        )
+
+
+def test_widening_reuses_the_impact_filter_the_incident_was_opened_with(engine) -> None:
+    # C06 used the service last week; C07 two months ago; C08 never: only C06 is affected in the south
+    activity = Activity(
+        {
+            "C00": timedelta(days=2),
+            "C02": timedelta(days=20),
+            "C06": timedelta(days=6),
+            "C07": timedelta(days=60),
+            "C01": timedelta(days=45),
+        }
+    )
+    inc = open_north_active_30_days(engine, activity)
+    assert affected(engine, inc.id) == {"C00", "C02"}
+    with transaction(engine) as s:
+        assert service.get_incident(s, inc.id).impact_filter == {"active_days": 30}
+        service.post_update(
+            s, inc.id, status="identified", message="Cause found.", now=T0 + timedelta(hours=1)
+        )
+    before = {r.idempotency_key for r in outbox(engine, inc.id)}
+    with transaction(engine) as s:
+        step = service.widen(
+            s, inc.id, [service.Scope("internet", "south")], activity=activity, now=T0 + timedelta(hours=2)
+        )
+    assert step.newly_affected == 1
+    caught_up = [r for r in outbox(engine, inc.id) if r.idempotency_key not in before]
+    assert [r.customer_id for r in caught_up] == ["C06"] and caught_up[0].payload["catch_up"]
+    assert affected(engine, inc.id) == {"C00", "C02", "C06"}
+    # the window is the one the incident was opened with (the 30 days before it started), not a new one
+    assert set(activity.asked) == {(T0 - timedelta(days=30), T0)}
+    # the next update reaches exactly the affected, filtered set
+    with transaction(engine) as s:
+        service.post_update(s, inc.id, message="Still working.", now=T0 + timedelta(hours=3))
+    assert {r.customer_id for r in outbox(engine, inc.id) if r.payload["seq"] == 2} == {"C00", "C02", "C06"}
+
+
+def test_a_filtered_incident_is_never_widened_without_its_filter(engine) -> None:
+    from forewarn.incidents.impact import ImpactFilter
+
+    activity = Activity({"C00": timedelta(days=1)})
+    inc = open_north_active_30_days(engine, activity)
+    with transaction(engine) as s, pytest.raises(service.IncidentError, match="active in the 30 days"):
+        service.widen(s, inc.id, [service.Scope("internet", "south")], now=T0 + timedelta(hours=1))
+    assert affected(engine, inc.id) == {"C00"}
+    with transaction(engine) as s, pytest.raises(service.IncidentError, match="active_days"):
+        service.open_incident(
+            s, title="X", services=["internet"], impact=ImpactFilter(active_days=30), now=T0
+        )
+
+
+def test_api_widening_catches_up_only_recently_active_customers(store, headers_for) -> None:
+    import polars as pl
+    from fastapi.testclient import TestClient
+
+    from forewarn.api.app import create_app
+
+    api_ctx = store
+    seed_isp(api_ctx.engine)
+    days = {"C00": 2, "C02": 29, "C01": 40, "C06": 3, "C07": 50}  # C08 never used it
+    api_ctx.signals.append(
+        "usage",
+        pl.DataFrame(
+            {
+                "event_id": [f"u-{c}" for c in days],
+                "customer_id": list(days),
+                "ts": [T0 - timedelta(days=d) for d in days.values()],
+                "metric": ["data_gb"] * len(days),
+                "value": [1.0] * len(days),
+            }
+        ),
+    )
+    with TestClient(create_app(api_ctx), headers=headers_for(api_ctx)) as c:
+        body = {"title": "Down", "services": ["internet"], "regions": ["north"], "active_days": 30}
+        inc = c.post("/v1/incidents", json={**body, "now": T0.isoformat()}).json()
+        assert inc["affected"] == 2 and inc["impact_filter"] == {"active_days": 30}
+        r = c.post(
+            f"/v1/incidents/{inc['id']}/scopes",
+            json={
+                "regions": ["south"],
+                "services": ["internet"],
+                "now": (T0 + timedelta(hours=1)).isoformat(),
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["newly_affected"] == 1 and r.json()["incident"]["affected"] == 3
+    assert [m.customer_id for m in outbox(api_ctx.engine, inc["id"]) if m.payload.get("catch_up")] == ["C06"]

@@ -68,23 +68,54 @@ def test_split_halves_are_stable_and_both_used() -> None:
     assert halves == [nab.split_half(n) for n in names] and set(halves) == {0, 1}
 
 
-def test_cross_validation_chooses_on_training_files_only() -> None:
-    """Two categories of synthetic files, each with a labelled spike: every fold's held-out score is a
-    normalised score (perfect 100) and the sensitivity table covers the whole grid."""
+def test_cross_validation_holds_out_whole_categories_and_chooses_on_the_rest() -> None:
+    """Three categories of synthetic files, each with a labelled spike: one fold per category (and the two
+    hash halves), each fold's threshold is the best one on the *other* files for the parameters chosen there,
+    and the pooled held-out score is a normalised NAB score (perfect 100)."""
     series = []
     for i in range(6):
         ts, v = _series(1500, 60, 10 + i)
         stamps = [T0 + timedelta(hours=k) for k in range(1500)]
         spike = 700 + 50 * i
-        v[spike] += 40.0
-        parts = nab.file_parts(f"{'ab'[i % 2]}/f{i}.csv", stamps, [(stamps[spike - 30], stamps[spike + 30])])
+        v[spike] += 40.0 * (1 + i)  # spikes of very different sizes: the best threshold depends on the files
+        parts = nab.file_parts(f"{'abc'[i % 3]}/f{i}.csv", stamps, [(stamps[spike - 30], stamps[spike + 30])])
         prob = nab.probation_length(1500)
         errors, spreads = nab._model_errors(v, prob, nab.rows_per_day(ts))
         series.append((parts, v, errors, spreads, prob))
     prof = {"tp": 1.0, "fp": 0.11, "fn": 1.0}
-    cv = nab.cross_validate(series, prof)
-    assert [f["fold"] for f in cv["folds"]][-2:] == ["category a", "category b"]
-    for f in cv["folds"]:
+    cv = nab.cross_validate(series, {"standard": prof})
+    res = cv["profiles"]["standard"]
+    folds = res["category"]["folds"]
+    assert [f["fold"] for f in folds] == ["a", "b", "c"] and [f["files"] for f in folds] == [2, 2, 2]
+    assert [f["fold"] for f in res["halves"]["folds"]] == ["hash half 0", "hash half 1"]
+    parts = [s[0] for s in series]
+    for f in folds:
         assert -200.0 < f["held_out"] <= 100.0 and set(f["chosen"]) == set(nab.CV_GRID)
+        train = [i for i, p in enumerate(parts) if not p.name.startswith(f["fold"] + "/")]
+        chosen = f["chosen"]
+        scores = [nab.scores_from_errors(v, e, sp, prob, chosen) for _, v, e, sp, prob in series]
+        thr, _ = nab.corpus_sweep([parts[i] for i in train], [scores[i] for i in train], prof)
+        assert f["threshold"] == round(thr, 4)
+    assert res["category"]["pooled"] <= 100.0 and res["in_sample"] <= 100.0
     assert [name for name, _, _ in cv["sensitivity"]] == list(nab.CV_GRID)
-    assert cv["pooled_halves"] <= 100.0 and cv["corpus"] <= 100.0
+
+
+def test_tail_calibration_scales_a_bursty_series_down() -> None:
+    """The same spike scores lower on a series whose ordinary rows are often surprising (heavy tails) than
+    on a calm one: the score is about rarity on the series' own terms."""
+    rng = np.random.default_rng(3)
+    n, prob = 3000, 450
+    calm = rng.normal(50, 1, n)
+    bursty = rng.normal(50, 1, n) + (rng.random(n) < 0.08) * rng.uniform(5, 15, n)  # calm, with 8% bursts
+    for v in (calm, bursty):
+        v[2500] = 80.0
+    out = []
+    for v in (calm, bursty):
+        errors, spreads = nab._model_errors(v, prob, 288)
+        off = nab.scores_from_errors(v, errors, spreads, prob, {"tail_z": 0.0, "margin": 10.0})
+        on = nab.scores_from_errors(v, errors, spreads, prob, {"margin": 10.0})
+        out.append((off, on))
+    (calm_off, calm_on), (bursty_off, bursty_on) = out
+    assert calm_on[2500] == pytest.approx(calm_off[2500])  # a calm series' tail is under tail_z: unchanged
+    assert bursty_on[2500] < bursty_off[2500]
+    assert np.mean(bursty_on[prob:] > 0.3) < np.mean(bursty_off[prob:] > 0.3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from forewarn.cli import app
-from forewarn.config import Settings
 from forewarn.context import Context
 from forewarn.decide.control import in_control
 from forewarn.decide.engine import approve, held, run_playbooks
@@ -170,19 +168,6 @@ playbooks:
     then:
       - notify: {channels: [email], template: playbook_outage, priority: critical, topic: outage}
 """
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
-    """The same engine tests on the embedded SQLite store and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("ctx")
-        return
-    url = request.getfixturevalue("pg_url")
-    upgrade(url)
-    context = Context(Settings(home=tmp_path, database_url=url))
-    yield context
-    context.close()
 
 
 def _seed(ctx: Context) -> None:

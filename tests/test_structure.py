@@ -44,11 +44,13 @@ ALLOWED: dict[str, set[str]] = {
     # the simulator writes ground truth in measure's format; nothing below imports it (see test_no_sim_imports)
     "sim": _BASE | {"state", "signals", "measure"},
     "cycle": _BASE | _PIPELINE,
+    # redacting logs; a customer's data exported or erased from both stores
+    "privacy": _BASE | {"state", "signals"},
     "web": _BASE | _PIPELINE,
     # the API mounts the dashboard and serves its data as JSON
-    "api": _BASE | _PIPELINE | {"web", "cycle"},
+    "api": _BASE | _PIPELINE | {"web", "cycle", "privacy"},
     "demo": _BASE | _PIPELINE | {"sim", "cycle", "api", "web"},
-    "cli": _BASE | _PIPELINE | {"sim", "cycle", "api", "web", "demo"},
+    "cli": _BASE | _PIPELINE | {"sim", "cycle", "api", "web", "demo", "privacy"},
 }
 
 # where importing the simulator is the point: the simulator itself, the demo and `forewarn simulate`

@@ -88,6 +88,25 @@ class ApiSettings(BaseSettings):
     last_used_every_s: float = 60.0
 
 
+class AuthSettings(BaseSettings):
+    """Dashboard sign-in: local users (``forewarn users``), or a reverse proxy's trusted header where set."""
+
+    # a signed-in session lasts this long (server-side: expired or signed-out sessions are refused)
+    session_ttl: OptionalDuration = timedelta(hours=12)
+    # send the session cookie only over https; when unset, it is Secure when the request came over https
+    secure_cookies: bool | None = None
+    # failed sign-ins allowed per user name, and per client address, in ``failure_window``; then 429
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    failure_window: OptionalDuration = timedelta(minutes=15)
+    # a reverse proxy that authenticates people and names them in this header (e.g. "X-Forwarded-User");
+    # believed only from ``trusted_proxies`` (addresses or networks); the user's role is their local user's,
+    # else ``trusted_header_role``
+    trusted_header: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_header_role: Literal["viewer", "agent", "admin"] = "viewer"
+
+
 class Settings(BaseSettings):
     """All forewarn settings. Nested fields use ``__`` in env vars: ``FOREWARN_SMTP__PORT=2525``."""
 
@@ -109,6 +128,9 @@ class Settings(BaseSettings):
     # a live pass does not judge customers when a metered feed's newest reading is older than this: absence
     # (went silent, stopped using) would fire for everyone whose data simply has not arrived; unset: no check
     max_signal_lag: OptionalDuration = timedelta(days=2)
+    # a ticket's case closes after this long without activity (no contact, no status change): its topic is no
+    # longer suppressed; live guardrails and backtests both read it (forewarn.state.tickets)
+    ticket_idle_close: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=7)
     # signs unsubscribe links; unset: the secret generated in the state store (forewarn.state.secrets)
     secret_key: str = "forewarn-dev-secret-change-me"
     previous_secret_key: str | None = None  # still accepted while set (rotation of a configured secret)
@@ -116,6 +138,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -8,7 +8,8 @@ A pass at time ``now`` (the clock, or a replayed time):
 2. ``incidents``: service-level signals open and resolve incidents (error rate up, traffic down); outages
    that were over more than ``LOOKBACK`` ago are history and announced to nobody;
 3. ``link``: inbound contacts that an incident explains are linked to it and answered with its status (the
-   answer to a contact older than ``LOOKBACK`` is recorded as suppressed: too late to help);
+   answer to a contact older than ``LOOKBACK`` is recorded as suppressed: too late to help); tickets idle
+   for ``ticket_idle_close`` are recorded as closed;
 4. ``decide``: the playbooks decide on open findings and incidents, within the guardrails, into the outbox;
 5. ``digests``: messages the fatigue budget folded away go out as a digest where the budget has room again.
 
@@ -152,12 +153,16 @@ def _incidents(ctx: Context, now: datetime, playbooks: Path | None) -> StageResu
 
 def _link(ctx: Context, now: datetime, playbooks: Path | None) -> StageResult:
     from forewarn.incidents.link import link_tickets
+    from forewarn.state.db import transaction
+    from forewarn.state.tickets import close_idle_tickets
 
     r = link_tickets(ctx, now=now, reply_max_age=LOOKBACK)
+    with transaction(ctx.engine) as s:
+        idle = close_idle_tickets(s, now=now, idle=ctx.settings.ticket_idle_close)
     return StageResult(
         "link",
-        summary=f"{r.linked} linked, {r.replied} answered",
-        detail={"linked": r.linked, "replied": r.replied},
+        summary=f"{r.linked} linked, {r.replied} answered, {idle} idle tickets closed",
+        detail={"linked": r.linked, "replied": r.replied, "idle_closed": idle},
     )
 
 

@@ -337,6 +337,23 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def demo_admin(ctx: Context, console: Console, port: int) -> str:
+    """An admin user with a fresh random password for the demo's dashboard (served on loopback only),
+    printed once; returns the password."""
+    from forewarn.state import users
+
+    password = users.generate_password()
+    if users.get_user(ctx.engine, "admin") is None:
+        users.create_user(ctx.engine, "admin", "admin", password=password)
+    else:
+        users.set_password(ctx.engine, "admin", password)
+    console.print(
+        f"\nDashboard: http://127.0.0.1:{port}/  sign in as [bold]admin[/] with password [bold]{password}[/] "
+        "(generated for this run; `forewarn users` manages users)"
+    )
+    return password
+
+
 def run_demo(options: DemoOptions, *, serve: Callable[[Context], None] | None = None) -> None:
     """Run every stage on a simulated company, then hand the context to ``serve`` (the command line passes
     one that serves the API and dashboard; the demo itself does not import the command line)."""

@@ -22,6 +22,7 @@ from forewarn.api.deps import get_ctx
 from forewarn.api.errors import unprocessable
 from forewarn.context import Context
 from forewarn.incidents import alertmanager
+from forewarn.incidents.impact import usage_activity
 from forewarn.state import audit
 from forewarn.state.db import transaction
 
@@ -37,7 +38,7 @@ def webhook(
     """Firing opens or widens the group's incident, resolved resolves it; replays change nothing."""
     try:
         with transaction(ctx.engine) as s:
-            result = alertmanager.handle(s, payload)
+            result = alertmanager.handle(s, payload, activity=usage_activity(ctx))
             if result.incident_id is not None and result.action in ("opened", "widened", "resolved"):
                 audit.record(
                     s,

@@ -16,12 +16,15 @@ from forewarn.api import (
     metrics,
     signals,
     status,
+    tickets,
     unsubscribe,
 )
 from forewarn.api.auth import PUBLIC, PUBLIC_SCOPE, api_routes, declared_scope
 from forewarn.api.errors import ERROR_BODY, Error
 from forewarn.api.limits import BodyLimits
 from forewarn.context import Context
+from forewarn.privacy import logs
+from forewarn.web import auth, login
 from forewarn.web import routes as dashboard
 
 
@@ -32,11 +35,28 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     >>> app.title
     'forewarn'
     """
+    logs.install()  # no email address or phone number in any log line or traceback of the server
     app = FastAPI(title="forewarn", version=__version__, docs_url=None)  # /docs: served offline (api.docs)
     app.state.ctx = ctx = ctx or Context()
-    for module in (signals, customers, incidents, alertmanager, status, metrics, unsubscribe, audit, docs):
+    for module in (
+        signals,
+        customers,
+        incidents,
+        alertmanager,
+        status,
+        metrics,
+        tickets,
+        unsubscribe,
+        audit,
+        docs,
+    ):
         app.include_router(module.router)
-    app.include_router(dashboard.router)  # after the API, so its pages never shadow an API route
+    # after the API, so its pages never shadow an API route; every page needs a signed-in user
+    app.include_router(login.router)
+    app.include_router(dashboard.public)
+    app.include_router(dashboard.router)
+    app.add_exception_handler(auth.LoginRequired, auth.login_redirect)
+    app.add_middleware(auth.SessionCookieMiddleware)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""API routes: customers, services and dependencies (``PUT`` upserts a list; re-sending changes nothing).
+"""API routes: customers, services and dependencies (``PUT`` upserts a list; re-sending changes nothing), and
+a customer's right of access (``GET /v1/customers/{id}/export``) and erasure (``DELETE /v1/customers/{id}``).
 
 A list with any invalid record gets a 422 whose ``detail`` names the index and field, and nothing is stored,
 unless ``?partial=true`` (then the good records are stored and the bad ones reported with a 200).
@@ -17,6 +18,8 @@ from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
 from forewarn.api.signals import error_detail
 from forewarn.context import Context
+from forewarn.privacy import subject
+from forewarn.signals.store import SignalStore
 from forewarn.state import audit
 from forewarn.state import customers as entities
 from forewarn.state.db import transaction
@@ -108,3 +111,45 @@ def put_dependencies(
         caller,
         "dependencies",
     )
+
+
+class ErasureOut(BaseModel):
+    customer_id: str
+    pseudonym: str
+    found: bool
+    customer_deleted: bool
+    state_rows: dict[str, int]
+    messages_kept_as_tombstones: int
+    messages_suppressed: int
+    signals: dict[str, int]
+
+
+def _signal_store(ctx: Context) -> SignalStore:
+    try:
+        return ctx.signals
+    except Exception as e:  # e.g. another process holds the DuckDB file
+        raise HTTPException(503, f"the signal store is not available: {e}") from None
+
+
+@router.get("/customers/{customer_id}/export")
+def export_customer(
+    customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("customers:read")
+) -> dict[str, Any]:
+    """Everything held about one customer, from both stores (right of access); 404 when nothing is held."""
+    try:
+        return subject.export(ctx.engine, _signal_store(ctx), customer_id)
+    except subject.NotFound as e:
+        raise HTTPException(404, str(e)) from None
+
+
+@router.delete("/customers/{customer_id}", response_model=ErasureOut)
+def erase_customer(
+    customer_id: str, ctx: Context = Depends(get_ctx), caller: Caller = requires("admin")
+) -> ErasureOut:
+    """Erase one customer from both stores (right to erasure); sent messages stay as pseudonymous
+    tombstones. Idempotent: erasing again reports ``found: false`` and changes nothing."""
+    report = subject.erase(ctx.engine, _signal_store(ctx), customer_id, secret=ctx.settings.secret_key)
+    if report.found:  # the audit names the pseudonym, never the erased id
+        with transaction(ctx.engine) as s:
+            audit.record(s, caller.actor, "customer.erased", report.pseudonym, ip=caller.ip)
+    return ErasureOut(**report.as_dict())

@@ -14,7 +14,7 @@ from forewarn.api.errors import Id, errors, unprocessable
 from forewarn.context import Context
 from forewarn.incidents import service
 from forewarn.incidents.context import incident_view
-from forewarn.incidents.impact import active_customer_ids, affected_count
+from forewarn.incidents.impact import ImpactFilter, affected_count, usage_activity
 from forewarn.incidents.metrics import incident_metrics
 from forewarn.state import audit
 from forewarn.state.db import transaction
@@ -46,7 +46,11 @@ class IncidentIn(BaseModel):
     eta: datetime | None = None
     started_at: datetime | None = None
     external_key: str | None = None
-    active_days: int | None = Field(None, ge=1, description="only customers with usage in the last N days")
+    active_days: int | None = Field(
+        None,
+        ge=1,
+        description="only customers with usage in the N days before it started (kept for widening)",
+    )
     now: datetime | None = Field(None, description="event time (for replaying history); default: now")
 
 
@@ -68,6 +72,7 @@ def _view(session: Any, inc: Incident, *, full: bool = False) -> dict[str, Any]:
     view = incident_view(session, inc.id)
     view["scopes"] = [{"service_id": s.service_id, "region": s.region} for s in inc.scopes]
     view["affected"] = affected_count(session, inc.id)
+    view["impact_filter"] = inc.impact_filter
     if full:
         view["updates"] = [
             {"seq": u.seq, "status": u.status, "message": u.message, "eta": u.eta, "created_at": u.created_at}
@@ -91,7 +96,6 @@ def open_incident(
     body: IncidentIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """Open an incident; its affected customers are computed and their opening notices queued."""
-    active = active_customer_ids(ctx, body.active_days, body.now) if body.active_days else None
     try:
         with transaction(ctx.engine) as s:
             inc = service.open_incident(
@@ -104,7 +108,8 @@ def open_incident(
                 eta=body.eta,
                 started_at=body.started_at,
                 external_key=body.external_key,
-                active_customers=active,
+                impact=ImpactFilter(active_days=body.active_days),
+                activity=usage_activity(ctx),
                 now=body.now,
             )
             view = _view(s, inc, full=True)
@@ -164,7 +169,11 @@ def widen(
     try:
         with transaction(ctx.engine) as s:
             step = service.widen(
-                s, incident_id, _scopes(body.services, body.regions, body.scopes), now=body.now
+                s,
+                incident_id,
+                _scopes(body.services, body.regions, body.scopes),
+                activity=usage_activity(ctx),
+                now=body.now,
             )
             _audit(s, caller, "incident.widened", incident_id, newly_affected=step.newly_affected)
             return {

@@ -6,6 +6,7 @@ import typer
 
 from forewarn.cli import (
     backtest,
+    customers,
     db,
     demo,
     detect,
@@ -17,6 +18,7 @@ from forewarn.cli import (
     serve,
     simulate,
     tokens,
+    users,
     worker,
 )
 
@@ -30,6 +32,7 @@ app = typer.Typer(
 for module in (
     db,
     ingest,
+    customers,
     simulate,
     detect,
     incidents,
@@ -41,8 +44,22 @@ for module in (
     serve,
     demo,
     tokens,
+    users,
 ):
     module.register(app)
+
+
+@app.callback()
+def setup() -> None:
+    """Before any command: redact logs, and log to stderr at ``FOREWARN_LOG_LEVEL`` (default WARNING)."""
+    import logging
+    import os
+
+    from forewarn.privacy import logs
+
+    logs.install()  # before anything logs: no email address or phone number reaches a log or traceback
+    level = os.environ.get("FOREWARN_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main() -> None:

@@ -80,17 +80,20 @@ def open_cmd(
     severity: str = typer.Option("major", "--severity", help="minor, major or critical."),
     eta: str = typer.Option(None, "--eta", help="Expected fix time (ISO-8601)."),
     started_at: str = typer.Option(None, "--started-at", help="When it started (default: now)."),
-    active_days: int = typer.Option(0, "--active-days", help="Only customers with usage in the last N days."),
+    active_days: int = typer.Option(
+        0,
+        "--active-days",
+        help="Only customers with usage in the N days before it started (kept for widening).",
+    ),
     now: str = typer.Option(None, "--now", help="Event time, for replaying history (default: now)."),
 ) -> None:
     """Open an incident: compute the affected customers and queue their opening notices."""
-    from forewarn.incidents.impact import active_customer_ids, affected_count
+    from forewarn.incidents.impact import ImpactFilter, affected_count, usage_activity
     from forewarn.incidents.service import IncidentError, open_incident
     from forewarn.state.db import transaction
 
     ctx = _ctx()
     t = _time(now, "--now")
-    active = active_customer_ids(ctx, active_days, t) if active_days else None
     try:
         with transaction(ctx.engine) as s:
             inc = open_incident(
@@ -102,7 +105,8 @@ def open_cmd(
                 severity=severity,
                 eta=_time(eta, "--eta"),
                 started_at=_time(started_at, "--started-at"),
-                active_customers=active,
+                impact=ImpactFilter(active_days=active_days or None),
+                activity=usage_activity(ctx),
                 now=t,
             )
             n = affected_count(s, inc.id)
@@ -168,12 +172,20 @@ def widen_cmd(
     now: str = typer.Option(None, "--now"),
 ) -> None:
     """Add services/regions; only newly affected customers are caught up."""
+    from forewarn.incidents.impact import usage_activity
     from forewarn.incidents.service import IncidentError, widen
     from forewarn.state.db import transaction
 
+    ctx = _ctx()
     try:
-        with transaction(_ctx().engine) as s:
-            step = widen(s, incident_id, _scopes(service, region, scope), now=_time(now, "--now"))
+        with transaction(ctx.engine) as s:
+            step = widen(
+                s,
+                incident_id,
+                _scopes(service, region, scope),
+                activity=usage_activity(ctx),
+                now=_time(now, "--now"),
+            )
             _audit(s, "incident.widened", incident_id, newly_affected=step.newly_affected)
     except IncidentError as exc:
         _fail(exc)

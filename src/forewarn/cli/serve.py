@@ -78,6 +78,11 @@ def serve_forever(
         + (f"; {monitors[1]} uptime monitors running" if monitors else "")
         + (f"; the live loop runs every {ctx.settings.cycle_every}" if cycle else "")
     )
+    if not ctx.settings.auth.trusted_header and not _has_users(ctx):
+        console.print(
+            "[yellow]no dashboard users yet[/]: add one with "
+            "`forewarn users create NAME --role admin --generate` (the API and status page work without)"
+        )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
@@ -87,6 +92,12 @@ def serve_forever(
             cycle.stop()
         if background:
             background.stop()
+
+
+def _has_users(ctx: Context) -> bool:
+    from forewarn.state.users import list_users
+
+    return bool(list_users(ctx.engine))
 
 
 def start_cycle(ctx: Context) -> CycleRunner | None:

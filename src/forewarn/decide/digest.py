@@ -53,7 +53,7 @@ def send_digests(ctx: Context, playbooks: PlaybookSet | str, now: datetime | Non
         if not folded:
             return 0
         ids = sorted(folded)
-        views, _attrs, prefs = customer_views(session, ids, now)
+        views, _attrs, prefs = customer_views(session, ids, now, case_idle=ctx.settings.ticket_idle_close)
         day = now.date().isoformat()
         candidates = [
             Candidate(

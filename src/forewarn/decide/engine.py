@@ -55,8 +55,8 @@ from forewarn.state.models import (
     Finding,
     Incident,
     OutboxMessage,
-    Ticket,
 )
+from forewarn.state.tickets import DEFAULT_IDLE_CLOSE, open_case_topics
 from forewarn.timeutil import utc
 
 INCIDENT_NOTICES = "incident-notices"
@@ -182,20 +182,15 @@ def _frame(recs: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def customer_views(
-    session: Session, ids: Sequence[str], at: datetime
+    session: Session, ids: Sequence[str], at: datetime, *, case_idle: timedelta = DEFAULT_IDLE_CLOSE
 ) -> tuple[dict[str, CustomerView], dict[str, dict[str, Any]], dict[str, list[str]]]:
-    """Guardrail views, matching attributes and preferred channels of ``ids``."""
+    """Guardrail views, matching attributes and preferred channels of ``ids``; open cases as of ``at``."""
     views: dict[str, CustomerView] = {}
     attrs: dict[str, dict[str, Any]] = {}
     prefs: dict[str, list[str]] = {}
     rules = consent.load_rules(session, ids)
-    tickets: dict[str, set[str]] = defaultdict(set)
+    tickets = open_case_topics(session, ids, at, case_idle)
     for chunk in _chunks(ids):
-        q = select(Ticket.customer_id, Ticket.topic).where(
-            Ticket.customer_id.in_(chunk), Ticket.status == "open", Ticket.topic.is_not(None)
-        )
-        for cid, topic in session.execute(q):
-            tickets[cid].add(topic)
         for c in session.execute(select(Customer).where(Customer.id.in_(chunk))).scalars():
             views[c.id] = CustomerView(
                 timezone=c.timezone or "UTC",
@@ -369,7 +364,7 @@ def run_playbooks(
         findings = pl.concat(frames, how="vertical")
         summary.findings = findings.height
         ids = sorted(set(findings["customer_id"].to_list()))
-        views, attrs, prefs = customer_views(session, ids, now)
+        views, attrs, prefs = customer_views(session, ids, now, case_idle=ctx.settings.ticket_idle_close)
         matches = first_per_episode(match(findings, active, attrs))
         by_name = {p.name: p for p in active}
         candidates = to_candidates(

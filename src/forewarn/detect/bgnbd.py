@@ -49,9 +49,27 @@ class BGNBDParams:
     # regular their buying is; 1 = Poisson-like), estimated on the same data and kept with the fit so every
     # run that uses the model uses it too (see forewarn.detect.cadence). NaN: not estimated.
     gap_shape: float = math.nan
+    # Not a BG/NBD parameter either: the same customers' estimated chance that a gap between purchases is a
+    # lapse (they stopped for good), see forewarn.detect.cadence.estimated_lapse_rate. NaN: not estimated.
+    lapse_rate: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the BG/NBD parameters are there (False: only the pooled ``gap_shape``, see
+        :meth:`shape_only`).
+
+        >>> BGNBDParams(0.24, 4.4, 0.79, 2.4).fitted, BGNBDParams.shape_only(4.0).fitted
+        (True, False)
+        """
+        return all(math.isfinite(v) for v in (self.r, self.alpha, self.a, self.b))
+
+    @classmethod
+    def shape_only(cls, gap_shape: float, unit_days: float = 7.0) -> BGNBDParams:
+        """No BG/NBD fit (too few customers for one), only the population's pooled gap shape."""
+        return cls(math.nan, math.nan, math.nan, math.nan, unit_days=unit_days, gap_shape=gap_shape)
 
 
 def _arrays(*values: ArrayLike) -> tuple[Array, ...]:

@@ -16,13 +16,17 @@ Three conditions, each judged against the customer's own history (same-day event
   months, not in 6") and a gap that long unlikely enough under their gap distribution.
 
 The gap distribution is a gamma with the mean and spread of the customer's last ``max_gaps`` gaps. Without a
-population model, "unlikely enough" is below ``rhythm_alpha`` (the shape capped at 8 for fewer than
-``bgnbd_min_repeat`` gaps: a few gaps say little about the spread). With one (its ``gap_shape``: the pooled
-regularity of all its customers, see :func:`pooled_gap_shape`), the customer's spread is shrunk toward the
-population's (``shape_prior_gaps``), the uncertainty of their mean gap is integrated out (the posterior
-predictive), and the silence is weighed against the prior chance of a lapse (``lapse_prior`` per gap) into a
-P(alive) below ``p_alive_threshold`` (evidence ``p_alive_rhythm``): a few gaps look more regular than the
-customer is, and a fixed per-gap alpha makes alarms of alpha of all ordinary gaps whatever the base rate.
+population, "unlikely enough" is below ``rhythm_alpha`` (the shape capped at 8 for fewer than
+``bgnbd_min_repeat`` gaps: a few gaps say little about the spread). With one (a BG/NBD fit, or with fewer
+than ``min_fit_customers`` customers at least ``shape_min_customers`` with three gaps: its ``gap_shape``, the
+pooled regularity of all its customers, see :func:`pooled_gap_shape`), the customer's spread is shrunk toward
+the population's (``shape_prior_gaps``), the uncertainty of their mean gap is integrated out (the posterior
+predictive, :func:`silence_survival`; then ``min_events_rhythm`` event days suffice), and the silence is
+weighed against the population's chance that a gap is a lapse (``lapse_rate``, estimated from all its
+customers' silences by EM, :func:`estimated_lapse_rate`, with ``lapse_prior`` as its prior) into a P(alive)
+below ``p_alive_threshold`` (evidence ``p_alive_rhythm``): a few gaps look more regular than the customer is,
+and a fixed per-gap alpha makes alarms of alpha of all ordinary gaps whatever the base rate (how often
+customers stop differs a lot between businesses and decides how long a silence must be).
 - ``cadence:quiet:contact`` (kind ``contact``): a customer who usually gets in touch regularly
   (``contact_min_events`` contact days within ``contact_lookback_days`` before their last one) has been quiet
   for ``contact_overdue_factor`` x their median gap.
@@ -78,12 +82,17 @@ class CadenceParams(Params):
 
     event_types: tuple[str, ...] = ("purchase", "visit")  # purchase-kind event types, each its own rhythm
     min_events: int = 4  # event days before the interval rule speaks (3 gaps: a median worth the name)
+    # With the population's pooled gap shape, fewer suffice: the posterior predictive widens for a mean read
+    # from few gaps, so 3 event days (2 gaps) only speak after a correspondingly longer silence.
+    min_events_rhythm: int = 3
     # Interval rule: overdue when the silence exceeds this x the median gap. For fairly regular gaps
     # (gamma-like, CV 0.5) a gap over 2x the median is a ~5% event; over 1.5x it is ~20%, too many alarms.
     overdue_factor: float = 2.0
     max_gaps: int = 12  # the median gap is over the customer's last this many gaps (rhythms change)
     bgnbd_min_repeat: int = 5  # repeat days from which BG/NBD P(alive) decides instead of the interval rule
-    p_alive_threshold: float = 0.3  # BG/NBD: lapsed when P(alive) is below this
+    # Lapsed when P(alive) (BG/NBD's, or the rhythm's) is below this. Chosen with lapse_prior and
+    # lapse_prior_gaps by bench/tune_cadence.py on the tuning seeds only (1-3, both simulator worlds).
+    p_alive_threshold: float = 0.05
     rhythm_alpha: float = 0.005  # steady rhythm: lapsed when a gap this long has at most this probability
     # How regular a customer's gaps are (the gamma shape behind ``rhythm_alpha``) is read from a few gaps,
     # and a few gaps look more regular than the customer is (12 gamma-4 gaps often give a shape over 8, which
@@ -91,12 +100,19 @@ class CadenceParams(Params):
     # variation is shrunk toward the pooled one of all customers' gaps, worth this many gaps of their own.
     shape_prior_gaps: float = 10.0
     # With a population model, the rhythm rule asks for P(alive) < p_alive_threshold, from the customer's gap
-    # distribution and this prior chance that a gap is a lapse (the customer stopped for good): ~1 in 200
-    # purchases, e.g. 8% of customers buying every 2 weeks stopping within half a year. With the threshold
-    # 0.3 a silence fires once it has at most 0.43 x lapse_prior probability for a customer still buying.
-    lapse_prior: float = 0.005
+    # distribution and the chance that a gap is a lapse (the customer stopped for good), estimated from the
+    # population with this prior: ~1 in 500 gaps. With the threshold 0.05 a silence fires once it has at
+    # most ~0.05 x the lapse rate probability for a customer still buying.
+    lapse_prior: float = 0.002
+    # With a population model the rate is estimated from the population's own silences (see
+    # estimated_lapse_rate), with lapse_prior worth this many gaps as its prior.
+    lapse_prior_gaps: float = 1000.0
     unit_days: float = 7.0  # BG/NBD time unit (weeks, as in the literature); P(alive) does not depend on it
-    min_fit_customers: int = 200  # fewer customers than this: no BG/NBD fit here (interval rule only)
+    min_fit_customers: int = 200  # fewer customers than this: no BG/NBD fit here
+    # The pooled gap shape needs far fewer customers than a BG/NBD fit: from this many customers with three
+    # or more gaps the rhythm rule weighs silences against it even without a BG/NBD fit (a few hundred
+    # visitors are too few for BG/NBD, and each one's own handful of gaps says little about their spread).
+    shape_min_customers: int = 10
     fit_sample: int = 20_000  # at most this many customers (a deterministic sample) for the fit
     expect_horizon_days: int = 30  # evidence: purchases expected in the next this many days
     contact_min_events: int = 4  # contact days (within the lookback) before "usually gets in touch" is known
@@ -159,10 +175,10 @@ def interval_stats(
     )
 
 
-def pooled_gap_shape(days: pl.DataFrame, max_gaps: int, min_gaps: int = 3) -> float:
+def pooled_gap_shape(days: pl.DataFrame, max_gaps: int, min_gaps: int = 3, min_customers: int = 1) -> float:
     """The gamma shape of the population's gaps between event days: 1 / the pooled squared coefficient of
     variation of every customer's last ``max_gaps`` gaps (customers with at least ``min_gaps``), each gap
-    measured against its customer's own mean (NaN when there are none).
+    measured against its customer's own mean (NaN with fewer than ``min_customers`` such customers).
 
     >>> a = [date(2026, 1, x) for x in (1, 6, 9, 16, 20)]  # gaps 5, 3, 7, 4
     >>> b = [date(2026, 2, x) for x in (1, 3, 9, 11, 17)]  # gaps 2, 6, 2, 6
@@ -182,9 +198,76 @@ def pooled_gap_shape(days: pl.DataFrame, max_gaps: int, min_gaps: int = 3) -> fl
         .filter(pl.col("n") >= min_gaps, pl.col("m") > 0)
         .with_columns(ss=pl.col("gap").list.var(ddof=1) * (pl.col("n") - 1) / pl.col("m") ** 2)
     )
-    dof = float((per["n"] - 1).sum()) if per.height else 0.0
+    if per.height < max(min_customers, 1):
+        return math.nan
+    dof = float((per["n"] - 1).sum())
     cv2 = float(per["ss"].sum()) / dof if dof else math.nan
     return 1.0 / cv2 if cv2 and math.isfinite(cv2) else math.nan
+
+
+def silence_survival(
+    days_since: np.ndarray,
+    mean_gap: np.ndarray,
+    sd_gap: np.ndarray,
+    n_gaps: np.ndarray,
+    prior_shape: np.ndarray,
+    params: CadenceParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(a gap at least ``days_since`` long) for each customer still buying, and the gamma shape used.
+
+    Gaps are gamma with the customer's mean and spread (trailing ``max_gaps``). With the population's pooled
+    shape (``prior_shape`` finite) the customer's squared coefficient of variation is shrunk toward it
+    (``shape_prior_gaps`` pseudo-gaps) and the mean's own uncertainty is integrated out: for n gamma gaps
+    summing to S and a scale-free prior on the scale, the next gap X has X / S ~ beta-prime (shape, n x shape),
+    so P(X > s) = I_{S / (s + S)}(n x shape, shape) (the posterior predictive). Without a population shape,
+    the customer's own shape, capped at 8 for fewer than ``bgnbd_min_repeat`` gaps (a few gaps look more
+    regular than they are).
+
+    >>> p, k = silence_survival(np.array([30.0]), np.array([10.0]), np.array([5.0]), np.array([10]),
+    ...                         np.array([4.0]), CadenceParams())
+    >>> round(float(k[0]), 2), float(p[0]) < 0.01
+    (4.0, True)
+    """
+    p = params
+    mean, sd = mean_gap, np.nan_to_num(sd_gap, nan=0.0)
+    cap = np.where(n_gaps >= p.bgnbd_min_repeat, 50.0, 8.0)
+    cv2 = sd**2 / np.maximum(mean**2, 1e-9)
+    own_dof = np.maximum(np.minimum(n_gaps, p.max_gaps) - 1, 0).astype(np.float64)
+    k = p.shape_prior_gaps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shrunk = (k / prior_shape + own_dof * cv2) / (k + own_dof)
+    known = np.isfinite(prior_shape)
+    cv2 = np.where(known, shrunk, cv2)
+    shape = np.clip(1.0 / np.maximum(cv2, 1e-9), 1.0, np.where(known, 50.0, cap))
+    p_gap = gamma.sf(days_since, shape, scale=mean / shape)
+    n = np.minimum(n_gaps, p.max_gaps).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predictive = beta.sf(days_since / (days_since + mean * n), shape, n * shape)
+    return np.where(known & (n > 0), predictive, p_gap), shape
+
+
+def estimated_lapse_rate(p_gap: np.ndarray, gaps: float, prior: float, prior_gaps: float) -> float:
+    """The population's chance that a gap is a lapse (the customer stopped for good), by EM.
+
+    Each customer's current silence is either an ordinary gap (probability ``p_gap`` of one this long) or a
+    lapse; with rate ``rho`` the posterior of a lapse is ``rho / (rho + (1 - rho) p_gap)``, and ``rho`` is
+    the expected lapses over the gaps they ended plus the ``gaps`` completed, with ``prior_gaps`` pseudo-gaps
+    at ``prior`` (a small population says little). How often customers stop differs a lot between
+    businesses, and it decides how long a silence must be before it is more likely a lapse than a late one.
+
+    >>> silences = np.r_[np.full(95, 0.5), np.full(5, 1e-9)]  # 5 of 100 customers silent far too long
+    >>> round(estimated_lapse_rate(silences, 1000.0, 0.005, 100.0), 4)  # ~(5 + 95 x 2 rho + 0.5) / 1106
+    0.006
+    """
+    rho = prior
+    for _ in range(100):
+        post = rho / (rho + (1 - rho) * p_gap)
+        lapses = float(post.sum())
+        new = (lapses + prior * prior_gaps) / (gaps + lapses + prior_gaps)
+        if abs(new - rho) < 1e-9:
+            return new
+        rho = new
+    return rho
 
 
 def _confidence_from_gaps(n_gaps: np.ndarray) -> np.ndarray:
@@ -325,7 +408,8 @@ class CadenceTripWire:
                 fixed, model = self._given(given, event_type)
                 schedule = [(runs[0], model)] if fixed else self.history_models(subset, runs)
                 models = [m for _, m in schedule]
-                rows = _history_rows(subset, run_us, run_day, p.max_gaps, p.min_events, None)
+                least = min(p.min_events, p.min_events_rhythm)
+                rows = _history_rows(subset, run_us, run_day, p.max_gaps, least, None)
                 at = np.array([int(t.timestamp() * 1_000_000) for t, _ in schedule], dtype=np.int64)
                 which = np.searchsorted(at, rows.ts, side="right") - 1
                 rows.model = np.where(np.array([m is not None for m in models])[which], which, -1)
@@ -345,12 +429,16 @@ class CadenceTripWire:
     ) -> list[tuple[datetime, bgnbd.BGNBDParams | None]]:
         """The BG/NBD refits ``score_history`` uses for one event type: (refit time, model or None).
 
-        A refit at the first run and then at the first run at least ``refit_days`` after the previous one,
-        each on the events up to its own time only; a run uses the latest refit at or before it.
+        A refit at the first run and then at the first run at least ``refit_days`` after the previous one
+        (at every run while there is no BG/NBD fit or pooled gap shape yet: early on, a few days' more data
+        decide whether there is a population at all), each on the events up to its own time only; a run uses the latest refit at
+        or before it.
         """
         out: list[tuple[datetime, bgnbd.BGNBDParams | None]] = []
         for run in sorted(utc(r) for r in runs):
-            if out and run - out[-1][0] < timedelta(days=self.params.refit_days):
+            last = out[-1][1] if out else None
+            settled = last is not None and last.fitted and math.isfinite(last.gap_shape)
+            if settled and run - out[-1][0] < timedelta(days=self.params.refit_days):
                 continue
             out.append((run, self.model_for(events, run)))
         return out
@@ -360,12 +448,33 @@ class CadenceTripWire:
     ) -> bgnbd.BGNBDParams | None:
         """The population BG/NBD fitted on (a deterministic sample of) ``events`` up to ``as_of``, or None;
         with the pooled gap shape of those customers (``gap_shape``, see :func:`pooled_gap_shape`)."""
+        p = self.params
         known = point_in_time(events, utc(as_of))
-        model = self._fit(bgnbd.summarize(known, utc(as_of), unit_days=self.params.unit_days))
-        if model is None:
-            return None
         days = known.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
-        return replace(model, gap_shape=pooled_gap_shape(days, self.params.max_gaps))
+        shape = pooled_gap_shape(days, p.max_gaps, min_customers=p.shape_min_customers)
+        model = self._fit(bgnbd.summarize(known, utc(as_of), unit_days=p.unit_days))
+        if model is None:
+            if not math.isfinite(shape):
+                return None
+            model = bgnbd.BGNBDParams.shape_only(shape, p.unit_days)
+        if not math.isfinite(shape):
+            return replace(model, gap_shape=shape)
+        stats = interval_stats(days, utc(as_of).date(), p.max_gaps, None).filter(
+            pl.col("n_days") >= min(p.min_events, p.min_events_rhythm), pl.col("median_gap") >= 1
+        )
+        n_gaps = (stats["n_days"] - 1).cast(pl.Float64).to_numpy()
+        mean_gap = stats["mean_gap"].to_numpy()
+        n = stats.height
+        p_gap, _ = silence_survival(
+            stats["days_since"].cast(pl.Float64).to_numpy(),
+            mean_gap,
+            stats["sd_gap"].to_numpy(),
+            n_gaps,
+            np.full(n, shape),
+            p,
+        )
+        rate = estimated_lapse_rate(p_gap, float(n_gaps.sum()), p.lapse_prior, p.lapse_prior_gaps)
+        return replace(model, gap_shape=shape, lapse_rate=rate)
 
     def _fit(self, summary: pl.DataFrame) -> bgnbd.BGNBDParams | None:
         p = self.params
@@ -405,7 +514,8 @@ class CadenceTripWire:
             model = self.model_for(events, as_of)
         days = events.select("customer_id", pl.col("ts").dt.date().alias("day")).unique()
         stats = interval_stats(days, as_of.date(), p.max_gaps, None)
-        stats = stats.filter(pl.col("n_days") >= p.min_events, pl.col("median_gap") >= 1)
+        least = min(p.min_events, p.min_events_rhythm)
+        stats = stats.filter(pl.col("n_days") >= least, pl.col("median_gap") >= 1)
         first = days.group_by("customer_id").agg(pl.col("day").min().alias("first_day"))
         rows = _rows_from_stats(stats.join(first, on="customer_id"), as_of)
         rows.model = np.full(len(rows.cust), 0 if model is not None else -1)
@@ -416,10 +526,13 @@ class CadenceTripWire:
     ) -> pl.DataFrame:
         """The lapse rules on every row (both paths): BG/NBD P(alive), the rhythm and the interval rule."""
         p = self.params
+        shaped = np.array([m is not None and math.isfinite(m.gap_shape) and m.gap_shape > 0 for m in models])
+        rows = rows.take((rows.n_days >= p.min_events) | (np.append(shaped, False)[rows.model]))
         n = len(rows.cust)
         if n == 0:
             return empty_findings()
-        has_model = rows.model >= 0
+        fitted = np.array([m is not None and m.fitted for m in models] + [False])  # [-1]: no model
+        has_model = fitted[rows.model]
         unit = np.full(n, p.unit_days)
         for i, m in enumerate(models):
             if m is not None:
@@ -429,7 +542,7 @@ class CadenceTripWire:
         alive = np.full(n, np.nan)
         for i, m in enumerate(models):
             sel = rows.model == i
-            if m is not None and sel.any():
+            if m is not None and m.fitted and sel.any():
                 alive[sel] = bgnbd.p_alive(m, x[sel], t_x[sel], T[sel])
         use_model = has_model & (x >= p.bgnbd_min_repeat)
         overdue = rows.days_since > p.overdue_factor * rows.median_gap
@@ -442,43 +555,33 @@ class CadenceTripWire:
             a.take(judge) if isinstance(a, _Rows) else a[judge]
             for a in (rows, x, alive, use_model, overdue, by_bgnbd, unit)
         )
-        mean, sd = rows.mean_gap, np.nan_to_num(rows.sd_gap, nan=0.0)
-        # Few gaps say little about the spread: cap the shape lower there (a wider, more forgiving rhythm).
-        cap = np.where(rows.n_days - 1 >= p.bgnbd_min_repeat, 50.0, 8.0)
-        cv2 = sd**2 / np.maximum(mean**2, 1e-9)
-        prior_shape = np.full(len(cv2), np.nan)
+        prior_shape = np.full(len(rows.cust), np.nan)
+        lapse_rate = np.full(len(rows.cust), p.lapse_prior)
         for i, m in enumerate(models):
             if m is not None and math.isfinite(m.gap_shape) and m.gap_shape > 0:
                 prior_shape[rows.model == i] = m.gap_shape
-        # With the population's gap shape: shrink toward it (own gaps weighted by their degrees of freedom).
-        own_dof = np.maximum(np.minimum(rows.n_days - 1, p.max_gaps) - 1, 0).astype(np.float64)
-        k = p.shape_prior_gaps
-        shrunk = (k / prior_shape + own_dof * cv2) / (k + own_dof)
-        cv2 = np.where(np.isfinite(prior_shape), shrunk, cv2)
-        shape = np.clip(1.0 / np.maximum(cv2, 1e-9), 1.0, np.where(np.isfinite(prior_shape), 50.0, cap))
-        p_gap = gamma.sf(rows.days_since, shape, scale=mean / shape)
-        # With the population prior, the mean gap's own uncertainty (a few gaps) is integrated out too: for
-        # n gamma gaps summing to S and a scale-free prior on the scale, the next gap X has X / S ~ beta-prime
-        # (shape, n x shape), so P(X > s) = I_{S / (s + S)}(n x shape, shape) (the posterior predictive).
-        n_gaps = np.minimum(rows.n_days - 1, p.max_gaps).astype(np.float64)
-        total = mean * n_gaps
-        with np.errstate(invalid="ignore", divide="ignore"):
-            predictive = beta.sf(rows.days_since / (rows.days_since + total), shape, n_gaps * shape)
-        p_gap = np.where(np.isfinite(prior_shape) & (n_gaps > 0), predictive, p_gap)
+            if m is not None and math.isfinite(m.lapse_rate):
+                lapse_rate[rows.model == i] = m.lapse_rate
+        p_gap, shape = silence_survival(
+            rows.days_since, rows.mean_gap, rows.sd_gap, rows.n_days - 1, prior_shape, p
+        )
         # BG/NBD assumes Poisson (irregular) buying, so it is slow to doubt a customer with a steady rhythm;
         # for those, a silence their own gap distribution makes very unlikely is telling. How unlikely is
         # enough depends on how often customers really stop: a fixed ``rhythm_alpha`` makes ~alpha of all
         # ordinary gaps alarms whatever the base rate (at 1 lapse in 200 gaps, 0.5% is one false message per
-        # true one). With the population prior, the silence is weighed against the prior odds of a lapse
-        # (``lapse_prior`` per gap) into a P(alive), judged by the same ``p_alive_threshold`` as BG/NBD.
+        # true one). With the population prior, the silence is weighed against the odds of a lapse per gap
+        # (the population's, estimated with the model, see :func:`estimated_lapse_rate`; else
+        # ``lapse_prior``) into a P(alive), judged by the same ``p_alive_threshold`` as BG/NBD.
         bayes = np.isfinite(prior_shape)
-        drop = p.lapse_prior
+        drop = lapse_rate
         with np.errstate(invalid="ignore", divide="ignore"):
             alive_rhythm = (1 - drop) * p_gap / ((1 - drop) * p_gap + drop)
         alive_rhythm = np.where(bayes, alive_rhythm, np.nan)
         rhythm = overdue & np.where(bayes, alive_rhythm < p.p_alive_threshold, p_gap < p.rhythm_alpha)
         rule = np.where(
-            by_bgnbd, "bgnbd", np.where(use_model & rhythm, "rhythm", np.where(rhythm, "interval", ""))
+            by_bgnbd,
+            "bgnbd",
+            np.where(rhythm & (use_model | bayes), "rhythm", np.where(rhythm, "interval", "")),
         )
         fired = rule != ""
         rows, x, alive, use_model, p_gap, rule, unit, alive_rhythm, shape = (
@@ -488,7 +591,7 @@ class CadenceTripWire:
         expected = np.full(len(x), np.nan)
         for i, m in enumerate(models):
             sel = rows.model == i
-            if m is not None and sel.any():
+            if m is not None and m.fitted and sel.any():
                 horizon = p.expect_horizon_days / m.unit_days
                 expected[sel] = bgnbd.conditional_expected_purchases(
                     m, horizon, x[sel], rows.recency_days[sel] / unit[sel], rows.age_days[sel] / unit[sel]
@@ -578,7 +681,7 @@ class CadenceTripWire:
             "longest_gap_days": pl.col("max_gap"),
             "overdue_factor": pl.col("score").round(3),
         }
-        known = [(i, m) for i, m in enumerate(models) if m is not None]
+        known = [(i, m) for i, m in enumerate(models) if m is not None and m.fitted]
         if known:
             coefs = pl.DataFrame(
                 {

@@ -9,6 +9,11 @@ Four conditions per (customer, metric), judged against the trailing robust basel
   ``shift_min_change`` of the level) away from the baseline before them: a sustained change, not one odd day;
 - ``silent``: zero (or no reading) for ``silent_periods`` periods in a row after a non-zero baseline.
 
+A drop or silence is one episode until usage recovers (``hold_periods``, ``recover_ratio``): every later period
+still under ``recover_ratio`` x the level before it stays a ``drop`` judged against that level (the trailing
+baseline would absorb it within days), and coming back is not a spike. So the live window reaches back
+``hold_periods`` further than the baseline does.
+
 The trip wire tells a customer of a spike or drop only when it is one in log space too (``relative_z``: usage
 noise is multiplicative, so additive z lets the long right tail of ordinary days through) and against the
 same weekday's level (``same_season_check``: a customer's usual weekend is not a spike). The core does not.
@@ -52,6 +57,8 @@ from forewarn.detect.baseline import (
     with_positions,
 )
 
+# periods at the end of a series whose core scores the live path computes exactly from its tail
+RECENT_PERIODS = 7
 PERIOD_EVERY = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo"}
 PERIOD_SEASON = {"hour": 24, "day": 7, "week": None, "month": None}
 PERIOD_WORD = {"hour": "an hour", "day": "a day", "week": "a week", "month": "a month"}
@@ -73,9 +80,13 @@ class UsageParams(Params):
     season: int | None = 7  # season length in periods (7 = weekly for daily data); None: no seasonality
     z_threshold: float = 4.0  # robust z beyond which one period is a spike
     drop_z_threshold: float = 3.0  # ... and a drop (usage noise is multiplicative: drops have less room)
-    # what is worth telling a customer: at least double (or at most 40%) of the usual level in a period, or a
-    # lasting move of at least 50%; with multiplicative day-to-day noise, smaller moves happen by chance
-    min_ratio: float = 2.0  # a spike is also at least this many times the usual level
+    # the additive z a drop needs in the core (None: drop_z_threshold); under multiplicative noise a drop to 0
+    # is only 1 / (relative noise) spreads down, so the trip wire judges drops in log space instead
+    drop_additive_z: float | None = 2.0
+    # what is worth telling a customer: at least 2.5x (or at most 40%) of the usual level in a period, or a
+    # lasting move of at least 50%; with multiplicative day-to-day noise, smaller moves happen by chance (2x
+    # days are one in ~1,000 at 22% noise: over a customer base, most "spikes" at 2x were ordinary days)
+    min_ratio: float = 2.5  # a spike is also at least this many times the usual level
     max_drop_ratio: float = 0.4  # a drop is also at most this fraction of the usual level
     min_abs_change: float = 0.0  # and differs from the usual level by at least this much (in value units)
     shift_window: int = 7  # periods whose median must have moved for a level shift
@@ -85,6 +96,12 @@ class UsageParams(Params):
     fill_gaps: bool = True  # a missing period counts as zero usage (needs a regular ``every``)
     every: str = "1d"  # the period length of the series (a Polars duration string)
     min_scale_rel: float = 0.05  # spread floor as a fraction of the level
+    # A drop (or silence) is one episode until usage recovers: its later periods are judged against the level
+    # before it, which the trailing baseline would otherwise absorb within days (the drop would fade into the
+    # customer's "usual"). It ends at the first period back at ``recover_ratio`` x that level, or after
+    # ``hold_periods`` (then the new level is the usual one); 0 turns holding off.
+    hold_periods: int = 90
+    recover_ratio: float = 0.5
     # The trip wire only (``score_series`` ignores these): what makes a spike or drop worth a message.
     # Usage noise is multiplicative, so a ratio's size is judged in log space too: a spike also needs
     # ln(value / usual) >= z_threshold x the robust spread of ln(value / usual) over the last scale_window
@@ -197,7 +214,12 @@ def _sorted_by(frame: pl.DataFrame, cols: Sequence[str]) -> bool:
 
 def tail_periods(params: UsageParams) -> int:
     """How many earlier periods a row's scores can depend on (besides a zero run's start and the history
-    count, which is capped at this number in findings)."""
+    count, which is capped at this number in findings): the baseline's reach, plus a held drop's."""
+    return _baseline_reach(params) + max(params.hold_periods, 0)
+
+
+def _baseline_reach(params: UsageParams) -> int:
+    """How many earlier periods a row's core scores (before holding drops) can depend on."""
     p = params
     season = (p.season or 0) * SEASON_LAGS
     reach = max(
@@ -300,7 +322,7 @@ def score_series(
         & (change >= p.min_abs_change)
     )
     drop = (
-        (pl.col("z") <= -p.drop_z_threshold)
+        (pl.col("z") <= -(p.drop_z_threshold if p.drop_additive_z is None else p.drop_additive_z))
         & (pl.col("value") <= p.max_drop_ratio * pl.col("expected"))
         & (-change >= p.min_abs_change)
     )
@@ -330,7 +352,94 @@ def score_series(
         .then(pl.col("shift_z").abs())
         .otherwise(pl.col("z").abs())
     )
-    return df.with_columns(direction=direction, score=score).rename({"_pos": "history"}).drop("_idx")
+    df = df.with_columns(direction=direction, score=score).rename({"_pos": "history"}).drop("_idx")
+    return _hold_drops(df, p)
+
+
+def _hold_drops(df: pl.DataFrame, p: UsageParams) -> pl.DataFrame:
+    """A drop or silence held as one episode until usage recovers (``held``), and the periods after it.
+
+    An episode starts at a ``drop`` or ``silent`` row outside any episode; its reference is the usual level
+    then (``expected``, or ``silent_base`` for silence), from rows before the drop. Each later row whose value
+    stays under ``recover_ratio`` x the reference, up to ``hold_periods`` after the start, is held: a ``drop``
+    (``silent`` stays ``silent``) judged against the reference and the spread of the start, whatever the
+    trailing baseline, which absorbs the drop, says. For the ``_baseline_reach`` rows after an episode
+    (``after_drop``), until the baseline has forgotten it, a rise is a spike or level shift only against the
+    level before the drop, and a level shift down is the drop just ended: coming back is not news.
+    Sequential over episodes only (few), not rows.
+    """
+    n = df.height
+    held = np.zeros(n, dtype=bool)
+    after = np.zeros(n, dtype=bool)
+    since_end = np.zeros(n, dtype=np.int64)  # periods since the episode ended (in its after-period)
+    ref = np.full(n, np.nan)
+    ref_scale = np.full(n, np.nan)
+    sig = df["signal"]
+    starts = ((sig == "drop") | (sig == "silent")).fill_null(False).to_numpy()
+    if p.hold_periods > 0 and starts.any():
+        value = df["value"].to_numpy()
+        level = (
+            df.select(pl.when(pl.col("signal") == "silent").then("silent_base").otherwise("expected"))
+            .to_series()
+            .to_numpy()
+        )
+        scale = df["scale"].to_numpy()
+        pos = df["history"].to_numpy()
+        # last row of each row's series: rows up to the next series start
+        series_start = np.flatnonzero(pos == 0)
+        bounds = np.append(series_start[1:], n) - 1
+        last = bounds[np.searchsorted(series_start, np.arange(n), side="right") - 1]
+        reach = _baseline_reach(p)
+        free = 0  # rows before this are inside an episode (or its after-period) already judged
+        for s in np.flatnonzero(starts):
+            if s < free or not level[s] > 0:
+                continue
+            stop = min(int(last[s]), s + p.hold_periods)
+            back = np.flatnonzero(value[s + 1 : stop + 1] >= p.recover_ratio * level[s])
+            end = s + 1 + (int(back[0]) if back.size else stop - s)  # first row not held
+            held[s + 1 : end] = True
+            tail = min(int(last[s]) + 1, end + reach)
+            after[end:tail] = True
+            since_end[end:tail] = np.arange(tail - end)
+            ref[s + 1 : tail] = level[s]
+            ref_scale[s + 1 : end] = scale[s]
+            free = end
+    df = df.with_columns(
+        pl.Series("held", held),
+        pl.Series("after_drop", after),
+        pl.Series("_ref", ref, nan_to_null=True),
+        pl.Series("_since_end", since_end),
+    )
+    if not held.any() and not after.any():
+        return df.drop("_ref", "_since_end")
+    ref_c, value_c = pl.col("_ref"), pl.col("value")
+    held_z = (value_c - ref_c) / pl.Series("_s", ref_scale, nan_to_null=True)
+    # a rise right after a drop: news only if it is one against the level before the drop
+    rise_ok = (
+        pl.when(pl.col("signal") == "spike")
+        .then(value_c >= p.min_ratio * ref_c)
+        .when((pl.col("signal") == "level_shift") & (pl.col("direction") == "up"))
+        .then(pl.col("recent_median") - ref_c >= p.shift_min_change * ref_c)
+        # a "shift down" whose recent median still spans the drop just ended is that drop, over
+        .when((pl.col("signal") == "level_shift") & (pl.col("direction") == "down"))
+        .then(pl.col("_since_end") >= p.shift_window)
+        .otherwise(pl.lit(True))
+    )
+    keep_signal = pl.col("after_drop").not_() | rise_ok
+    silent = pl.col("signal") == "silent"
+    return df.with_columns(
+        signal=pl.when(pl.col("held") & silent.not_().fill_null(True))
+        .then(pl.lit("drop"))
+        .when(keep_signal)
+        .then(pl.col("signal")),
+        direction=pl.when(pl.col("held")).then(pl.lit("down")).when(keep_signal).then(pl.col("direction")),
+        expected=pl.when(pl.col("held") & silent.not_().fill_null(True)).then(ref_c).otherwise("expected"),
+        scale=pl.when(pl.col("held") & silent.not_().fill_null(True))
+        .then(pl.Series(ref_scale, nan_to_null=True))
+        .otherwise("scale"),
+        z=pl.when(pl.col("held") & silent.not_().fill_null(True)).then(held_z).otherwise("z"),
+        score=pl.when(pl.col("held") & silent.not_().fill_null(True)).then(held_z.abs()).otherwise("score"),
+    ).drop("_ref", "_since_end")
 
 
 def detect_series(
@@ -379,7 +488,7 @@ class UsageTripWire:
         A series in a zero run, cut off by the window, or absent from it is :meth:`backfill`'s business.
 
         >>> UsageTripWire().history()["usage"].days
-        45
+        135
         """
         step = _fixed_step(self.params.every)
         if not self.params.fill_gaps or step is None:
@@ -474,7 +583,8 @@ class UsageTripWire:
 
     def _worth_telling(self) -> pl.Expr:
         """Scored rows to tell the customer about: any core signal, with spikes and drops also unusual in
-        log space (``relative_z``) and against the same-weekday level (``same_season_check``)."""
+        log space (``relative_z``) and against the same-weekday level (``same_season_check``), and every held
+        period of a drop (see ``_hold_drops``)."""
         p = self.params
         sig = pl.col("signal")
         value = pl.col("value")
@@ -498,46 +608,71 @@ class UsageTripWire:
             rel_z = (value / level).log() / spread
             up = up & ((level <= 0) | (rel_z >= p.z_threshold)).fill_null(True)
             down = down & ((level <= 0) | (rel_z <= -p.drop_z_threshold)).fill_null(True)
-        return pl.when(sig == "spike").then(up).when(sig == "drop").then(down).otherwise(sig.is_not_null())
+        # a held drop was worth telling when it began, and stays so until usage recovers
+        held = pl.col("held") & sig.is_not_null()
+        return (
+            pl.when(held)
+            .then(True)
+            .when(sig == "spike")
+            .then(up)
+            .when(sig == "drop")
+            .then(down)
+            .otherwise(sig.is_not_null())
+        )
 
     def _latest_scores(self, values: pl.DataFrame) -> pl.DataFrame:
         """The scored latest row of every series, computing from the recent tail where that is exact.
 
-        A latest row depends on at most ``tail_periods`` earlier periods, except through a zero run (its start
-        may be older). So the tail is scored, and series that are young, gappy at the tail's start or in a
-        zero run are scored again from their whole history: the same result as scoring everything.
+        A latest row's core scores depend on at most ``_baseline_reach`` earlier periods, except through a
+        zero run (its start may be older) and a held drop (its start and level may be up to ``hold_periods``
+        older). So the tail is scored, and series that are young, gappy at the tail's start, in a zero run,
+        held or just after a drop in the tail, rising (a rise just after an older drop is judged against the
+        level before it), or that may be in an older drop are scored again from their whole history: the
+        same result as scoring everything. "May be in an older drop": every period since a held drop began
+        is under ``recover_ratio`` x its reference, a median of values the series had, so under that
+        fraction of the series' second largest value (a level is a median: one spike does not make it).
         """
         p = self.params
         keys = ["customer_id", "metric"]
         step = _fixed_step(p.every)
-        k = tail_periods(p)
+        k = _baseline_reach(p)
+
+        def score_all(frame: pl.DataFrame, end: datetime | None = None) -> pl.DataFrame:
+            return score_series(frame, keys, "value", p, end=end, keep_season=True, log_scale=p.relative_z)
+
         if not p.fill_gaps or step is None:
-            return latest_rows(
-                score_series(values, keys, "value", p, keep_season=True, log_scale=p.relative_z), keys
-            )
+            return latest_rows(score_all(values), keys)
         end = values["ts"].max()
-        tail = values.filter(pl.col("ts") > end - timedelta(microseconds=step * (k + 1)))
+        m = RECENT_PERIODS
+        tail = values.filter(pl.col("ts") > end - timedelta(microseconds=step * (k + m + 1)))
         if tail.height > 0.7 * values.height:  # little to save
-            return latest_rows(
-                score_series(values, keys, "value", p, keep_season=True, log_scale=p.relative_z), keys
-            )
-        scored = latest_rows(
-            score_series(tail, keys, "value", p, end=end, keep_season=True, log_scale=p.relative_z), keys
-        )
-        exact = (pl.col("history") == k) & (pl.col("zero_run") == 0)
+            return latest_rows(score_all(values), keys)
+        scored = latest_rows(score_all(tail, end), keys)
+        rising = (pl.col("direction") == "up").fill_null(False)
+        exact = (pl.col("history") == k + m) & (pl.col("zero_run") == 0)
+        exact = exact & pl.col("held").not_() & pl.col("after_drop").not_() & rising.not_()
         good = scored.filter(exact)
+        if p.hold_periods > 0:
+            # the last m periods' core scores are exact in the tail, so a drop that began in them is judged
+            # as in the whole history; one held since before them left all of them under recover_ratio x
+            # its level
+            since = pl.col("ts") > end - timedelta(microseconds=step * m)
+            maybe_held = (
+                values.group_by(keys)
+                .agg(
+                    # a level is a median of 21 values or the middle of 4 same-season ones: at most the
+                    # series' second largest value (one odd spike does not lift the bound)
+                    top=pl.col("value").top_k(2).min(),
+                    recent=pl.col("value").filter(since).max(),
+                    n_recent=since.sum(),
+                )
+                .filter((pl.col("n_recent") < m) | (pl.col("recent") < p.recover_ratio * pl.col("top")))
+            )
+            good = good.join(maybe_held.select(keys), on=keys, how="anti")
         redo = values.select(keys).unique().join(good.select(keys), on=keys, how="anti")
         if redo.height == 0:
             return good
-        again = score_series(
-            values.join(redo, on=keys, how="semi"),
-            keys,
-            "value",
-            p,
-            end=end,
-            keep_season=True,
-            log_scale=p.relative_z,
-        )
+        again = score_all(values.join(redo, on=keys, how="semi"), end)
         return pl.concat([good, latest_rows(again, keys).select(good.columns)]).sort(keys)
 
     def _findings(self, fired: pl.DataFrame, desc: pl.DataFrame) -> pl.DataFrame:
@@ -546,7 +681,7 @@ class UsageTripWire:
         p = self.params
         desc = self._describe(desc, fired)
         need = p.window + p.scale_window
-        cap = tail_periods(p)
+        cap = _baseline_reach(p) + RECENT_PERIODS
         # history counts in findings are capped where the baseline stops looking back (live == backtest)
         fired = fired.with_columns(history=pl.col("history").clip(upper_bound=cap))
         df = fired.join(desc, on=["customer_id", "metric"], how="left").with_columns(

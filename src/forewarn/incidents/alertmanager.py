@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from forewarn.incidents.impact import Activity
 from forewarn.incidents.service import (
     IncidentError,
     Scope,
@@ -165,8 +166,15 @@ class WebhookResult:
     detail: str = ""
 
 
-def handle(session: Session, payload: dict[str, Any], *, now: datetime | None = None) -> WebhookResult:
-    """Apply one webhook payload; safe to replay."""
+def handle(
+    session: Session,
+    payload: dict[str, Any],
+    *,
+    activity: Activity | None = None,
+    now: datetime | None = None,
+) -> WebhookResult:
+    """Apply one webhook payload; safe to replay. ``activity`` answers the impact filter of an incident
+    widened by it (see :func:`forewarn.incidents.service.widen`)."""
     now = utc(now)
     group = parse(payload)
     existing = find_by_key(session, group.key)
@@ -207,7 +215,9 @@ def handle(session: Session, payload: dict[str, Any], *, now: datetime | None = 
             now=now,
         )
         return WebhookResult("opened", inc.id)
-    result: StepResult = widen(session, existing.id, group.scopes, create_services=True, now=now)
+    result: StepResult = widen(
+        session, existing.id, group.scopes, activity=activity, create_services=True, now=now
+    )
     if result.newly_affected or result.seq is not None:
         return WebhookResult("widened", existing.id, f"{result.newly_affected} newly affected")
     return WebhookResult("unchanged", existing.id)

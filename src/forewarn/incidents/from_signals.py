@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from forewarn.detect.schedule import _details as notice_details
 from forewarn.detect.usage import UsageParams, score_series, tail_periods
+from forewarn.incidents.impact import Activity, usage_activity
 from forewarn.incidents.service import Scope, open_incident, post_update, resolve_incident, scopes_of, widen
 from forewarn.state.db import transaction
 from forewarn.state.models import Dependency, Incident, IncidentScope, Service
@@ -93,6 +94,8 @@ class ServiceParams:
             shift_window=6,
             shift_z=1e9,  # level shifts: not an outage signal
             silent_periods=10**9,
+            hold_periods=0,  # an outage's course is followed by ``service_events``' own resolve rule
+            drop_additive_z=None,  # traffic drops: the additive z_threshold-style test, as before
         )
 
 
@@ -357,7 +360,11 @@ def _open_detector_incident(session: Session, service_id: str, region: str | Non
 
 
 def apply_events(
-    session: Session, events: list[ServiceEvent], *, severity: str = "major"
+    session: Session,
+    events: list[ServiceEvent],
+    *,
+    severity: str = "major",
+    activity: Activity | None = None,
 ) -> list[tuple[str, int]]:
     """Open, widen and resolve incidents for ``events`` (in time order); applied events change nothing.
 
@@ -384,7 +391,13 @@ def apply_events(
                         message=f"The problem with {name} now also affects {ev.region}.",
                         now=ev.opened_at,
                     )
-                    widen(session, current.id, [Scope(ev.service_id, ev.region)], now=ev.opened_at)
+                    widen(
+                        session,
+                        current.id,
+                        [Scope(ev.service_id, ev.region)],
+                        activity=activity,
+                        now=ev.opened_at,
+                    )
                     actions.append(("widened", current.id))
                 continue
             inc = open_incident(
@@ -439,7 +452,7 @@ def sync_from_signals(
     if since is not None:
         events = recent_episodes(events, since)
     with transaction(ctx.engine) as s:
-        return apply_events(s, events)
+        return apply_events(s, events, activity=usage_activity(ctx))
 
 
 def read_maintenance(ctx: Context, as_of: datetime | None = None) -> list[MaintenanceWindow]:

@@ -2,8 +2,10 @@
 
 The set is computed by one ``INSERT .. SELECT`` into ``affected_customers`` (no loop over customers), and only
 customers not already recorded are added, so widening an incident returns exactly the newly affected ones.
-A scope's region ``*`` means every region. Optionally only customers active recently count: pass their ids
-(``active_customer_ids`` reads them from the signal store) and they are joined through a temporary table.
+A scope's region ``*`` means every region. Optionally only customers active recently count: an
+:class:`ImpactFilter` stored with the incident says which (e.g. usage in the 30 days before it started), an
+:data:`Activity` source (``usage_activity`` reads the signal store) names them, and they are joined through a
+temporary table. The service applies the stored filter at the opening and at every widening.
 
 >>> from forewarn.timeutil import utc
 >>> IMPACT_SQL.count("INSERT INTO affected_customers")
@@ -12,9 +14,10 @@ A scope's region ``*`` means every region. Optionally only customers active rece
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -40,6 +43,50 @@ WHERE s.incident_id = :incident_id
 """
 
 ACTIVE_TABLE = "fw_active_customers"
+# customer ids with usage in [start, end]: where "recently active" comes from (the signal store, live)
+Activity = Callable[[datetime, datetime], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class ImpactFilter:
+    """Who counts as affected beyond the scopes; stored with the incident (``incidents.impact_filter``) and
+    applied by its opening and by every widening, so the affected set never depends on who widened it.
+
+    ``active_days``: only customers with a usage signal in the N days before the incident started.
+
+    >>> f = ImpactFilter(active_days=30)
+    >>> f.as_json(), ImpactFilter.from_json(f.as_json()) == f, ImpactFilter.from_json(None).as_json()
+    ({'active_days': 30}, True, None)
+    >>> from datetime import datetime, UTC
+    >>> [t.day for t in f.window(datetime(2026, 3, 31, tzinfo=UTC))]
+    [1, 31]
+    """
+
+    active_days: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.active_days is not None and self.active_days < 1:
+            raise ValueError(f"active_days must be at least 1, got {self.active_days}")
+
+    def as_json(self) -> dict[str, Any] | None:
+        """The stored form; ``None`` when nothing filters."""
+        return {"active_days": self.active_days} if self.active_days else None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ImpactFilter:
+        unknown = set(data or {}) - {"active_days"}
+        if unknown:
+            raise ValueError(f"unknown impact filter field(s) {sorted(unknown)}; expected active_days")
+        return cls(**(data or {}))
+
+    def window(self, started_at: datetime) -> tuple[datetime, datetime] | None:
+        """The usage window that makes a customer active (the N days before the start), or ``None``."""
+        if not self.active_days:
+            return None
+        end = utc(started_at)
+        return end - timedelta(days=self.active_days), end
+
+
 # refresh the planner's statistics of affected_customers after adding at least this many rows (PostgreSQL)
 ANALYZE_AFTER = 10_000
 
@@ -118,11 +165,14 @@ def _load_active(session: Session, ids: Iterable[str]) -> None:
         session.execute(stmt, batch)
 
 
-def active_customer_ids(ctx: Context, days: int, now: datetime | None = None) -> list[str]:
-    """Customers with any usage signal in the ``days`` before ``now`` (nothing after ``now``)."""
-    now = utc(now)
-    frame = ctx.signals.read("usage", start=now - timedelta(days=days), end=now, columns=["customer_id"])
-    return frame["customer_id"].unique().to_list()
+def usage_activity(ctx: Context) -> Activity:
+    """An :data:`Activity` source over the signal store: customers with any usage signal in [start, end]."""
+
+    def active(start: datetime, end: datetime) -> list[str]:
+        frame = ctx.signals.read("usage", start=start, end=end, columns=["customer_id"])
+        return frame["customer_id"].unique().to_list()
+
+    return active
 
 
 def affected_count(session: Session, incident_id: int) -> int:

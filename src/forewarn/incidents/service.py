@@ -33,7 +33,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from forewarn.incidents.impact import compute_affected
+from forewarn.incidents.impact import Activity, ImpactFilter, compute_affected
 from forewarn.incidents.notices import TEMPLATE_OPEN, fan_out, template_for
 from forewarn.state.models import Incident, IncidentScope, IncidentUpdate, Service
 from forewarn.timeutil import utc
@@ -124,18 +124,23 @@ def open_incident(
     source: str = "api",
     external_key: str | None = None,
     started_at: datetime | None = None,
-    active_customers: Iterable[str] | None = None,
+    impact: ImpactFilter | None = None,
+    activity: Activity | None = None,
     create_services: bool = False,
     now: datetime | None = None,
 ) -> Incident:
     """Open an incident, compute who it affects and queue the opening notice for each of them.
 
     With ``external_key`` (an Alertmanager group, a monitor, a detector) an open incident with that key is
-    returned unchanged instead: replays are idempotent. ``started_at`` defaults to ``now``.
+    returned unchanged instead: replays are idempotent. ``started_at`` defaults to ``now``. ``impact`` (e.g.
+    only customers active in the 30 days before the start) is stored with the incident and applied again by
+    every widening; a filter on activity needs ``activity`` (``impact.usage_activity(ctx)``).
     """
     now = utc(now)
     _check_status(status)
     _check_severity(severity)
+    impact = impact or ImpactFilter()
+    _require_activity(impact, activity)
     if status == "resolved":
         raise IncidentError("an incident cannot be opened as resolved")
     scope_list = list(scopes) if scopes else scopes_of(services, regions)
@@ -160,6 +165,7 @@ def open_incident(
         public_message=message,
         eta=utc(eta) if eta else None,
         started_at=utc(started_at) if started_at else now,
+        impact_filter=impact.as_json(),
         created_at=now,
         updated_at=now,
     )
@@ -175,9 +181,31 @@ def open_incident(
         )
     )
     session.flush()
-    compute_affected(session, incident.id, active_customers=active_customers, now=now)
+    _compute_affected(session, incident, activity, now)
     fan_out(session, incident.id, 0, template=TEMPLATE_OPEN, severity=severity, now=now)
     return incident
+
+
+def _require_activity(
+    impact: ImpactFilter, activity: Activity | None, incident_id: int | None = None
+) -> None:
+    """Refuse to compute an activity-filtered impact without the activity (never widen to everyone)."""
+    if impact.active_days and activity is None:
+        which = f"incident {incident_id}" if incident_id is not None else "the incident"
+        raise IncidentError(
+            f"{which} counts only customers active in the {impact.active_days} days before it started "
+            f"(impact filter active_days={impact.active_days}): pass the usage activity "
+            "(forewarn.incidents.impact.usage_activity) to compute who it affects"
+        )
+
+
+def _compute_affected(session: Session, incident: Incident, activity: Activity | None, now: datetime) -> int:
+    """Add the customers the scopes now reach, through the impact filter stored with the incident."""
+    impact = ImpactFilter.from_json(incident.impact_filter)
+    _require_activity(impact, activity, incident.id)
+    window = impact.window(incident.started_at)
+    active = activity(*window) if window is not None and activity is not None else None
+    return compute_affected(session, incident.id, active_customers=active, now=now)
 
 
 def post_update(
@@ -242,14 +270,16 @@ def widen(
     incident_id: int,
     scopes: Sequence[Scope],
     *,
-    active_customers: Iterable[str] | None = None,
+    activity: Activity | None = None,
     create_services: bool = False,
     now: datetime | None = None,
 ) -> StepResult:
     """Add scopes (a new region or service); catch up only the newly affected with the latest status.
 
     Customers already affected receive nothing; the newly affected get one notice (the opening template with
-    the incident's current status and message) in the same thread, keyed by the latest update's seq.
+    the incident's current status and message) in the same thread, keyed by the latest update's seq. Who is
+    newly affected passes the incident's stored impact filter (``activity`` answers it; an incident with an
+    activity filter is refused without one rather than widened to everyone).
     """
     now = utc(now)
     incident = get_incident(session, incident_id)
@@ -259,6 +289,7 @@ def widen(
     new = [sc for sc in dict.fromkeys(scopes) if (sc.service_id, sc.region) not in existing]
     if not new:
         return StepResult(incident_id, None, 0, 0)
+    _require_activity(ImpactFilter.from_json(incident.impact_filter), activity, incident_id)
     ensure_services(session, {s.service_id for s in new}, create=create_services)
     for sc in new:
         session.add(
@@ -266,7 +297,7 @@ def widen(
         )
     incident.updated_at = now
     session.flush()
-    added = compute_affected(session, incident_id, active_customers=active_customers, now=now)
+    added = _compute_affected(session, incident, activity, now)
     latest = (
         session.scalar(select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident_id))
         or 0

@@ -30,7 +30,6 @@ have sent"), so holdouts and shadow playbooks are measured too.
 
 from __future__ import annotations
 
-import bisect
 import json
 import time as _time
 from collections import Counter, defaultdict
@@ -49,6 +48,7 @@ from forewarn.decide.playbooks import KIND_TOPIC, OUTAGE_KIND, PlaybookSet
 from forewarn.deliver.channels.base import addresses_of
 from forewarn.detect.base import FINDINGS_SCHEMA, as_findings
 from forewarn.detect.registry import load as load_wire
+from forewarn.state.tickets import CaseHistory, idle_close
 
 # which ground-truth event types each trip wire kind is about
 KIND_TRUTH_TYPES: dict[str, tuple[str, ...]] = {
@@ -373,12 +373,13 @@ def backtest_world(
 
 
 def signal_kinds(playbooks: PlaybookSet) -> list[str]:
-    """The signal kinds a backtest of ``playbooks`` reads: their trip wires' kinds and inbound contacts."""
+    """The signal kinds a backtest of ``playbooks`` reads: their trip wires' kinds, inbound contacts and the
+    status changes of the tickets they opened."""
     from importlib import import_module
 
     from forewarn.detect.registry import TRIP_WIRES
 
-    kinds = {"contact"}
+    kinds = {"contact", "ticket_update"}
     for p in playbooks.active():
         if p.when.kind in TRIP_WIRES:
             module, cls = TRIP_WIRES[p.when.kind].split(":")
@@ -395,7 +396,7 @@ def run_backtest(
     settings: Any,
     run_at: time = time(9),
     horizon: timedelta = timedelta(days=30),
-    open_ticket_days: float = 3.0,
+    case_idle: timedelta | None = None,
     wire_params: Mapping[str, Mapping[str, Any]] | None = None,
     detect_every: int = 1,
     reuse: Mapping[str, pl.DataFrame] | None = None,
@@ -404,10 +405,12 @@ def run_backtest(
     """Replay ``start``..``end`` (inclusive days) and measure every playbook that is not ``off``.
 
     ``data.frames`` hold the whole history (trip wires look back on their own, point-in-time);
-    ``settings``: quiet hours (``Settings`` or its ``delivery``). A contact seen in the ``open_ticket_days``
-    before a decision counts as an open ticket on its topic. Every trip wire scores its history with
-    ``score_history``; ``detect_every`` only widens the gap (in days) that joins a condition's findings into one
-    episode. ``reuse`` takes an earlier report's ``firings`` (same data, same trip wire parameters), so
+    ``settings``: quiet hours (``Settings`` or its ``delivery``) and the idle time that closes a case
+    (``ticket_idle_close``; ``case_idle`` overrides it). A contact is an open ticket on its topic while its
+    case is open (``forewarn.state.tickets``: the ``ticket_update`` history and the idle time, as live). Every
+    trip wire scores its history with ``score_history``; ``detect_every`` only widens the gap (in days) that
+    joins a condition's findings into one episode. ``reuse`` takes an earlier report's ``firings`` (same data,
+    same trip wire parameters), so
     trying other playbooks and guardrails skips detection. ``progress`` is called with the name of each stage
     as it starts (a progress bar).
     """
@@ -476,10 +479,10 @@ def run_backtest(
     state = GuardrailState()
     notices = _incident_notices(truth) if truth is not None else {}
     contacts = _contacts(frames)
-    recent = _recent_topics(contacts)
+    cases = CaseHistory.from_frames(contacts, frames.get("ticket_update"))
+    idle = case_idle if case_idle is not None else idle_close(settings)
     timings["contacts"] = round(_time.perf_counter() - t0, 3)
     t0 = _time.perf_counter()
-    window = timedelta(days=open_ticket_days)
     by_day: dict[date, list] = defaultdict(list)
     for c in candidates:
         by_day[c.at.date()].append(c)
@@ -496,7 +499,7 @@ def run_backtest(
             if c.customer_id not in day_views:
                 base = views.get(c.customer_id, CustomerView())
                 day_views[c.customer_id] = replace(
-                    base, open_ticket_topics=recent(c.customer_id, c.at - window, c.at)
+                    base, open_ticket_topics=cases.open_topics(c.customer_id, c.at, idle)
                 )
         decisions += decide(batch, day_views, policy, state)
     timings["guardrails"] = round(_time.perf_counter() - t0, 3)
@@ -591,25 +594,6 @@ def _contacts(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     given = pl.col("topic") if "topic" in cols else pl.lit(None, pl.String)
     c = c.with_columns(topic=pl.coalesce(given, topic_expr(text)))
     return c.select("customer_id", "ts", "topic", "event_id").filter(pl.col("topic").is_not_null()).sort("ts")
-
-
-def _recent_topics(contacts: pl.DataFrame) -> Any:
-    """``recent(customer, since, until)``: the topics of the customer's contacts in ``(since, until]``."""
-    by_customer: dict[str, tuple[list[datetime], list[str]]] = defaultdict(lambda: ([], []))
-    for cid, ts, topic in contacts.sort("ts").select("customer_id", "ts", "topic").iter_rows():
-        times, topics = by_customer[cid]
-        times.append(ts)
-        topics.append(topic)
-
-    def recent(customer_id: str, since: datetime, until: datetime) -> frozenset[str]:
-        got = by_customer.get(customer_id)
-        if not got:
-            return frozenset()
-        times, topics = got
-        lo, hi = bisect.bisect_right(times, since), bisect.bisect_right(times, until)
-        return frozenset(topics[lo:hi])
-
-    return recent
 
 
 def _decision_frame(decisions: list[Decision]) -> pl.DataFrame:

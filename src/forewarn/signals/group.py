@@ -69,8 +69,10 @@ GROUP_ROWS = 50_000  # events per group at most: bounds a group's memory and its
 # how long a leader waits for the batches on their way (see Arrival) to join its group: reading and converting
 # one takes a few ms, and the GIL lets only one thread work at a time anyway
 GATHER_SECONDS = 0.01
-# kinds the group path does not cover: contacts open tickets, invoice lines are nested JSON
-SOLO_KINDS = {k.name for k in KINDS.values() if k.name == "contact" or "lines" in k.columns}
+# kinds the group path does not cover: contacts open tickets, updates move them, invoice lines are nested
+SOLO_KINDS = {
+    k.name for k in KINDS.values() if k.name in ("contact", "ticket_update") or "lines" in k.columns
+}
 
 
 def ingest_batch(

@@ -8,8 +8,9 @@ are counted and reported (file, line, field, what was expected); ``strict=True``
 with any bad row. A directory is read entities first (customers, services, dependencies), then signals.
 
 Customer ids the state store does not know are rejected (``unknown_customers="reject"``, the default setting:
-a typo must not become a customer) or created as minimal customers (``"create"``, when asked). Each valid inbound contact also opens a ``Ticket`` (idempotent
-by the contact's ``event_id``).
+a typo must not become a customer) or created as minimal customers (``"create"``, when asked). Each valid
+inbound contact also opens a ``Ticket`` (idempotent by the contact's ``event_id``), and each ``ticket_update``
+moves its ticket's status (``forewarn.state.tickets``).
 
 >>> import tempfile, pathlib
 >>> from forewarn.config import Settings
@@ -64,6 +65,7 @@ from forewarn.signals.validate import (
     q,
 )
 from forewarn.state import customers as entities
+from forewarn.state import tickets as ticket_store
 
 if TYPE_CHECKING:  # the context bundles the stores; signals is below it
     from forewarn.context import Context
@@ -80,6 +82,11 @@ MAX_ERRORS = 100  # errors kept per source (all bad rows are counted)
 # the dedupe it would have skipped. ~30% cheaper than counting the distinct strings.
 DISTINCT_IDS = "count(DISTINCT hash(event_id)) FILTER (WHERE event_id IS NOT NULL)"
 Policy = Literal["reject", "create"]
+# kinds that change the tickets table, and the columns of theirs it needs
+TICKET_COLUMNS = {
+    "contact": "event_id, customer_id, ts, channel, subject, text, topic",
+    "ticket_update": "ticket_id, ts, status",
+}
 # what reading a broken file raises (corrupt Parquet, bad CSV quoting, not UTF-8...)
 UNREADABLE = (duckdb.Error, pa.ArrowException, OSError, ValueError)
 
@@ -557,8 +564,40 @@ class IngestSession:
             report.new = report.duplicate = 0
             return report
         if tickets:
-            report.tickets = open_tickets(self.ctx.engine, pa.concat_tables(tickets))
+            self._tickets(report, tickets)
         return report
+
+    def _tickets(self, report: SourceReport, tables: list[pa.Table]) -> None:
+        """Open a ticket per new contact, then apply the status updates (contacts first: a file may hold both)."""
+        contacts = [r for t in tables if "channel" in t.column_names for r in t.to_pylist()]
+        updates = [r for t in tables if "ticket_id" in t.column_names for r in t.to_pylist()]
+        if contacts:
+            report.tickets = ticket_store.open_tickets(self.ctx.engine, contacts)
+            updates += self._stored_updates([c["event_id"] for c in contacts])
+        if updates:
+            result = ticket_store.apply_updates(self.ctx.engine, updates)
+            if result.unknown:
+                note = (
+                    f"{result.unknown} ticket update(s) name no known ticket (ticket_id is the event_id of the "
+                    "contact that opened it); they are kept in the signal store"
+                )
+                report.note = f"{report.note}; {note}" if report.note else note
+
+    def _stored_updates(self, ticket_ids: list[str]) -> list[dict[str, Any]]:
+        """Updates already stored for these tickets: a helpdesk's webhooks may arrive before the contact."""
+        kind = KINDS["ticket_update"]
+        if not self.store.count(kind.name):
+            return []
+        cur = self.store.cursor()
+        view = f"fw_tickets_{uuid.uuid4().hex}"
+        cur.register(view, pa.table({"id": pa.array(ticket_ids, pa.string())}))
+        try:
+            rows = cur.execute(
+                f"SELECT u.ticket_id, u.ts, u.status FROM {kind.table} u JOIN {view} v ON v.id = u.ticket_id"
+            ).fetchall()
+        finally:
+            unregister_view(cur, view)
+        return [{"ticket_id": t, "ts": ts, "status": st} for t, ts, st in rows]
 
     def _chunk(
         self,
@@ -703,8 +742,8 @@ class IngestSession:
             result = self.store.insert_select(cur, kind, good, total=ok - unknown_rows, first_by="__row")
             report.new += result.new
             report.duplicate += result.duplicate
-            if kind.name == "contact":
-                cols = "event_id, customer_id, ts, channel, subject, text, topic"
+            if kind.name in TICKET_COLUMNS:
+                cols = TICKET_COLUMNS[kind.name]
                 tickets.append(cur.sql(checked + f"SELECT {cols} FROM c WHERE {keep}").to_arrow_table())
         finally:
             if unknown_view:
@@ -772,8 +811,8 @@ class IngestSession:
             self._errors(cur, report, kind, full, "__ok", None)
         if strict and report.rejected:
             return True  # the file will be rolled back
-        if kind.name == "contact":
-            cols = "event_id, customer_id, ts, channel, subject, text, topic"
+        if kind.name in TICKET_COLUMNS:
+            cols = TICKET_COLUMNS[kind.name]
             tickets.append(cur.sql(checked + f"SELECT {cols} FROM c WHERE __ok").to_arrow_table())
         return True
 
@@ -836,37 +875,6 @@ def unregister_view(cur: duckdb.DuckDBPyConnection, view: str) -> None:
     # matters is the first one, already on its way up
     with suppress(duckdb.Error):
         cur.unregister(view)
-
-
-# -- tickets ----------------------------------------------------------------------------------------------
-
-
-def open_tickets(engine: Engine, contacts: pa.Table) -> int:
-    """Open a ``Ticket`` per inbound contact (external_id = event_id), skipping those already ticketed."""
-    from forewarn.state.customers import dialect_insert
-    from forewarn.state.models import Ticket
-
-    rows = [
-        {
-            "external_id": r["event_id"],
-            "customer_id": r["customer_id"],
-            "channel": r["channel"],
-            "subject": r["subject"] or "",
-            "text": r["text"] or "",
-            "topic": r["topic"],
-            "status": "open",
-            "opened_at": r["ts"],
-        }
-        for r in contacts.to_pylist()
-    ]
-    if not rows:
-        return 0
-    insert = dialect_insert(engine)
-    count = sa.select(sa.func.count()).select_from(Ticket.__table__)
-    with engine.begin() as conn:
-        before = conn.execute(count).scalar_one()
-        conn.execute(insert(Ticket.__table__).on_conflict_do_nothing(index_elements=["external_id"]), rows)
-        return conn.execute(count).scalar_one() - before
 
 
 class _Progress:

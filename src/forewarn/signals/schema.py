@@ -174,6 +174,20 @@ _KINDS = (
         ),
     ),
     SignalKind(
+        "ticket_update",
+        "a status change of the ticket an inbound contact opened (a helpdesk webhook or export, or the API)",
+        (
+            Field("ticket_id", "str", True, description="the event_id of the contact that opened the ticket"),
+            Field(
+                "status",
+                "str",
+                True,
+                description="pending: waiting for the customer; open again after solved or closed reopens it",
+                choices=("open", "pending", "solved", "closed"),
+            ),
+        ),
+    ),
+    SignalKind(
         "feedback",
         "a social post, review or survey answer",
         (

@@ -307,6 +307,19 @@ class SignalStore:
                 cur.unregister(view)
         return table.cast(_arrow_schema(k, cols))
 
+    def erase_customer(self, customer_id: str) -> dict[str, int]:
+        """Delete every signal of ``customer_id`` (right to erasure): rows removed per kind, all in one
+        transaction. The only deletion this append-only store allows."""
+        removed: dict[str, int] = {}
+        with self.transaction() as cur:
+            for k in KINDS.values():
+                if "customer_id" not in k.columns or not self._has_table(cur, k):
+                    continue
+                (n,) = cur.execute(f"DELETE FROM {k.table} WHERE customer_id = ?", [customer_id]).fetchone()
+                if n:
+                    removed[k.name] = int(n)
+        return removed
+
     def read(
         self,
         kind: str,

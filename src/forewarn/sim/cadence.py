@@ -2,8 +2,16 @@
 
 Each customer with a habit has a mean interval (log-uniform in the configured range) and gamma-distributed
 gaps (shape ``cadence_shape``: fairly regular). Some stop for good from a day on: ``purchase_lapse`` for
-top-ups, ``contact_lapse`` for visits. A lapse is ``detectable_from`` the time the first missing event would
-have happened (before that nothing is visibly wrong), and only injected with at least three events before it.
+top-ups, ``contact_lapse`` for visits, only injected with at least three events before it.
+
+A lapse is ``detectable_from`` the first time an oracle could call it at the precision the trip wires aim for
+(0.9): one that knows the customer's true rhythm (gamma shape and mean gap) and the world's chance that a gap
+is a lapse, and judges P(still buying | silent this long) <= ``ORACLE_P_ALIVE`` (0.1). Not before the first
+missing event would have happened. Why not simply that first missing event (as before): at that moment the
+silence is one ordinary gap, indistinguishable from a customer who is just a bit late, and ordinary gaps of
+2-3x the mean are common (shape 4: about 1 in 50 gaps is over 2x); a lapse counted "detectable" there was
+undetectable for days to weeks (at 1 lapse per ~100-200 gaps, a detector speaking at 2x the mean gap would be
+wrong on most of its messages), so the "days after detectable" figure measured the world, not the detector.
 
 >>> from forewarn.sim.config import SimConfig
 >>> from forewarn.sim import customers
@@ -20,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.stats import gamma
 
 from forewarn.sim.clock import US, epoch_us, iso, local_to_utc_us, region_offsets, rng, take, to_datetime
 from forewarn.sim.config import SimConfig
@@ -27,6 +36,21 @@ from forewarn.sim.customers import Population
 from forewarn.sim.truth import record
 
 TOP_UPS = np.array([10.0, 15.0, 20.0, 25.0, 30.0])
+ORACLE_P_ALIVE = 0.1  # a lapse is detectable once an oracle's P(still buying) is at most this
+
+
+def oracle_silence(mean: np.ndarray, shape: float, gap_hazard: np.ndarray) -> np.ndarray:
+    """Days of silence after the last event at which the oracle's P(still buying) reaches ``ORACLE_P_ALIVE``.
+
+    With prior chance ``gap_hazard`` that a gap is a lapse and gap survival ``S`` (gamma, ``shape``, ``mean``):
+    P(alive | silence s) = (1 - h) S(s) / ((1 - h) S(s) + h) <= q  <=>  S(s) <= h q / ((1 - q)(1 - h)).
+
+    >>> [round(float(x), 1) for x in oracle_silence(np.array([10.0, 10.0]), 4.0, np.array([0.01, 0.001]))]
+    [32.3, 39.5]
+    """
+    q = ORACLE_P_ALIVE
+    tail = gap_hazard * q / ((1 - q) * (1 - gap_hazard))
+    return gamma.isf(tail, shape, scale=mean / shape)
 
 
 @dataclass
@@ -69,12 +93,17 @@ def _stream(
     lapsed = candidate & (before >= 3) & dropped.any(axis=1)
     keep = valid & ~(dropped & lapsed[:, None])
 
+    # The oracle's per-gap chance of a lapse: lapses start uniformly over the window they may start in.
+    lapse_window = np.maximum(days - 2.5 * mean - h, 1.0)
+    gap_hazard = np.clip(p_lapse * mean / lapse_window, 1e-6, 0.5)
+    silence_us = (oracle_silence(mean, shape, gap_hazard) * 86400).astype(np.int64) * US  # whole seconds
     truth = []
     region_names = [r.name for r in cfg.regions]
     for j in np.nonzero(lapsed)[0]:
         c = rows[j]
         first_missing = int(ts[j][dropped[j]].min())
         kept = ts[j][keep[j]]
+        detectable = max(first_missing, int(kept.max()) + int(silence_us[j]))
         truth.append(
             record(
                 f"{lapse_type}-{pop.ids[c]}",
@@ -82,10 +111,11 @@ def _stream(
                 customer_id=str(pop.ids[c]),
                 regions=[region_names[pop.region[c]]],
                 start=epoch_us(cfg.start_dt) + int(lapse_day[j] * 86400) * US,
-                detectable_from=first_missing,
+                detectable_from=detectable,
                 details={
                     "event_type": event_type,
                     "mean_interval_days": round(float(mean[j]), 2),
+                    "first_missing": iso(first_missing),
                     "events_before": int(before[j]),
                     "last_event": iso(int(kept.max())),
                 },

@@ -1,5 +1,8 @@
 """Daily data usage per customer: a personal level, weekly seasonality and noise, with injected anomalies.
 
+With ``season_amplitude`` > 0 a slower cycle (``season_period_days``, a random phase per customer) multiplies
+the weekly one: the ``noisy`` world (see ``forewarn.sim.config.CONFIGS``) has one.
+
 Injected (each on its own customers, never before ``cfg.history_days`` so a per-customer baseline exists):
 ``usage_spike`` (1-3 days at 2.8-5x), ``usage_drop`` (3-10 days at 8-30%), ``level_shift`` (a lasting move to
 1.8-2.6x or 0.3-0.5x) and ``went_silent`` (no usage rows at all from a day on). ``near_limit`` events are not
@@ -73,6 +76,11 @@ def generate(cfg: SimConfig, pop: Population) -> UsageResult:
     level = daily_gb * np.exp(cfg.level_sigma * g.standard_normal(n))
     weekend = g.uniform(*cfg.weekend_boost, size=n)
     season = np.where(dow[None, :] >= 5, weekend[:, None], 1.0)
+    if cfg.season_amplitude > 0:  # a slower cycle on top (its own stream: the default world draws nothing)
+        gs = rng(cfg, "usage-season")
+        phase = gs.uniform(0.0, 2 * np.pi, size=n)
+        wave = np.sin(2 * np.pi * np.arange(days)[None, :] / cfg.season_period_days + phase[:, None])
+        season = season * (1.0 + cfg.season_amplitude * wave)
     s = cfg.usage_noise_sigma
     values = level[:, None] * season * np.exp(s * g.standard_normal((n, days)) - s * s / 2)
     present = np.ones((n, days), dtype=bool)

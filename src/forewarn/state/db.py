@@ -36,7 +36,12 @@ class SchemaOutOfDate(RuntimeError):
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; creates the SQLite file's folder and turns on WAL and foreign keys."""
+    """An engine for ``url``; creates the SQLite file's folder and turns on WAL and foreign keys.
+
+    Statement parameters (customers' addresses, message bodies) never appear in errors or SQL logs
+    (``hide_parameters``).
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -159,6 +159,8 @@ class Incident(Base):
     eta: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     resolved_at: Mapped[datetime | None] = mapped_column()
+    # who counts as affected beyond the scopes (``incidents.impact.ImpactFilter``), reused by every widening
+    impact_filter: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # migration 0010
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -298,13 +300,23 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
 
 
+def _opened_at(context: Any) -> datetime:
+    """A new ticket's last activity is its contact, unless given."""
+    return context.get_current_parameters()["opened_at"]
+
+
 class Ticket(Base):
-    """An inbound contact (call, email, chat...), linked to a known incident or finding where one explains it."""
+    """An inbound contact (call, email, chat...), linked to a known incident or finding where one explains it.
+
+    Its status follows ``ticket_update`` signals and the API; whether its case is open at a time is decided by
+    ``forewarn.state.tickets.is_open`` (status and idle time), the one definition live and backtests share.
+    """
 
     __tablename__ = "tickets"
     __table_args__ = (
         Index("ix_tickets_customer_opened", "customer_id", "opened_at"),
         Index("ix_tickets_opened_at", "opened_at"),  # migration 0002
+        Index("ix_tickets_status_activity", "status", "last_activity_at"),  # migration 0010: the idle sweep
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -314,8 +326,10 @@ class Ticket(Base):
     subject: Mapped[str] = mapped_column(String(512), default="")
     text: Mapped[str] = mapped_column(Text, default="")
     topic: Mapped[str | None] = mapped_column(key(64), index=True)
-    status: Mapped[str] = mapped_column(key(16), default="open")  # open, closed
+    status: Mapped[str] = mapped_column(key(16), default="open")  # open, pending, solved, closed
     opened_at: Mapped[datetime] = mapped_column()
+    # the time of the latest event (the contact, then each status change): the idle clock (migration 0010)
+    last_activity_at: Mapped[datetime] = mapped_column(default=_opened_at)
     closed_at: Mapped[datetime | None] = mapped_column()
     sla_due_at: Mapped[datetime | None] = mapped_column()
     first_response_at: Mapped[datetime | None] = mapped_column()
@@ -379,3 +393,46 @@ class StoredSecret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     previous_value: Mapped[str | None] = mapped_column(String(200))
     previous_until: Mapped[datetime | None] = mapped_column()  # the previous value is accepted until then
+
+
+class User(Base):
+    """A person who signs in to the dashboard; role viewer (reads), agent (acts), admin (manages users)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(key(128), unique=True)
+    # an argon2id hash (argon2-cffi); None for people who only come through a trusted proxy header
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(key(16), default="viewer")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserSession(Base):
+    """A signed-in browser. Only a hash of the cookie's token is kept; expiry is decided here, not by the
+    cookie, and signing out deletes the row."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(key(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per user name and per client address to slow down password guessing."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_username_at", "username", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(key(128))
+    address: Mapped[str] = mapped_column(key(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)

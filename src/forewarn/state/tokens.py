@@ -45,6 +45,8 @@ SCOPES: dict[str, str] = {
     "incidents:write": "open, update, widen and resolve incidents",
     "alerts:write": "Prometheus Alertmanager's webhook (opens and resolves incidents from alerts)",
     "metrics:read": "the Prometheus /metrics and the dashboards' JSON under /v1/metrics",
+    "tickets:read": "read a ticket and whether its case is open",
+    "tickets:write": "close, reopen or change a ticket's status",
     "playbooks:approve": "approve or reject playbooks and their decisions",
     "audit:read": "read the audit log",
     "admin": "everything above",

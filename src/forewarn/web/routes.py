@@ -1,5 +1,6 @@
 """The dashboard: server-rendered Jinja2 pages with htmx for live parts. No Node build step.
 
+Every page needs a signed-in user (:mod:`forewarn.web.auth`); retrying a dead letter needs the agent role.
 Pages: ``/`` (overview), ``/incidents``, ``/incidents/{id}``, ``/findings``, ``/customers/{id}``, ``/outbox``,
 ``/playbooks``. The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
 
@@ -11,22 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
-from forewarn import __version__
 from forewarn.context import Context
 from forewarn.measure import views
 from forewarn.measure.cache import StaleWhileRevalidate
 from forewarn.measure.metrics import Period, SignalReader, outcome_metrics
-from forewarn.web import charts
+from forewarn.web import auth
 from forewarn.web.deps import get_ctx
+from forewarn.web.render import render
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_FILES = {"htmx.min.js": "text/javascript", "forewarn.css": "text/css"}
 
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+# every page needs a signed-in user (any role reads); what changes state needs its role and the CSRF token
+router = APIRouter(include_in_schema=False, dependencies=[Depends(auth.signed_in)])
+public = APIRouter(include_in_schema=False)  # the stylesheet and htmx, which the sign-in page needs too
 
 
 _readers_lock = threading.Lock()
@@ -128,59 +129,6 @@ def resolve_period(
         return base
     except ValueError as e:
         raise HTTPException(400, f"bad period: {e} (expected from/to as dates such as 2026-03-01)") from None
-
-
-# ---- template helpers -------------------------------------------------------------------------------------
-
-
-def _dt(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return "" if value is None else str(value)
-
-
-def _num(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
-def _dur(seconds: Any) -> str:
-    if seconds is None:
-        return "–"
-    s = int(round(float(seconds)))
-    neg, s = s < 0, abs(s)
-    d, rem = divmod(s, 86400)
-    h, rem = divmod(rem, 3600)
-    m, sec = divmod(rem, 60)
-    text = f"{d}d {h}h" if d else f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
-    return ("-" if neg else "") + text
-
-
-def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[str, float]]:
-    return [(r["bucket"], float(r[key] or 0)) for r in rows]
-
-
-templates.env.filters.update(dt=_dt, num=_num, pct=_pct, dur=_dur, series=_series)
-templates.env.globals.update(
-    version=__version__,
-    line_chart=charts.line_chart,
-    bar_chart=charts.bar_chart,
-    long_gone_days=views.LONG_GONE_DAYS,
-)
-
-
-def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
 # ---- pages ------------------------------------------------------------------------------------------------
@@ -301,7 +249,7 @@ def _same_origin(request: Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
-@router.post("/outbox/{outbox_id}/retry", name="outbox_retry")
+@router.post("/outbox/{outbox_id}/retry", name="outbox_retry", dependencies=[Depends(auth.require("agent"))])
 def outbox_retry(
     request: Request,
     outbox_id: int,
@@ -323,7 +271,7 @@ def playbooks(request: Request, ctx: Context = Depends(get_ctx)) -> HTMLResponse
     return render(request, "playbooks.html", {"page": "playbooks", "d": data})
 
 
-@router.get("/static/{name}", name="static")
+@public.get("/static/{name}", name="static")
 def static(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise HTTPException(404, f"no static file {name!r}")

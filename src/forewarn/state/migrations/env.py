@@ -14,7 +14,7 @@ def run() -> None:
     if conn is not None:
         _migrate(conn)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_engine(config.get_main_option("sqlalchemy.url"), hide_parameters=True)
     with engine.begin() as c:
         _migrate(c)
     engine.dispose()
