@@ -513,6 +513,7 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
     api = API_HEADERS[demo_server]
     incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=api).json()["incidents"]
     assert incidents
+    sign_in(browser, demo_server)
     for inc in incidents:
         browser.goto(f"{demo_server}/incidents/{inc['id']}")
         meter = browser.eval("document.querySelector('#progress .meter').textContent")
