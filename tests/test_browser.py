@@ -512,8 +512,8 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
     usage chart; the status page shows times a person reads; the API docs render with no internet."""
     import re
 
-    auth = API_HEADERS[demo_server]
-    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=auth).json()["incidents"]
+    api = API_HEADERS[demo_server]
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=api).json()["incidents"]
     assert incidents
     sign_in(browser, demo_server)
     for inc in incidents:
@@ -545,7 +545,7 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
         assert not days or int(days.group(1)) < 90, r
     browser.screenshot("numbers-at-risk")
 
-    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}, headers=auth).json()[
+    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}, headers=api).json()[
         "findings"
     ]
     silent = next((f for f in findings if f["condition"].startswith("usage:silent")), None)

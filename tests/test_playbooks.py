@@ -437,7 +437,7 @@ def test_cli_run_held_approve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         pb = write(tmp_path, PLAYBOOKS)
         runner = CliRunner()
         res = runner.invoke(
-            app, ["playbooks", "run", str(pb), "--as-of", NOW.isoformat(), "--now", NOW.isoformat()]
+            app, ["playbooks", "run", str(pb), "--as-of", NOW.isoformat(), "--now", NOW.isoformat(), "--json"]
         )
         assert res.exit_code == 0, res.output
         assert '"enqueued"' in res.output and '"held": 2' in res.output

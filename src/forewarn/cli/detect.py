@@ -26,12 +26,13 @@ def detect_cmd(
     for name in wire or []:
         if name not in TRIP_WIRES:
             raise typer.BadParameter(f"--wire {name!r} is unknown; expected one of {', '.join(TRIP_WIRES)}")
+    at = time_option(as_of)  # a bad option is reported before any store is opened
     ctx = Context()
     try:
         require_signals(ctx)
         names = wire or list(TRIP_WIRES)
         with stage_progress("trip wires", len(names) + 1, enabled=not as_json) as step:
-            report = run_detection(ctx, time_option(as_of), wire or None, progress=step)
+            report = run_detection(ctx, at, wire or None, progress=step)
     finally:
         ctx.close()
     if as_json:

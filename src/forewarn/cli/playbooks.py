@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forewarn.cli.options import duration_text, plural, require_signals, table_width, time_option
+from forewarn.cli.options import duration_text, plural, table_width, time_option
 
 console = Console()
 err = Console(stderr=True)
@@ -62,10 +62,10 @@ def run_cmd(
     except PlaybookError as e:
         err.print(str(e), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    data_time, decision_time = time_option(as_of), time_option(now)
     ctx = Context()
-    try:
-        require_signals(ctx)
-        summary = run_playbooks(ctx, pset, time_option(as_of), time_option(now))
+    try:  # (findings and incidents live in the state store: no signals needed here)
+        summary = run_playbooks(ctx, pset, data_time, decision_time)
     finally:
         ctx.close()
     data = summary.to_dict()

@@ -54,6 +54,7 @@ def run_cmd(
             raise typer.BadParameter(f"--stage {name!r} is unknown; expected one of {', '.join(STAGES)}")
     if every is not None and now is not None:
         raise typer.BadParameter("--now replays one pass; it cannot be combined with --every")
+    at = time_option(now)  # a bad option is reported before any store is opened
     settings = get_settings()
     path = playbooks or playbooks_opt
     if path is not None:
@@ -64,7 +65,7 @@ def run_cmd(
     try:
         if every is None:
             require_signals(ctx)
-            report = run_cycle(ctx, time_option(now), stages)
+            report = run_cycle(ctx, at, stages)
             print_report(report, as_json)
             if not report.ok:
                 raise typer.Exit(1)
