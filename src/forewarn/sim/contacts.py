@@ -345,3 +345,29 @@ def build(cfg: SimConfig, pop: Population, caused: pl.DataFrame) -> ContactResul
     )
     frame = df.drop("frustration").with_columns(to_datetime(df["ts"]))
     return ContactResult(frame=frame, truth=truth, meta=meta)
+
+
+# how long the helpdesk takes to solve a contact's ticket, by channel (median hours): live channels settle most
+# things at once, written ones wait for an answer
+_SOLVE_MEDIAN_H = {"phone": 2.0, "chat": 1.0, "store": 1.0, "email": 20.0, "web": 30.0, "social": 8.0}
+
+
+def ticket_updates(cfg: SimConfig, contacts: pl.DataFrame) -> pl.DataFrame:
+    """The helpdesk's side of each contact: its ticket solved after a lognormal delay (a few left unsolved, as
+    real queues have), as ``ticket_update`` rows; updates after the simulated period are not emitted."""
+    g = rng(cfg, "ticket-updates")
+    n = contacts.height
+    median_h = np.array([_SOLVE_MEDIAN_H.get(c, 12.0) for c in contacts["channel"].to_list()])
+    delay_us = (median_h * np.exp(g.normal(0.0, 1.0, size=n)) * 3600 * US).astype(np.int64)
+    ts = contacts["ts"].dt.epoch("us").to_numpy() + delay_us
+    keep = (g.random(n) >= 0.05) & (ts < epoch_us(cfg.end))
+    out = pl.DataFrame(
+        {
+            "event_id": [f"tu-{e}" for e in contacts["event_id"].to_list()],
+            "customer_id": contacts["customer_id"],
+            "ts": ts,
+            "ticket_id": contacts["event_id"],
+            "status": ["solved"] * n,
+        }
+    ).filter(pl.Series(keep))
+    return out.with_columns(to_datetime(out["ts"])).sort(["ts", "event_id"])

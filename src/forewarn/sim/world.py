@@ -43,7 +43,7 @@ __all__ = ["SimConfig", "World", "simulate", "write", "FILES"]
 
 PARQUET = ("usage", "purchase", "telemetry", "service_metric")
 JSONL = ("invoice", "contact", "feedback")
-CSV = ("subscription", "shipment")
+CSV = ("subscription", "shipment", "ticket_update")
 FILES = (
     "customers.jsonl",
     "services.csv",
@@ -137,6 +137,7 @@ def simulate(config: SimConfig, out: Path | None = None) -> World:
         "invoice": conform("invoice", bill.frame),
         "telemetry": conform("telemetry", dev.frame),
         "contact": conform("contact", con.frame),
+        "ticket_update": conform("ticket_update", contacts.ticket_updates(cfg, con.frame)),
         "feedback": conform("feedback", feedback),
         "subscription": conform("subscription", subscription).sort(["ts", "event_id"]),
         "shipment": conform("shipment", sched.shipment).sort(["ts", "event_id"]),
