@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import Id, errors
 from forewarn.context import Context
 from forewarn.signals.ingest import ingest_records
 from forewarn.state import audit
@@ -82,23 +83,23 @@ def _set_status(
     return {**after, "changed": changed}
 
 
-@router.get("/{ticket_id}")
-def show(ticket_id: int, caller: Caller = READ, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
+@router.get("/{ticket_id}", responses=errors(404))
+def show(ticket_id: Id, caller: Caller = READ, ctx: Context = Depends(get_ctx)) -> dict[str, Any]:
     """A ticket and whether its case is open now."""
     return _view(ctx, ticket_id, utc(None))
 
 
-@router.patch("/{ticket_id}")
+@router.patch("/{ticket_id}", responses=errors(404))
 def set_status(
-    ticket_id: int, body: StatusIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+    ticket_id: Id, body: StatusIn, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """Change a ticket's status (``open`` after solved or closed reopens it)."""
     return _set_status(ctx, caller, ticket_id, body.status, body.at)
 
 
-@router.post("/{ticket_id}/close")
+@router.post("/{ticket_id}/close", responses=errors(404))
 def close(
-    ticket_id: int, body: CloseIn | None = None, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
+    ticket_id: Id, body: CloseIn | None = None, caller: Caller = WRITE, ctx: Context = Depends(get_ctx)
 ) -> dict[str, Any]:
     """Close a ticket (``solved`` or ``closed``); closing a closed ticket changes nothing."""
     body = body or CloseIn()
