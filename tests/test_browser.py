@@ -510,7 +510,9 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
     usage chart; the status page shows times a person reads; the API docs render with no internet."""
     import re
 
-    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents").json()["incidents"]
+    incidents = httpx.get(f"{demo_server}/v1/metrics/incidents", headers=API_HEADERS[demo_server]).json()[
+        "incidents"
+    ]
     assert incidents
     for inc in incidents:
         browser.goto(f"{demo_server}/incidents/{inc['id']}")
@@ -541,7 +543,9 @@ def test_demo_numbers_add_up(demo_server: str, browser: CDP) -> None:
         assert not days or int(days.group(1)) < 90, r
     browser.screenshot("numbers-at-risk")
 
-    findings = httpx.get(f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}).json()["findings"]
+    findings = httpx.get(
+        f"{demo_server}/v1/metrics/findings", params={"kind": "usage"}, headers=API_HEADERS[demo_server]
+    ).json()["findings"]
     silent = next((f for f in findings if f["condition"].startswith("usage:silent")), None)
     assert silent is not None, "the demo has no silent customer to look at"
     browser.goto(f"{demo_server}/customers/{silent['customer_id']}")
