@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from forewarn.api.auth import Caller, requires
 from forewarn.api.deps import get_ctx
+from forewarn.api.errors import Id, errors
 from forewarn.context import Context
 from forewarn.signals.ingest import ingest_records
 from forewarn.state import audit
@@ -80,17 +81,17 @@ def _set_status(
     return {**after, "changed": after != before}
 
 
-@router.get("/{ticket_id}")
+@router.get("/{ticket_id}", responses=errors(404))
 def show(
-    ticket_id: int, ctx: Context = Depends(get_ctx), caller: Caller = requires("tickets:read")
+    ticket_id: Id, ctx: Context = Depends(get_ctx), caller: Caller = requires("tickets:read")
 ) -> dict[str, Any]:
     """A ticket and whether its case is open now."""
     return _view(ctx, ticket_id, utc(None))
 
 
-@router.patch("/{ticket_id}")
+@router.patch("/{ticket_id}", responses=errors(404))
 def set_status(
-    ticket_id: int,
+    ticket_id: Id,
     body: StatusIn,
     ctx: Context = Depends(get_ctx),
     caller: Caller = requires("tickets:write"),
@@ -99,9 +100,9 @@ def set_status(
     return _set_status(ctx, caller, ticket_id, body.status, body.at)
 
 
-@router.post("/{ticket_id}/close")
+@router.post("/{ticket_id}/close", responses=errors(404))
 def close(
-    ticket_id: int,
+    ticket_id: Id,
     body: CloseIn | None = None,
     ctx: Context = Depends(get_ctx),
     caller: Caller = requires("tickets:write"),
