@@ -3,10 +3,10 @@
 Every page needs a signed-in user (:mod:`forewarn.web.auth`); retrying a dead letter needs the agent role;
 the audit log (``/audit``) and users (``/users``) are for admins.
 Pages: ``/`` (overview), ``/incidents``, ``/incidents/{id}``, ``/findings``, ``/customers/{id}``, ``/outbox``,
-``/playbooks``. The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
+``/playbooks``, ``/audit`` (admins). The same data is served as JSON under ``/v1/metrics/...`` (see ``forewarn.api.metrics``).
 
 >>> sorted(r.path for r in router.routes if r.name.startswith("page_"))[:3]
-['/', '/customers/{customer_id}', '/findings']
+['/', '/audit', '/customers/{customer_id}']
 """
 
 from __future__ import annotations
