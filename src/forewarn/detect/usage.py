@@ -302,7 +302,11 @@ def score_series(
     )
     first_zero = (pl.col("_nz") + 1).clip(0, max(n - 1, 0))
     df = df.with_columns(
-        shift_z=(pl.col("recent_median") - pl.col("shift_base"))
+        # no spread known yet (the baseline is warming up): no level shift either, rather than judging the
+        # move against the bare floor (a 5% spread makes every ordinary month a "shift" on noisy usage)
+        shift_z=pl.when(pl.col("shift_scale").is_not_null()).then(
+            pl.col("recent_median") - pl.col("shift_base")
+        )
         / pl.max_horizontal(
             pl.col("shift_scale"), pl.col("shift_base").abs() * p.min_scale_rel, pl.lit(1e-9)
         ),
