@@ -345,3 +345,25 @@ def test_a_windowed_read_finds_an_old_held_drop_like_a_full_read() -> None:
         assert held == (["usage:drop:data_gb"] if d < 260 else []), d
         if d > 250:
             assert since["usage"] is not None and window["usage"].height < 0.6 * full["usage"].height
+
+
+def test_no_level_shift_while_the_spread_is_still_unknown() -> None:
+    # a monthly swing of +-25% seen in the first weeks: the 7-day median moves ~60% against the first 21
+    # days before the baseline knows how much this customer's usage varies; judged against the bare 5%
+    # spread floor that was a "level shift" for most customers of a noisy world
+    rng = np.random.default_rng(1)
+    days = np.arange(120)
+    values = 7.0 * (1 + 0.25 * np.sin(2 * np.pi * days / 30.44 + 1.0)) * np.exp(rng.normal(0, 0.3, 120))
+    p = UsageParams()
+    known = p.window + p.scale_window + p.shift_window - 1  # first row whose level shift has a spread
+    scored = score_series(usage_frame({"c1": list(values.round(2))}), ["customer_id", "metric"], "value", p)
+    early = scored.filter(pl.col("history") < known)
+    assert (
+        early.filter(pl.col("history") >= p.window + p.shift_window - 1)["recent_median"].is_not_null().all()
+    )
+    assert (early["signal"] == "level_shift").sum() == 0
+    assert early["shift_z"].is_null().all()
+    # once the spread is known, a real lasting move is still a level shift
+    moved = np.concatenate([values[:80], values[80:] * 2.5])
+    late = score_series(usage_frame({"c1": list(moved.round(2))}), ["customer_id", "metric"], "value", p)
+    assert (late.filter(pl.col("history") >= 80)["signal"] == "level_shift").any()
