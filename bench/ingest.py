@@ -188,8 +188,12 @@ def phase_http(workdir: Path, batch: int, threads: int, auth: bool = True) -> di
         + (
             ""
             if auth
+            # the reference's caller is async like the real check: a plain function would run in the thread
+            # pool and make the reference slower than the product
             else "from forewarn.api.auth import Caller, requires\n"
-            "app.dependency_overrides[requires('signals:write').dependency] = lambda: Caller('bench', None)\n"
+            "async def constant_caller():\n"
+            "    return Caller('bench', None)\n"
+            "app.dependency_overrides[requires('signals:write').dependency] = constant_caller\n"
             "app.user_middleware.clear()\n"
         )
         + f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')\n"
