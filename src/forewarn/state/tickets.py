@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from forewarn.config import Settings
 from forewarn.state.models import Ticket
 from forewarn.timeutil import utc
 
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 OPEN_STATUSES = ("open", "pending")
 CLOSED_STATUSES = ("solved", "closed")
 STATUSES = OPEN_STATUSES + CLOSED_STATUSES
-DEFAULT_IDLE_CLOSE = timedelta(days=7)
+# the setting's default, declared once in forewarn.config
+DEFAULT_IDLE_CLOSE: timedelta = Settings.model_fields["ticket_idle_close"].default
 CHUNK = 5_000
 
 
@@ -59,7 +61,7 @@ def supersedes(ts: datetime, status: str, last_ts: datetime, last_status: str) -
 
 
 def idle_close(settings: Any) -> timedelta:
-    """The idle time after which a case closes: ``settings.ticket_idle_close`` (``Settings``), else 7 days."""
+    """The idle time after which a case closes: ``settings.ticket_idle_close`` (``Settings``), else its default."""
     return getattr(settings, "ticket_idle_close", None) or DEFAULT_IDLE_CLOSE
 
 
